@@ -1,0 +1,120 @@
+"""Save and load the artifact: model.safetensors + config.json. No pickle anywhere on this path."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .network import SnakeNet, build_network
+from .spec import ModelSpec, SpecError
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+class ArtifactError(ValueError):
+    """The model directory cannot be served: missing files, wrong keys, wrong shape or wrong hash."""
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape the weights and the preprocessing."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "timm", "fastai", "pillow", "safetensors", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def save_artifact(model: SnakeNet, spec: ModelSpec, out_dir: str | Path) -> Path:
+    """Write model.safetensors and config.json (with the weights' sha256) atomically into out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata={"format": "pt"})
+        spec.weights_sha256 = sha256_file(tmp)
+        spec.versions = spec.versions or library_versions()
+        os.replace(tmp, out / WEIGHTS)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    cfg_tmp = out / (CONFIG + ".tmp")
+    spec.save(cfg_tmp)
+    os.replace(cfg_tmp, out / CONFIG)
+    return out
+
+
+def load_spec(model_dir: str | Path) -> ModelSpec:
+    """Read and validate config.json from a model directory."""
+    try:
+        return ModelSpec.load(Path(model_dir) / CONFIG)
+    except SpecError as e:
+        raise ArtifactError(str(e)) from e
+
+
+def load_artifact(model_dir: str | Path, *, verify_sha: bool = True) -> tuple[SnakeNet, ModelSpec]:
+    """Rebuild the network and load its weights strictly; every mismatch is an ArtifactError."""
+    model_dir = Path(model_dir)
+    spec = load_spec(model_dir)
+    weights = model_dir / WEIGHTS
+    if not weights.is_file():
+        raise ArtifactError(f"{weights} not found: a model directory needs {WEIGHTS} next to {CONFIG}")
+    if verify_sha:
+        actual = sha256_file(weights)
+        if actual != spec.weights_sha256:
+            raise ArtifactError(
+                f"{weights}: sha256 {actual[:12]}... does not match config.json's {spec.weights_sha256[:12]}...; "
+                "the weights were changed or corrupted after export. Re-download or re-export the model."
+            )
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ArtifactError(f"{weights} is not a readable safetensors file: {e}") from e
+    try:
+        model = build_network(spec.arch, len(spec.labels), head=spec.head, pretrained=False)
+    except ValueError as e:
+        raise ArtifactError(f"config.json: {e}") from e
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ArtifactError(
+            f"{weights} does not fit arch {spec.arch!r} with head {spec.head!r}: "
+            f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            if tensor.dim() >= 1 and key.startswith("head.") and tensor.shape[0] == len(spec.labels):
+                raise ArtifactError(
+                    f"config.json lists {len(spec.labels)} labels but the weights' classifier has "
+                    f"{state[key].shape[0]} outputs; the label list and the weights do not belong together"
+                )
+            raise ArtifactError(
+                f"{weights}: tensor {key} has shape {tuple(state[key].shape)}, expected {tuple(tensor.shape)}"
+            )
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return model, spec
+
+

