@@ -7,7 +7,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -116,5 +115,3 @@ def load_artifact(model_dir: str | Path, *, verify_sha: bool = True) -> tuple[Sn
     model.load_state_dict(state, strict=True)
     model.eval()
     return model, spec
-
-

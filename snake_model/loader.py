@@ -79,8 +79,7 @@ def _read(src: bytes | bytearray | str | Path, max_bytes: int) -> tuple[bytes, s
         raise ImageLoadError(f"{name}: cannot read the file ({e.strerror or e})") from e
     if size > max_bytes:
         raise ImageTooLargeError(
-            f"{name}: the file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit; "
-            "send a smaller image"
+            f"{name}: the file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit; send a smaller image"
         )
     try:
         return path.read_bytes(), name

@@ -122,7 +122,7 @@ class Predictor:
         i = int(np.argmax(probs))
         score = ood_score(probs)
         return Prediction(
-            probs={lab: float(p) for lab, p in zip(self.labels, probs)},
+            probs={lab: float(p) for lab, p in zip(self.labels, probs, strict=True)},
             label=self.labels[i],
             confidence=float(probs[i]),
             abstain=abstains(score, self.spec.abstain_threshold),

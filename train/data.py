@@ -1,0 +1,104 @@
+"""Class-folder datasets: listing, verification through the one loader, and the train/valid split."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from snake_model.loader import ImageLoadError, load_image
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".jfif"}
+# Folders inside a dataset that are never classes (cleaning trash, gather bookkeeping).
+SKIP_DIRS = {"_trash", "_quarantine", "_tmp", ".clean", "__pycache__"}
+SPLITS_FILE = "splits.csv"
+
+
+class DatasetError(ValueError):
+    """The data directory cannot be used for training; the message says how to fix it."""
+
+
+@dataclass
+class Dataset:
+    root: Path
+    classes: list[str]
+    paths: list[Path]
+    labels: list[int]
+    skipped: dict[str, str] = field(default_factory=dict)  # relative path -> reason
+
+    def rel(self, p: Path) -> str:
+        return p.relative_to(self.root).as_posix()
+
+
+def list_images(root: str | Path, verify: bool = False) -> Dataset:
+    """One sub-folder per class; files are found by suffix and, with verify, decoded by the loader."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a directory; give a folder with one sub-folder of images per class")
+    class_dirs = sorted(
+        d for d in root.iterdir() if d.is_dir() and d.name not in SKIP_DIRS and not d.name.startswith(".")
+    )
+    paths, labels, classes, skipped = [], [], [], {}
+    for d in class_dirs:
+        files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            continue
+        ci = len(classes)
+        classes.append(d.name)
+        for p in files:
+            if verify:
+                try:
+                    load_image(p)
+                except ImageLoadError as e:
+                    skipped[p.relative_to(root).as_posix()] = str(e)
+                    continue
+            paths.append(p)
+            labels.append(ci)
+    if len(classes) < 2:
+        raise DatasetError(
+            f"{root} has {len(classes)} class folder(s) with images; need at least 2 "
+            "(layout: DATA_DIR/<class name>/<image files>)"
+        )
+    for ci, c in enumerate(classes):
+        if labels.count(ci) < 2:
+            raise DatasetError(f"class {c!r} has {labels.count(ci)} usable image(s); need at least 2 per class")
+    return Dataset(root, classes, paths, labels, skipped)
+
+
+def random_split(ds: Dataset, valid_pct: float, seed: int) -> tuple[list[int], list[int]]:
+    """Stratified random split: valid_pct of every class goes to validation (at least one image)."""
+    rng = random.Random(seed)
+    train, valid = [], []
+    for ci in range(len(ds.classes)):
+        idx = [i for i, y in enumerate(ds.labels) if y == ci]
+        rng.shuffle(idx)
+        n_valid = max(1, round(len(idx) * valid_pct))
+        valid += idx[:n_valid]
+        train += idx[n_valid:]
+    return sorted(train), sorted(valid)
+
+
+def read_splits(ds: Dataset) -> tuple[list[int], list[int]] | None:
+    """Use DATA_DIR/splits.csv (columns path,split with split in train/valid) when present."""
+    f = ds.root / SPLITS_FILE
+    if not f.is_file():
+        return None
+    with open(f, newline="", encoding="utf-8") as fh:
+        rows = {r["path"]: r["split"].strip().lower() for r in csv.DictReader(fh)}
+    train, valid = [], []
+    for i, p in enumerate(ds.paths):
+        s = rows.get(ds.rel(p))
+        if s == "valid":
+            valid.append(i)
+        elif s == "train":
+            train.append(i)
+        else:
+            log.warning("%s is not in %s; putting it in train", ds.rel(p), SPLITS_FILE)
+            train.append(i)
+    if not valid or not train:
+        raise DatasetError(f"{f} leaves an empty train or valid split; delete it or run the split stage again")
+    return train, valid

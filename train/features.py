@@ -1,0 +1,80 @@
+"""Frozen backbone features, cached on disk: the fast path for heads, probes and cleaning."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from snake_model.loader import ImageLoadError, load_image
+from snake_model.network import DEFAULT_ARCH, build_network
+from snake_model.preprocess import preprocess
+from snake_model.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+def _cache_key(paths: Sequence[Path], arch: str, size: int, resize: str, flip: bool) -> str:
+    h = hashlib.sha256(f"{arch}|{size}|{resize}|{flip}".encode())
+    for p in paths:
+        st = Path(p).stat()
+        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:20]
+
+
+@torch.inference_mode()
+def extract_features(
+    paths: Sequence[str | Path],
+    arch: str = DEFAULT_ARCH,
+    image_size: int = 224,
+    resize_method: str = "squish",
+    batch_size: int = 32,
+    flip: bool = False,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Average-pooled ImageNet features, shape (N, nf), and a mask of images that loaded.
+
+    Rows of images the loader refuses are zeros with mask False. flip=True averages the features of the
+    image and its mirror.
+    """
+    paths = [Path(p) for p in paths]
+    cache = None
+    if cache_dir is not None:
+        cache = Path(cache_dir) / f"feats_{_cache_key(paths, arch, image_size, resize_method, flip)}.npz"
+        if cache.is_file():
+            z = np.load(cache)
+            return z["feats"], z["ok"]
+    net = build_network(arch, 1, pretrained=True).body.eval()
+    spec = ModelSpec(labels=["x"], arch=arch, image_size=image_size, resize_method=resize_method)
+    feats = np.zeros((len(paths), net.num_features), dtype=np.float32)
+    ok = np.zeros(len(paths), dtype=bool)
+    bar = tqdm(total=len(paths), desc="features", unit="img", disable=not progress)
+    for start in range(0, len(paths), batch_size):
+        chunk, idx = [], []
+        for i in range(start, min(start + batch_size, len(paths))):
+            try:
+                chunk.append(preprocess(load_image(paths[i]), spec))
+                idx.append(i)
+            except ImageLoadError as e:
+                log.warning("skipping %s: %s", paths[i], e)
+        if chunk:
+            x = torch.from_numpy(np.stack(chunk))
+            f = net(x).mean(dim=(2, 3))
+            if flip:
+                f = (f + net(torch.flip(x, dims=[3])).mean(dim=(2, 3))) / 2
+            feats[idx] = f.numpy()
+            ok[idx] = True
+        bar.update(min(batch_size, len(paths) - start))
+    bar.close()
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, feats=feats, ok=ok)
+        tmp.replace(cache)
+    return feats, ok
