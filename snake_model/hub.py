@@ -1,0 +1,282 @@
+"""Pull a model artifact from the Hugging Face Hub: pinned to a commit, cached, verified, never a pickle.
+
+The endpoint, cache and token are parameters (defaults: huggingface_hub's HF_ENDPOINT, HF_HUB_CACHE, HF_TOKEN or
+login), so tests and mirrors point it anywhere. Nothing happens at import time; huggingface_hub loads lazily.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from .artifact import CONFIG, WEIGHTS, ArtifactError, load_spec, sha256_file
+
+log = logging.getLogger(__name__)
+
+METRICS = "metrics.json"
+CARD_IMAGES = ("confusion_matrix.png", "top_losses.png", "batch_preview.png", "reliability.png")
+REQUIRED_FILES = (CONFIG, WEIGHTS)
+# The only files a pull ever asks for. A pickle (export.pkl, *.bin, *.pt) is never on this list.
+ALLOWED_FILES = (*REQUIRED_FILES, METRICS, *CARD_IMAGES)
+COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
+REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
+NETWORK_TIMEOUT_S = 10.0
+
+
+class ModelPullError(ArtifactError):
+    """The model could not be pulled from the Hub; the message says which repo, revision and what to do."""
+
+
+class ModelRepoNotFoundError(ModelPullError):
+    """The repo does not exist on that endpoint, or it is private and the token cannot read it."""
+
+
+class ModelRevisionNotFoundError(ModelPullError):
+    """The repo exists but the requested commit, branch or tag does not."""
+
+
+class ModelFileMissingError(ModelPullError):
+    """The revision lacks model.safetensors or config.json."""
+
+
+class ModelIntegrityError(ModelPullError):
+    """model.safetensors does not match the sha256 recorded in config.json."""
+
+
+class ModelOfflineError(ModelPullError):
+    """The Hub cannot be reached (or offline mode is on) and the model is not in the local cache."""
+
+
+def is_commit_sha(revision: str | None) -> bool:
+    """True for a full 40-hex commit id, the only revision that pins a model."""
+    return bool(revision) and COMMIT_SHA.fullmatch(revision) is not None
+
+
+def _check_repo_id(repo_id: str) -> None:
+    if not isinstance(repo_id, str) or not REPO_ID.fullmatch(repo_id) or ".." in repo_id:
+        raise ModelPullError(f"model repo {repo_id!r} is not of the form OWNER/NAME (e.g. 'alice/snake-classifier')")
+
+
+def _truthy(value: str | None) -> bool:
+    return str(value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _offline_mode() -> bool:
+    from huggingface_hub import constants
+
+    return constants.is_offline_mode()
+
+
+def _where(repo_id: str, revision: str) -> str:
+    return f"{repo_id}@{revision[:12] if is_commit_sha(revision) else revision}"
+
+
+def _cached_snapshot(repo_id: str, revision: str, cache_dir: str | Path | None) -> Path | None:
+    """The cached snapshot folder holding config.json and model.safetensors for this revision, if any."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, CONFIG, cache_dir=cache_dir, revision=revision)
+    if not isinstance(found, str):
+        return None
+    snapshot = Path(found).parent
+    return snapshot if (snapshot / WEIGHTS).is_file() else None
+
+
+def _verified(snapshot: Path, repo_id: str, revision: str) -> Path:
+    """Check config.json parses and the weights' sha256 matches it; return the folder."""
+    where = _where(repo_id, revision)
+    try:
+        spec = load_spec(snapshot)
+    except ArtifactError as e:
+        raise ModelPullError(f"config.json of {where} is not a valid model spec: {e}") from None
+    actual = sha256_file(snapshot / WEIGHTS)
+    if actual != spec.weights_sha256:
+        raise ModelIntegrityError(
+            f"model.safetensors of {where} has sha256 {actual[:16]}..., but its config.json records "
+            f"{(spec.weights_sha256 or '(none)')[:16]}...: the weights were changed after export, on the Hub or in "
+            f"the local cache ({snapshot}). Refusing to serve them. Delete that cache folder and pull again; if it "
+            "persists, re-push the artifact."
+        )
+    return snapshot
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    import httpx2
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    return (httpx2.TransportError, OfflineModeIsEnabled, ConnectionError, TimeoutError)
+
+
+def _translate(e: Exception, repo_id: str, revision: str, endpoint: str) -> ModelPullError:
+    """One clear ModelPullError subclass per failure, from huggingface_hub's exceptions."""
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = _where(repo_id, revision)
+    if isinstance(e, RepositoryNotFoundError):
+        return ModelRepoNotFoundError(
+            f"model repo {repo_id!r} not found on {endpoint} (or it is private and no valid token was given); "
+            "check MODEL_REPO and, for a private repo, HF_TOKEN"
+        )
+    if isinstance(e, RevisionNotFoundError):
+        return ModelRevisionNotFoundError(
+            f"revision {revision!r} not found in model repo {repo_id!r} on {endpoint}; "
+            "check MODEL_REVISION (a 40-hex commit sha from the repo's history)"
+        )
+    if isinstance(e, RemoteEntryNotFoundError):
+        return ModelFileMissingError(f"{where} on {endpoint} has no {_missing_name(e)}: it is not a model artifact")
+    if isinstance(e, (LocalEntryNotFoundError, *_network_errors())):
+        return ModelOfflineError(
+            f"cannot reach {endpoint} to download {where}, and it is not in the local cache; "
+            "connect to the network once, or set MODEL_DIR to a local model folder"
+        )
+    if isinstance(e, HfHubHTTPError):
+        status = e.response.status_code if e.response is not None else "?"
+        return ModelPullError(f"the Hub at {endpoint} answered HTTP {status} for {where}; try again later")
+    return ModelPullError(f"pulling {where} from {endpoint} failed: {type(e).__name__}")
+
+
+def _missing_name(e: Exception) -> str:
+    url = str(getattr(getattr(e, "response", None), "url", "") or "")
+    name = url.rsplit("/", 1)[-1] if "/resolve/" in url else ""
+    return name or "model.safetensors/config.json"
+
+
+def _download(repo_id: str, filename: str, revision: str, cache_dir, endpoint, token) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    path = hf_hub_download(
+        repo_id,
+        filename,
+        revision=revision,
+        cache_dir=cache_dir,
+        endpoint=endpoint,
+        token=token,
+        etag_timeout=NETWORK_TIMEOUT_S,
+    )
+    return Path(path)
+
+
+def pull_model(
+    repo_id: str,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    endpoint: str | None = None,
+    token: str | None = None,
+    *,
+    offline: bool | None = None,
+) -> Path:
+    """Download (or find in the cache) a model artifact; return the local folder with its weights and config.
+
+    Only ALLOWED_FILES are fetched. A commit-sha revision already in the cache needs no network at all.
+    Raises a ModelPullError subclass (an ArtifactError) with a clear message on every failure.
+    """
+    from huggingface_hub import HfApi, constants
+
+    _check_repo_id(repo_id)
+    revision = (revision or "").strip() or "main"
+    endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
+    offline = _offline_mode() if offline is None else offline
+    pinned = is_commit_sha(revision)
+    if not pinned:
+        log.warning(
+            "model revision %r of %s is not a commit sha: the model may change under you. "
+            "Pin MODEL_REVISION to a 40-hex commit sha for reproducible serving.",
+            revision,
+            repo_id,
+        )
+    cached = _cached_snapshot(repo_id, revision, cache_dir)
+    if cached is not None and (pinned or offline):
+        log.info("using cached model %s from %s", _where(repo_id, revision), cached)
+        return _verified(cached, repo_id, cached.name)
+    if offline:
+        raise ModelOfflineError(
+            f"offline mode (HF_HUB_OFFLINE) is on and {_where(repo_id, revision)} is not in the local cache; "
+            "pull it once with the network on, or set MODEL_DIR to a local model folder"
+        )
+
+    try:
+        info = HfApi(endpoint=endpoint).model_info(repo_id, revision=revision, token=token, timeout=NETWORK_TIMEOUT_S)
+    except Exception as e:
+        err = _translate(e, repo_id, revision, endpoint)
+        if type(err) in (ModelOfflineError, ModelPullError) and cached is not None:
+            # Unreachable or failing Hub, but the repo was never said to be gone: serve the cached copy.
+            log.warning("cannot reach %s (%s); using the cached copy of %s", endpoint, type(e).__name__, revision)
+            return _verified(cached, repo_id, cached.name)
+        raise err from None
+
+    names = {s.rfilename for s in info.siblings} if info.siblings is not None else None
+    if names is not None:
+        missing = [f for f in REQUIRED_FILES if f not in names]
+        if missing:
+            raise ModelFileMissingError(
+                f"{_where(repo_id, revision)} on {endpoint} has no {' or '.join(missing)}: it is not a model "
+                f"artifact (files: {', '.join(sorted(names)) or 'none'})"
+            )
+    wanted = [f for f in ALLOWED_FILES if names is None or f in names]
+
+    try:
+        # config.json by the asked revision first, so a branch is recorded in the cache's refs for offline use;
+        # then every other file by the exact commit it resolved to, so all files come from one commit.
+        snapshot = _download(repo_id, CONFIG, revision, cache_dir, endpoint, token).parent
+        commit = snapshot.name
+        for filename in wanted:
+            if filename == CONFIG:
+                continue
+            try:
+                _download(repo_id, filename, commit, cache_dir, endpoint, token)
+            except Exception as e:
+                from huggingface_hub.errors import RemoteEntryNotFoundError
+
+                if filename in REQUIRED_FILES or not isinstance(e, RemoteEntryNotFoundError):
+                    raise
+                log.info("%s has no %s; skipping it", _where(repo_id, commit), filename)
+    except ModelPullError:
+        raise
+    except Exception as e:
+        raise _translate(e, repo_id, revision, endpoint) from None
+    if not (snapshot / WEIGHTS).is_file():
+        raise ModelFileMissingError(f"{_where(repo_id, commit)} on {endpoint} has no {WEIGHTS}")
+    log.info("pulled model %s into %s", _where(repo_id, commit), snapshot)
+    return _verified(snapshot, repo_id, commit)
+
+
+def _cache_dir_from(env: Mapping[str, str]) -> str | None:
+    if env.get("HF_HUB_CACHE"):
+        return env["HF_HUB_CACHE"]
+    if env.get("HF_HOME"):
+        return os.path.join(env["HF_HOME"], "hub")
+    return None
+
+
+def resolve_model_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """The app's model folder: MODEL_DIR if set; else MODEL_REPO (at MODEL_REVISION) pulled; else the bundled model.
+
+    Raises ArtifactError (a ModelPullError subclass for Hub failures) with a message fit to show on the page.
+    """
+    if env.get("MODEL_DIR"):
+        path = Path(env["MODEL_DIR"]).expanduser()
+        if not path.is_dir():
+            raise ArtifactError(f"MODEL_DIR={path} is not a directory holding model.safetensors and config.json")
+        return path
+    if env.get("MODEL_REPO"):
+        return pull_model(
+            env["MODEL_REPO"].strip(),
+            env.get("MODEL_REVISION") or None,
+            cache_dir=_cache_dir_from(env),
+            endpoint=env.get("HF_ENDPOINT") or None,
+            token=env.get("HF_TOKEN") or None,
+            offline=True if _truthy(env.get("HF_HUB_OFFLINE")) else None,
+        )
+    if env.get("MODEL_REVISION"):
+        log.warning("MODEL_REVISION is set but MODEL_REPO is not; using the bundled model")
+    return BUNDLED_MODEL_DIR
