@@ -1,0 +1,426 @@
+"""Score every image of a class-folder dataset for cleaning, then review, apply, undo and compare.
+
+    python -m train.clean DATA_DIR                  # scores -> DATA_DIR/.clean/scores.csv, queue tops printed
+    python -m train.clean DATA_DIR --ui             # the Gradio workbench (queues, keep/delete/relabel/not a snake)
+    python -m train.clean DATA_DIR --undo 3         # reverse the last 3 decisions
+    python -m train.clean DATA_DIR --replay LOG     # re-apply a decisions.jsonl onto this copy
+    python -m train.clean DATA_DIR --compare BEFORE_ARTIFACT AFTER_ARTIFACT
+
+Label issues come from out-of-sample probabilities: k-fold cross-validation of a logistic regression on
+cached frozen backbone features, so a wrong label cannot hide by being memorised; cleanlab ranks them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from train.data import IMAGE_SUFFIXES, SKIP_DIRS, DatasetError
+from train.decisions import MANIFEST, NOT_SNAKE_DIR, DecisionError, Decisions
+from train.quality import DUP_COS, DUP_HAMMING, Thresholds, duplicate_clusters, image_checks, quality_severity
+
+log = logging.getLogger(__name__)
+
+FOLDS = 5
+C = 0.02  # inverse L2 strength of the per-fold head; the best out-of-fold log loss on in11 among 0.01-1
+IMAGE_SIZE = 224
+SEED = 0
+LOW_CONF = 0.35  # max out-of-fold probability below which an image is an outlier candidate
+NOT_SNAKE_PROB = 0.10  # ImageNet snake-class probability below which an image is "maybe not a snake"
+OOD_QUANTILE = 0.03  # the least typical share of images by feature-space kNN distance are outlier candidates
+IMAGENET_SNAKES = slice(52, 69)  # ImageNet-1k classes 52 (thunder snake) .. 68 (sidewinder)
+SCORES_FILE = Path(".clean") / "scores.csv"
+QUEUES = ("label", "duplicates", "outliers", "quality")
+QUEUE_TITLES = {
+    "label": "likely wrong label",
+    "duplicates": "near-duplicates",
+    "outliers": "outliers / not a snake",
+    "quality": "quality",
+}
+MANIFEST_FIELDS = ("source", "licence", "author")
+
+FeatureFn = Callable[[Sequence[Path]], tuple[np.ndarray, np.ndarray]]
+
+
+def list_dataset(root: Path, not_snake_dir: str = NOT_SNAKE_DIR) -> tuple[list[str], list[Path], list[int]]:
+    """Classes, image paths and labels; like train.data.list_images but tolerant of tiny classes for cleaning."""
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a directory; give a folder with one sub-folder of images per class")
+    skip = SKIP_DIRS | {not_snake_dir}
+    classes, paths, labels = [], [], []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in skip and not p.name.startswith(".")):
+        files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if files:
+            labels += [len(classes)] * len(files)
+            classes.append(d.name)
+            paths += files
+    if len(classes) < 2:
+        raise DatasetError(f"{root} has {len(classes)} class folder(s) with images; need at least 2")
+    return classes, paths, labels
+
+
+def read_manifest(root: Path) -> dict[str, dict]:
+    """Rows of DATA_DIR/manifest.csv by relative path ({} when there is none)."""
+    f = root / MANIFEST
+    if not f.is_file():
+        return {}
+    with open(f, newline="", encoding="utf-8") as fh:
+        return {r["path"]: r for r in csv.DictReader(fh) if r.get("path")}
+
+
+def default_features(root: Path, image_size: int = IMAGE_SIZE) -> FeatureFn:
+    """Frozen Lite0 features, cached under DATA_DIR/.clean/features."""
+    from train.features import extract_features
+
+    return partial(
+        extract_features,
+        image_size=image_size,
+        resize_method="squish",
+        flip=False,
+        cache_dir=root / ".clean" / "features",
+    )
+
+
+def imagenet_snake_prob(feats: np.ndarray) -> np.ndarray | None:
+    """P(any ImageNet snake class) from the Lite0 ImageNet classifier applied to pooled features."""
+    import torch
+
+    from snake_model.network import lite0_weights_path
+
+    try:
+        sd = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+    except (ImportError, OSError) as e:
+        log.warning("no ImageNet classifier for the not-a-snake score: %s", e)
+        return None
+    w, b = sd["_fc.weight"].numpy(), sd["_fc.bias"].numpy()
+    if w.shape[1] != feats.shape[1]:
+        return None
+    logits = feats @ w.T + b
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    return p[:, IMAGENET_SNAKES].sum(axis=1)
+
+
+def oof_probs(feats: np.ndarray, labels: np.ndarray, n_classes: int, folds: int, seed: int, c: float) -> np.ndarray:
+    """Out-of-fold class probabilities: each image is scored by a head that never saw it."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    counts = np.bincount(labels, minlength=n_classes)
+    k = int(max(2, min(folds, counts[counts > 0].min())))  # clipped so the smallest class is in every fold
+    probs = np.zeros((len(labels), n_classes))
+    for tr, te in tqdm(list(StratifiedKFold(k, shuffle=True, random_state=seed).split(feats, labels)), desc="folds"):
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
+        clf.fit(feats[tr], labels[tr])
+        probs[np.ix_(te, clf[-1].classes_)] = clf.predict_proba(feats[te])
+    probs = np.clip(probs, 1e-6, None)
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def score_dataset(
+    data_dir: str | Path,
+    *,
+    folds: int = FOLDS,
+    image_size: int = IMAGE_SIZE,
+    seed: int = SEED,
+    c: float = C,
+    dup_bits: int = DUP_HAMMING,
+    dup_cos: float = DUP_COS,
+    thresholds: Thresholds | None = None,
+    feature_fn: FeatureFn | None = None,
+    not_snake_dir: str = NOT_SNAKE_DIR,
+    progress: bool = True,
+) -> list[dict]:
+    """One row per image with label-issue, duplicate, outlier and quality scores, in wrong-label queue order."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.outlier import OutOfDistribution
+    from cleanlab.rank import get_label_quality_scores
+
+    root = Path(data_dir).resolve()
+    classes, paths, labels = list_dataset(root, not_snake_dir)
+    manifest = read_manifest(root)
+    th = thresholds or Thresholds()
+    rows = []
+    for p, y in tqdm(list(zip(paths, labels, strict=True)), desc="checks", unit="img", disable=not progress):
+        rel = p.relative_to(root).as_posix()
+        m = manifest.get(rel, {})
+        row = {"path": rel, "label": classes[y]} | {k: m.get(k, "") for k in MANIFEST_FIELDS}
+        row["licence"] = row["licence"] or m.get("license", "")
+        row |= image_checks(p, th)
+        if m.get("phash") and row.get("phash"):
+            row["phash"] = m["phash"]  # the manifest's hash keeps duplicates consistent with gather's dedupe
+        rows.append(row)
+
+    feats, ok = (feature_fn or default_features(root, image_size))(paths)
+    ok = np.asarray(ok, dtype=bool) & np.array([not r.get("error") for r in rows])
+    idx = np.flatnonzero(ok)
+    y = np.array(labels)[idx]
+    present = np.unique(y)
+    remap = {int(c_): i for i, c_ in enumerate(present)}  # classes whose images all failed drop out
+    yy = np.array([remap[int(v)] for v in y])
+    probs = oof_probs(feats[idx], yy, len(present), folds, seed, c)
+    ranked = find_label_issues(yy, probs, return_indices_ranked_by="self_confidence")
+    quality = get_label_quality_scores(yy, probs)
+    ood = OutOfDistribution().fit_score(features=feats[idx]) if len(idx) > 11 else np.ones(len(idx))
+    ood_cut = np.quantile(ood, OOD_QUANTILE) if len(idx) else 0.0
+    snake = imagenet_snake_prob(feats[idx]) if feature_fn is None else None
+    issue_rank = {int(j): r + 1 for r, j in enumerate(ranked)}
+    for j, i in enumerate(idx):
+        pred = int(probs[j].argmax())
+        row = rows[i]
+        row.update(
+            pred_label=classes[present[pred]],
+            pred_conf=round(float(probs[j, pred]), 4),
+            given_prob=round(float(probs[j, yy[j]]), 4),
+            label_quality=round(float(quality[j]), 4),
+            label_issue=j in issue_rank,
+            issue_rank=issue_rank.get(j, ""),
+            ood_score=round(float(ood[j]), 4),
+            snake_prob=round(float(snake[j]), 4) if snake is not None else "",
+        )
+        reasons = []
+        if probs[j].max() < LOW_CONF:
+            reasons.append("low confidence")
+        if ood[j] <= ood_cut:
+            reasons.append("atypical")
+        if snake is not None and snake[j] < NOT_SNAKE_PROB:
+            reasons.append("maybe not a snake")
+        row["outlier"] = ";".join(reasons)
+        row["outlier_score"] = round(
+            float(1 - probs[j].max() + (1 - ood[j]) + (1 - snake[j] if snake is not None else 0)), 4
+        )
+
+    full = np.zeros((len(rows), feats.shape[1]), dtype=np.float32)
+    full[idx] = feats[idx]  # unreadable images keep zero rows, which match nothing
+    dup = duplicate_clusters([r.get("phash") for r in rows], [r["sha256"] for r in rows], dup_bits, full, dup_cos)
+    for r, d in zip(rows, dup, strict=True):
+        r["dup_cluster"] = d if d >= 0 else ""
+    by_cluster: dict[int, list[dict]] = {}
+    for r, d in zip(rows, dup, strict=True):
+        if d >= 0:
+            by_cluster.setdefault(d, []).append(r)
+    for members in by_cluster.values():
+        keeper = max(members, key=lambda r: (int(r.get("width", 0)) * int(r.get("height", 0)), -len(r["path"])))
+        cross = len({r["label"] for r in members}) > 1
+        for r in members:
+            r["dup_size"] = len(members)
+            r["dup_of"] = "" if r is keeper else keeper["path"]
+            r["dup_cross_class"] = cross
+    for r in rows:
+        r["quality_score"] = quality_severity(r, th) if r.get("flags") else ""
+
+    def order(r: dict) -> tuple:
+        if r.get("error"):
+            return (2, 0.0, r["path"])
+        return (0 if r["label_issue"] else 1, float(r["label_quality"]), r["path"])
+
+    rows.sort(key=order)
+    return rows
+
+
+def queues(rows: list[dict]) -> dict[str, list[dict]]:
+    """The four review queues, each ordered most-suspicious first."""
+    label = [
+        r
+        for r in rows
+        if not r.get("error") and (r.get("label_issue") in (True, "True") or r["pred_label"] != r["label"])
+    ]
+    label.sort(key=lambda r: (r.get("label_issue") not in (True, "True"), float(r["label_quality"])))
+    dups = [r for r in rows if r.get("dup_of")]
+    dups.sort(
+        key=lambda r: (
+            r.get("dup_cross_class") not in (True, "True"),
+            -int(r["dup_size"]),
+            int(r["dup_cluster"]),
+            r["path"],
+        )
+    )
+    outl = [r for r in rows if r.get("outlier")]
+    outl.sort(key=lambda r: -float(r["outlier_score"]))
+    qual = [r for r in rows if r.get("flags")]
+    qual.sort(key=lambda r: -float(r["quality_score"]))
+    return {"label": label, "duplicates": dups, "outliers": outl, "quality": qual}
+
+
+COLUMNS = [
+    "path", "label", "pred_label", "pred_conf", "given_prob", "label_quality", "label_issue", "issue_rank",
+    "outlier", "outlier_score", "ood_score", "snake_prob", "dup_cluster", "dup_size", "dup_of", "dup_cross_class",
+    "flags", "quality_score", "width", "height", "brightness", "blur", "text", "error", "source", "licence",
+    "author", "sha256", "phash",
+]  # fmt: skip
+
+
+def write_scores(rows: list[dict], out: Path) -> None:
+    """Write the scores table atomically."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(out)
+
+
+def read_scores(path: Path) -> list[dict]:
+    """Rows of a scores table written by write_scores (values as strings)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _cell(d: dict, k: str) -> str:
+    return f"{float(d[k]):.3f}" if k in d else "–"
+
+
+def _delta(x: dict, z: dict, k: str) -> str:
+    return f"{float(z[k]) - float(x[k]):+.3f}" if k in x and k in z else "–"
+
+
+def compare_metrics(before: str | Path, after: str | Path) -> str:
+    """Markdown table of valid error and per-class precision/recall/F1 before and after cleaning."""
+
+    def load(p: str | Path) -> dict:
+        p = Path(p)
+        f = p / "metrics.json" if p.is_dir() else p
+        if not f.is_file():
+            raise DatasetError(f"{f} not found; give artifact folders written by train.fit")
+        try:
+            return json.loads(f.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{f} is not valid JSON ({e})") from e
+
+    a, b = load(before), load(after)
+    ea, eb = float(a["valid_error"]), float(b["valid_error"])
+    lines = [
+        "| | before | after | change |",
+        "|---|---:|---:|---:|",
+        f"| valid error | {ea:.2%} | {eb:.2%} | {(eb - ea) * 100:+.1f} pt |",
+        "",
+        "| class | precision before | after | change | recall before | after | change | support before | after |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    pa, pb = a.get("per_class", {}), b.get("per_class", {})
+    labels = list(dict.fromkeys([*a.get("labels", pa), *b.get("labels", pb)]))
+    for lab in labels:
+        x, z = pa.get(lab, {}), pb.get(lab, {})
+        lines.append(
+            f"| {lab} | {_cell(x, 'precision')} | {_cell(z, 'precision')} | {_delta(x, z, 'precision')} | "
+            f"{_cell(x, 'recall')} | {_cell(z, 'recall')} | {_delta(x, z, 'recall')} | "
+            f"{x.get('support', '–')} | {z.get('support', '–')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def summary(rows: list[dict], top: int = 5) -> str:
+    """Counts and the first few entries of every queue, for the terminal."""
+    out = []
+    for name, q in queues(rows).items():
+        out.append(f"{QUEUE_TITLES[name]}: {len(q)}")
+        for r in q[:top]:
+            if name == "label":
+                extra = f"given {r['label']}, predicted {r['pred_label']} ({float(r['pred_conf']):.0%})"
+            elif name == "duplicates":
+                extra = f"duplicate of {r['dup_of']}"
+            elif name == "outliers":
+                extra = f"{r['outlier']} (score {float(r['outlier_score']):.2f})"
+            else:
+                extra = r["flags"]
+            out.append(f"  {r['path']}: {extra}")
+    return "\n".join(out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train.clean",
+        description="Find likely wrong labels, near-duplicates, outliers and poor images in a class-folder "
+        "dataset; review them in a Gradio page; apply, undo and replay the decisions.",
+    )
+    p.add_argument("data_dir", type=Path, help="dataset folder: one sub-folder of images per class")
+    p.add_argument("--out", type=Path, help="scores table (default DATA_DIR/.clean/scores.csv)")
+    p.add_argument("--folds", type=int, default=FOLDS, help=f"cross-validation folds (default {FOLDS})")
+    p.add_argument("--image-size", type=int, default=IMAGE_SIZE, help=f"feature image size (default {IMAGE_SIZE})")
+    p.add_argument("--seed", type=int, default=SEED, help="fold shuffling seed")
+    p.add_argument(
+        "--dup-bits",
+        type=int,
+        default=DUP_HAMMING,
+        help=f"phash Hamming distance for duplicates (default {DUP_HAMMING})",
+    )
+    p.add_argument(
+        "--not-snake-dir", default=NOT_SNAKE_DIR, help=f"folder for 'not a snake' images (default {NOT_SNAKE_DIR})"
+    )
+    p.add_argument("--top", type=int, default=5, help="queue entries to print")
+    act = p.add_mutually_exclusive_group()
+    act.add_argument("--ui", action="store_true", help="open the review workbench (scores first if missing)")
+    act.add_argument("--undo", type=int, metavar="N", help="undo the last N decisions")
+    act.add_argument("--replay", type=Path, metavar="LOG", help="re-apply a decisions.jsonl onto DATA_DIR")
+    act.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        metavar=("BEFORE", "AFTER"),
+        help="before/after table from two artifacts' metrics.json",
+    )
+    p.add_argument("--rescore", action="store_true", help="with --ui: recompute scores even if the table exists")
+    p.add_argument("--host", default="127.0.0.1", help="with --ui: address to listen on")
+    p.add_argument("--port", type=int, default=None, help="with --ui: port (default: gradio's)")
+    p.add_argument("--share", action="store_true", help="with --ui: a public gradio.live link")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    root: Path = args.data_dir
+    out = args.out or root / SCORES_FILE
+    try:
+        if args.compare:
+            print(compare_metrics(*args.compare), end="")
+            return 0
+        if not root.is_dir():
+            raise DatasetError(f"{root} is not a directory")
+        dec = Decisions(root, not_snake_dir=args.not_snake_dir)
+        for r in dec.recovered:
+            print(f"recovered decision {r['id']} ({r['action']} {r['old_path']}): {r['status']}")
+        if args.undo is not None:
+            for r in dec.undo(args.undo):
+                print(f"undid {r['undone_action']}: {r['old_path']} -> {r['new_path']}")
+            return 0
+        if args.replay:
+            done = dec.replay(args.replay)
+            print(f"replayed {len(done)} decision(s) onto {root}")
+            return 0
+        if args.ui and out.is_file() and not args.rescore:
+            rows = read_scores(out)
+        else:
+            t0 = time.perf_counter()
+            rows = score_dataset(
+                root, folds=args.folds, image_size=args.image_size, seed=args.seed, dup_bits=args.dup_bits,
+                not_snake_dir=args.not_snake_dir,
+            )  # fmt: skip
+            write_scores(rows, out)
+            print(f"scored {len(rows)} images in {time.perf_counter() - t0:.1f} s -> {out}")
+            print(summary(rows, args.top))
+        if args.ui:
+            from train.clean_ui import launch
+
+            launch(root, rows, not_snake_dir=args.not_snake_dir, host=args.host, port=args.port, share=args.share)
+        return 0
+    except (DatasetError, DecisionError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

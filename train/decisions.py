@@ -1,0 +1,368 @@
+"""Cleaning decisions applied to the dataset on disk, through an intent-then-commit journal.
+
+Every decision is one move (or none, for keep) of one file plus, when DATA_DIR/manifest.csv has a row for
+it, the same change to that row. The journal DATA_DIR/.clean/decisions.jsonl is append-only: a decision is
+written with status "pending" and fsynced, the file is moved (never over another file), the manifest is
+replaced atomically, and the same record is appended again with status "done". On open, a pending record
+without an outcome is finished or rolled back by looking where the file actually is, so a crash at any
+point leaves folders, manifest and log consistent. The last record with a given id is its state.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import json
+import logging
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+
+from train.data import SKIP_DIRS
+from train.quality import sha256_file
+
+log = logging.getLogger(__name__)
+
+LOG_FILE = Path(".clean") / "decisions.jsonl"
+MANIFEST = "manifest.csv"
+TRASH_DIR = "_trash"
+NOT_SNAKE_DIR = "_not_snake"
+ACTIONS = ("keep", "delete", "relabel", "not_snake")
+
+
+class DecisionError(ValueError):
+    """A decision cannot be applied; the message says why and nothing was changed."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def free_path(root: Path, rel: str) -> str:
+    """rel itself if nothing is there, else rel with _1, _2, ... before the suffix: never overwrite."""
+    p = PurePosixPath(rel)
+    cand, i = rel, 0
+    while (root / cand).exists():
+        i += 1
+        cand = str(p.with_name(f"{p.stem}_{i}{p.suffix}"))
+    return cand
+
+
+def move_noclobber(src: Path, dst: Path) -> None:
+    """Move src to dst, failing if dst exists: a hard link then unlink where the filesystem allows it."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)  # fails with EEXIST instead of replacing another file
+    except OSError as e:
+        if e.errno == errno.EEXIST:
+            raise DecisionError(f"{dst} already exists; refusing to overwrite it") from e
+        if dst.exists():
+            raise DecisionError(f"{dst} already exists; refusing to overwrite it") from e
+        os.rename(src, dst)  # filesystems without hard links (some FUSE mounts)
+    else:
+        os.unlink(src)
+    _fsync_dir(dst.parent)
+    _fsync_dir(src.parent)
+
+
+class Manifest:
+    """Line-level edits of manifest.csv, so undoing a change restores the file byte for byte."""
+
+    def __init__(self, root: Path):
+        self.path = root / MANIFEST
+
+    def _lines(self) -> list[str]:
+        return self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+
+    def change_for(self, old_path: str, new_path: str, new_label: str | None) -> dict | None:
+        """The {"old": line, "new": line} edit that moves the row of old_path, or None without a row."""
+        if not self.path.is_file():
+            return None
+        lines = self._lines()
+        if not lines:
+            return None
+        header = next(csv.reader([lines[0]]))
+        if "path" not in header:
+            return None
+        pi = header.index("path")
+        ci = next((header.index(c) for c in ("class", "label") if c in header), None)
+        for line in lines[1:]:
+            fields = next(csv.reader([line]), [])
+            if len(fields) > pi and fields[pi] == old_path:
+                new = list(fields)
+                new[pi] = new_path
+                if ci is not None and new_label is not None and len(new) > ci:
+                    new[ci] = new_label
+                buf = io.StringIO()
+                csv.writer(buf, lineterminator="").writerow(new)
+                ending = line[len(line.rstrip("\r\n")) :]
+                return {"old": line.rstrip("\r\n"), "new": buf.getvalue(), "eol": ending or "\n"}
+        return None
+
+    def apply(self, change: dict | None, reverse: bool = False) -> None:
+        """Make the manifest hold change['new'] (or 'old' when reverse); idempotent, atomic replace."""
+        if not change or not self.path.is_file():
+            return
+        want, have = (change["old"], change["new"]) if reverse else (change["new"], change["old"])
+        lines = self._lines()
+        bare = [ln.rstrip("\r\n") for ln in lines]
+        if want in bare:
+            return
+        if have not in bare:
+            log.warning("manifest has no row %r to change; leaving it as it is", have[:80])
+            return
+        i = bare.index(have)
+        lines[i] = want + lines[i][len(bare[i]) :]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write("".join(lines))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+        _fsync_dir(self.path.parent)
+
+
+class Decisions:
+    """Apply, undo, replay and recover decisions on one class-folder dataset."""
+
+    def __init__(self, root: str | Path, not_snake_dir: str = NOT_SNAKE_DIR, hook: Callable[[str], None] | None = None):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DecisionError(f"{self.root} is not a directory")
+        self.not_snake_dir = not_snake_dir
+        self.log_path = self.root / LOG_FILE
+        self.manifest = Manifest(self.root)
+        self._hook = hook or (lambda step: None)  # tests inject crashes between steps
+        self.recovered = self.recover()
+
+    # ---- the journal -------------------------------------------------------------------------------
+    def _read(self) -> list[dict]:
+        if not self.log_path.is_file():
+            return []
+        data = self.log_path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            # A crash while appending: that record was never fsynced as a whole, so nothing acted on it.
+            cut = data.rfind(b"\n") + 1
+            with open(self.log_path, "r+b") as fh:
+                fh.truncate(cut)
+            data = data[:cut]
+        return [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+
+    def _append(self, rec: dict) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def records(self) -> list[dict]:
+        """Latest state of every decision, in the order they were made."""
+        by_id: dict[int, dict] = {}
+        for rec in self._read():
+            by_id[rec["id"]] = rec
+        return [by_id[i] for i in sorted(by_id)]
+
+    def done(self) -> list[dict]:
+        """Decisions that took effect (status done), oldest first."""
+        return [r for r in self.records() if r["status"] == "done"]
+
+    def live(self) -> list[dict]:
+        """Done decisions that no later undo has reversed (undo records themselves excluded)."""
+        recs = self.done()
+        undone = {r["undoes"] for r in recs if r["action"] == "undo"}
+        return [r for r in recs if r["action"] != "undo" and r["id"] not in undone]
+
+    # ---- one step ----------------------------------------------------------------------------------
+    def _commit(self, rec: dict, manifest_change: dict | None) -> dict:
+        recs = self._read()
+        rec = {"id": (max((r["id"] for r in recs), default=0) + 1), "status": "pending", "time": _now(), **rec}
+        rec["manifest"] = manifest_change
+        self._append(rec)
+        self._hook("pending")
+        if rec["old_path"] != rec["new_path"]:
+            move_noclobber(self.root / rec["old_path"], self.root / rec["new_path"])
+        self._hook("moved")
+        self.manifest.apply(manifest_change)
+        self._hook("manifest")
+        rec = {**rec, "status": "done", "time_done": _now()}
+        self._append(rec)
+        return rec
+
+    def recover(self) -> list[dict]:
+        """Finish or roll back decisions left pending by a crash; return the records written."""
+        out = []
+        for rec in self.records():
+            if rec["status"] != "pending":
+                continue
+            src, dst = self.root / rec["old_path"], self.root / rec["new_path"]
+            if rec["old_path"] == rec["new_path"]:
+                status = "done"
+            elif dst.is_file() and src.is_file() and os.path.samefile(src, dst):
+                os.unlink(src)  # crashed between link and unlink
+                status = "done"
+            elif dst.is_file() and sha256_file(dst) == rec["sha256"]:
+                status = "done"
+            elif src.is_file():
+                status = "rolled_back"
+            else:
+                status = "failed"
+                log.error("decision %s: %s is at neither %s nor %s", rec["id"], rec["sha256"][:12], src, dst)
+            self.manifest.apply(rec.get("manifest"), reverse=status != "done")
+            rec = {**rec, "status": status, "recovered": True, "time_done": _now()}
+            self._append(rec)
+            out.append(rec)
+        return out
+
+    # ---- the public actions ------------------------------------------------------------------------
+    def _check_path(self, rel: str) -> tuple[str, Path]:
+        rel = PurePosixPath(str(rel).replace("\\", "/")).as_posix()
+        parts = PurePosixPath(rel).parts
+        if not rel or PurePosixPath(rel).is_absolute() or ".." in parts or len(parts) < 2:
+            raise DecisionError(f"{rel!r} is not a path inside the dataset like <class>/<file>")
+        if parts[0] in SKIP_DIRS or parts[0].startswith(".") or parts[0] == self.not_snake_dir:
+            raise DecisionError(f"{rel} is not in a class folder")
+        p = self.root / rel
+        if not p.is_file():
+            raise DecisionError(f"{rel} does not exist in {self.root}; was it already moved?")
+        return rel, p
+
+    def decide(self, rel_path: str, action: str, new_label: str | None = None) -> dict:
+        """Apply one decision to the image at rel_path (relative to the dataset) and log it."""
+        if action not in ACTIONS:
+            raise DecisionError(f"unknown action {action!r}; choose one of {', '.join(ACTIONS)}")
+        rel, p = self._check_path(rel_path)
+        old_label = PurePosixPath(rel).parts[0]
+        inner = PurePosixPath(*PurePosixPath(rel).parts[1:]).as_posix()
+        if action == "keep":
+            new_rel, label = rel, old_label
+        elif action == "delete":
+            new_rel, label = free_path(self.root, f"{TRASH_DIR}/{rel}"), None
+        elif action == "not_snake":
+            new_rel, label = free_path(self.root, f"{self.not_snake_dir}/{inner}"), self.not_snake_dir
+        else:
+            label = (new_label or "").strip()
+            bad = not label or "/" in label or "\\" in label or label.startswith((".", "_")) or label in SKIP_DIRS
+            if bad:
+                raise DecisionError(
+                    f"relabel needs a class name (a folder name without / or a leading _ or .), got {new_label!r}"
+                )
+            if label == old_label:
+                raise DecisionError(f"{rel} is already labelled {label!r}")
+            new_rel = free_path(self.root, f"{label}/{inner}")
+        change = None
+        if new_rel != rel:
+            change = self.manifest.change_for(rel, new_rel, label if action != "delete" else None)
+        rec = {
+            "action": action,
+            "sha256": sha256_file(p),
+            "old_label": old_label,
+            "new_label": label,
+            "old_path": rel,
+            "new_path": new_rel,
+        }
+        return self._commit(rec, change)
+
+    def undo(self, n: int = 1) -> list[dict]:
+        """Reverse the last n live decisions, newest first; each reversal is itself logged as an undo."""
+        if n < 1:
+            raise DecisionError("--undo needs a positive number of decisions")
+        todo = self.live()[-n:][::-1]
+        out = []
+        for rec in todo:
+            here = self.root / rec["new_path"]
+            if not here.is_file() or sha256_file(here) != rec["sha256"]:
+                raise DecisionError(
+                    f"cannot undo decision {rec['id']}: {rec['new_path']} is no longer the file it moved "
+                    f"(undid {len(out)} of {len(todo)})"
+                )
+            back = rec["old_path"] if rec["old_path"] == rec["new_path"] else free_path(self.root, rec["old_path"])
+            m = rec.get("manifest")
+            change = {"old": m["new"], "new": m["old"], "eol": m.get("eol", "\n")} if m else None
+            if m and back != rec["old_path"]:
+                change = self.manifest.change_for(rec["new_path"], back, rec["old_label"])
+            undo = {
+                "action": "undo",
+                "undoes": rec["id"],
+                "undone_action": rec["action"],
+                "sha256": rec["sha256"],
+                "old_label": rec["new_label"],
+                "new_label": rec["old_label"],
+                "old_path": rec["new_path"],
+                "new_path": back,
+            }
+            out.append(self._commit(undo, change))
+        return out
+
+    def replay(self, log_file: str | Path) -> list[dict]:
+        """Re-apply the done decisions of another log (e.g. from a copy of this dataset), in order."""
+        src = Path(log_file)
+        if not src.is_file():
+            raise DecisionError(f"{src} does not exist; give a decisions.jsonl written by train.clean")
+        try:
+            recs = Decisions._fold(src)
+        except (json.JSONDecodeError, KeyError) as e:
+            raise DecisionError(f"{src} is not a decisions log ({e})") from e
+        ids: dict[int, int] = {}
+        out = []
+        for rec in recs:
+            if rec["status"] != "done":
+                continue
+            old = self.root / rec["old_path"]
+            if not old.is_file() or sha256_file(old) != rec["sha256"]:
+                raise DecisionError(
+                    f"replay stopped at decision {rec['id']}: {rec['old_path']} is missing or differs "
+                    f"(replayed {len(out)})"
+                )
+            new_rel = rec["new_path"]
+            if new_rel != rec["old_path"] and (self.root / new_rel).exists():
+                new_rel = free_path(self.root, new_rel)
+                log.warning("replay: %s is taken, using %s", rec["new_path"], new_rel)
+            change = None
+            if new_rel != rec["old_path"]:
+                m = rec.get("manifest")
+                if (
+                    m
+                    and m["old"] in [ln.rstrip("\r\n") for ln in self.manifest._lines()]
+                    and new_rel == rec["new_path"]
+                ):
+                    change = m
+                else:
+                    label = rec["new_label"] if rec["action"] != "delete" else None
+                    change = self.manifest.change_for(rec["old_path"], new_rel, label)
+            keys = ("action", "sha256", "old_label", "new_label", "old_path")
+            new = {k: rec[k] for k in keys} | {"new_path": new_rel, "replayed_from": rec["id"]}
+            if rec["action"] == "undo":
+                new["undoes"] = ids.get(rec["undoes"], -1)
+                new["undone_action"] = rec.get("undone_action")
+            done = self._commit(new, change)
+            ids[rec["id"]] = done["id"]
+            out.append(done)
+        return out
+
+    @staticmethod
+    def _fold(path: Path) -> list[dict]:
+        by_id: dict[int, dict] = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                by_id[rec["id"]] = rec
+        return [by_id[i] for i in sorted(by_id)]
+
+    def current_paths(self) -> dict[str, str]:
+        """sha256 -> where live decisions put the file (for UIs that listed images before deciding)."""
+        return {r["sha256"]: r["new_path"] for r in self.done()}

@@ -1,0 +1,177 @@
+"""Per-image checks that need no model: size, darkness, blur, watermark-like text, hashes, near-duplicates."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import imagehash
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from snake_model.loader import ImageLoadError, load_image
+
+# Thresholds, all visible here; the CLI can override them.
+TINY_SIDE = 96  # shorter side in pixels below which an image is "tiny"
+DARK_MEAN = 35.0  # mean luminance (0-255) below which an image is "very dark"
+BLUR_VAR = 40.0  # variance of the Laplacian on a 256-px greyscale copy below which it is "blurry"
+TEXT_FRAC = 0.17  # excess of thin high-contrast strokes in a top/bottom band over the centre (top ~2 % of in11)
+DUP_HAMMING = 6  # phash bits that may differ for two images to count as near-duplicates
+DUP_COS = 0.95  # feature cosine similarity that also counts (catches mirrored and re-watermarked copies)
+_WORK_SIDE = 256
+
+
+@dataclass
+class Thresholds:
+    tiny_side: int = TINY_SIDE
+    dark_mean: float = DARK_MEAN
+    blur_var: float = BLUR_VAR
+    text_frac: float = TEXT_FRAC
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _grey(img: Image.Image) -> np.ndarray:
+    """A greyscale copy whose longer side is _WORK_SIDE, so blur and text scores do not depend on size."""
+    g = img.convert("L")
+    scale = _WORK_SIDE / max(g.size)
+    g = g.resize((max(1, round(g.width * scale)), max(1, round(g.height * scale))), Image.BILINEAR)
+    return np.asarray(g, dtype=np.float32)
+
+
+def text_band_score(g: np.ndarray) -> float:
+    """Share of thin, high-contrast strokes in the busier of the top and bottom bands, minus the centre's.
+
+    Captions and watermarks are thin strokes clustered near an edge; texture (scales, leaves) is spread out.
+    """
+    strokes = np.maximum(ndimage.white_tophat(g, size=5), ndimage.black_tophat(g, size=5)) > 60
+    h = g.shape[0]
+    band = max(1, h // 6)
+    top, bottom = strokes[:band].mean(), strokes[-band:].mean()
+    centre = strokes[band:-band].mean() if h > 2 * band else 0.0
+    return float(max(top, bottom) - centre)
+
+
+def image_checks(path: str | Path, th: Thresholds | None = None) -> dict:
+    """Load one image with the project loader and measure it; an unreadable file gets an error field."""
+    th = th or Thresholds()
+    row: dict = {"sha256": sha256_file(path)}
+    try:
+        img = load_image(path)
+    except ImageLoadError as e:
+        row.update(error=str(e), flags="unreadable")
+        return row
+    g = _grey(img)
+    w, h = img.size
+    brightness = float(np.asarray(img.convert("L"), dtype=np.float32).mean())
+    blur = float(ndimage.laplace(g).var())
+    text = text_band_score(g)
+    flags = []
+    if min(w, h) < th.tiny_side:
+        flags.append("tiny")
+    if brightness < th.dark_mean:
+        flags.append("dark")
+    if blur < th.blur_var:
+        flags.append("blurry")
+    if text > th.text_frac:
+        flags.append("text")
+    row.update(
+        error="",
+        width=w,
+        height=h,
+        brightness=round(brightness, 2),
+        blur=round(blur, 2),
+        text=round(text, 4),
+        phash=str(imagehash.phash(img)),
+        flags=";".join(flags),
+    )
+    return row
+
+
+def quality_severity(row: dict, th: Thresholds | None = None) -> float:
+    """One number to sort the quality queue: how far past its thresholds an image is (higher is worse)."""
+    th = th or Thresholds()
+    flags = set(filter(None, str(row.get("flags", "")).split(";")))
+    if "unreadable" in flags:
+        return 10.0
+    s = 0.0
+    if "tiny" in flags:
+        s += 1 - min(int(row["width"]), int(row["height"])) / th.tiny_side
+    if "dark" in flags:
+        s += 1 - float(row["brightness"]) / th.dark_mean
+    if "blurry" in flags:
+        s += 1 - float(row["blur"]) / th.blur_var
+    if "text" in flags:
+        s += min(1.0, float(row["text"]) / th.text_frac - 1)
+    return round(s + len(flags), 4)
+
+
+class _UnionFind:
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def duplicate_clusters(
+    phashes: list[str | None],
+    sha256s: list[str],
+    max_bits: int = DUP_HAMMING,
+    feats: np.ndarray | None = None,
+    min_cos: float = DUP_COS,
+) -> list[int]:
+    """Cluster id per image (-1 when alone): sha256 twins, phashes within max_bits or features above min_cos."""
+    n = len(phashes)
+    uf = _UnionFind(n)
+    first: dict[str, int] = {}
+    for i, s in enumerate(sha256s):
+        if s in first:
+            uf.union(first[s], i)
+        else:
+            first.setdefault(s, i)
+    have = [i for i, p in enumerate(phashes) if p]
+    if have:
+        bits = np.array([int(phashes[i], 16) for i in have], dtype=np.uint64)
+        for start in range(0, len(have), 1024):  # blocks keep memory at 1024 x N
+            block = bits[start : start + 1024]
+            dist = np.bitwise_count(block[:, None] ^ bits[None, :])
+            for a, b in zip(*np.nonzero(dist <= max_bits), strict=True):
+                if start + a < b:
+                    uf.union(have[start + a], have[b])
+    if feats is not None and len(feats):
+        f = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+        for start in range(0, n, 1024):
+            sim = f[start : start + 1024] @ f.T
+            for a, b in zip(*np.nonzero(sim >= min_cos), strict=True):
+                if start + a < b:
+                    uf.union(int(start + a), int(b))
+    roots = [uf.find(i) for i in range(n)]
+    sizes: dict[int, int] = {}
+    for r in roots:
+        sizes[r] = sizes.get(r, 0) + 1
+    ids: dict[int, int] = {}
+    out = []
+    for r in roots:
+        if sizes[r] < 2:
+            out.append(-1)
+        else:
+            out.append(ids.setdefault(r, len(ids)))
+    return out
