@@ -1,0 +1,599 @@
+"""Gather a class-folder image dataset with provenance: `python -m train.gather --config train/configs/snakes4.toml`.
+
+Sources (iNaturalist, DuckDuckGo via ddgs, a URL list, a local folder) yield candidates; a guarded, polite,
+concurrent downloader fetches them; the shared loader checks every file by content; each kept image is written
+atomically to OUT/<class>/<sha256[:16]>.<ext> and then recorded in OUT/manifest.csv. Runs resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import sys
+import tomllib
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+
+from snake_model.loader import (
+    EmptyImageError,
+    ImageLoadError,
+    ImageTooLargeError,
+    TruncatedImageError,
+    UnsupportedFormatError,
+    load_image,
+    sniff_format,
+)
+from train import manifest as mf
+from train.download import FetchError, HostGate, HttpConfig, fetch
+from train.sources import (
+    INATURALIST_API,
+    Candidate,
+    ClassSpec,
+    DDGSource,
+    FolderSource,
+    INaturalistSource,
+    Source,
+    SourceError,
+    URLListSource,
+    slug,
+)
+
+log = logging.getLogger("train.gather")
+
+FAILURES = "failures.csv"
+REPORT = "gather_report.json"
+FAILURE_COLUMNS = ["class", "source", "image_url", "reason", "message", "at"]
+EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp"}
+LOADER_REASONS = [
+    (EmptyImageError, "empty_file"),
+    (UnsupportedFormatError, "not_an_image"),
+    (TruncatedImageError, "corrupt_image"),
+    (ImageTooLargeError, "image_too_large"),
+]
+SOURCE_NAMES = ("inaturalist", "ddgs", "urls", "folder")
+
+
+class ConfigError(ValueError):
+    """The config or the command line cannot be used; the message says what to change."""
+
+
+@dataclass
+class GatherConfig:
+    out: Path
+    classes: list[ClassSpec]
+    sources: list[Source]
+    count: int | None = 150  # per class; None: everything the sources offer
+    workers: int = 8
+    publishable: frozenset[str] = mf.PUBLISHABLE
+    include_train_only: bool = True  # keep NC / unknown-licence images, marked train-only
+    http: HttpConfig = field(default_factory=HttpConfig)
+    retry_failed: bool = False
+
+
+@dataclass
+class Fetched:
+    cand: Candidate
+    data: bytes
+    ext: str
+    sha256: str
+    phash: str
+    width: int
+    height: int
+
+
+# ---------------------------------------------------------------- config
+
+
+def _check_keys(table: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def http_config(table: dict, allow_hosts: list[str] | None = None) -> HttpConfig:
+    names = {f.name for f in fields(HttpConfig)} - {"resolver", "allow_hosts"}
+    _check_keys(table, names | {"allow_hosts"}, "[download]")
+    kw = {k: table[k] for k in names if k in table}
+    hosts = list(table.get("allow_hosts", [])) + list(allow_hosts or [])
+    return HttpConfig(**kw, allow_hosts=frozenset(h.lower() for h in hosts))
+
+
+def parse_classes(items: list) -> list[ClassSpec]:
+    classes = []
+    for i, c in enumerate(items):
+        if not isinstance(c, dict):
+            raise ConfigError(f"[[classes]] entry {i + 1} must be a table with name and scientific")
+        _check_keys(c, {"label", "name", "scientific", "queries"}, f"[[classes]] entry {i + 1}")
+        label = c.get("label") or slug(c.get("scientific") or c.get("name") or "")
+        if not label:
+            raise ConfigError(f"[[classes]] entry {i + 1} needs a name or a scientific name")
+        queries = c.get("queries", [])
+        if isinstance(queries, str):
+            queries = [queries]
+        classes.append(ClassSpec(label, c.get("name", ""), c.get("scientific", ""), tuple(queries)))
+    labels = [c.label for c in classes]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"two classes share a label: {labels}")
+    return classes
+
+
+def build_source(kind: str, table: dict, http: HttpConfig) -> Source:
+    if kind == "inaturalist":
+        _check_keys(
+            table,
+            {"base_url", "licences", "photo_size", "per_page", "max_pages", "min_interval", "photos_per_observation"},
+            "[inaturalist]",
+        )
+        return INaturalistSource(
+            base_url=table.get("base_url", INATURALIST_API),
+            licences=tuple(table.get("licences", ("cc0", "cc-by", "cc-by-sa"))),
+            photo_size=table.get("photo_size", "medium"),
+            per_page=int(table.get("per_page", 100)),
+            max_pages=int(table.get("max_pages", 50)),
+            min_interval=float(table.get("min_interval", 1.0)),
+            photos_per_observation=int(table.get("photos_per_observation", 1)),
+            http=http,
+        )
+    if kind == "ddgs":
+        _check_keys(table, {"license_image", "region", "safesearch", "oversample", "retries", "backoff"}, "[ddgs]")
+        return DDGSource(
+            license_image=table.get("license_image", "any") or None,
+            region=table.get("region", "wt-wt"),
+            safesearch=table.get("safesearch", "moderate"),
+            oversample=float(table.get("oversample", 2.0)),
+            retries=int(table.get("retries", 4)),
+            backoff=float(table.get("backoff", 5.0)),
+        )
+    if kind == "urls":
+        _check_keys(table, {"file", "label"}, "[urls]")
+        if "file" not in table:
+            raise ConfigError("[urls] needs file = 'path/to/urls.txt'")
+        return URLListSource(Path(table["file"]), table.get("label"))
+    if kind == "folder":
+        _check_keys(table, {"path", "licence", "author"}, "[folder]")
+        if "path" not in table:
+            raise ConfigError("[folder] needs path = 'path/to/class/folders'")
+        return FolderSource(Path(table["path"]), table.get("licence", "unknown"), table.get("author", ""))
+    raise ConfigError(f"unknown source {kind!r}; choose from {', '.join(SOURCE_NAMES)}")
+
+
+def load_config(path: Path, allow_hosts: list[str] | None = None) -> GatherConfig:
+    """Read a TOML config (see train/configs/snakes4.toml); relative paths are relative to the current folder."""
+    try:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from e
+    _check_keys(
+        doc,
+        {"out", "count", "workers", "sources", "classes", "licence", "download"} | set(SOURCE_NAMES),
+        str(path),
+    )
+    http = http_config(doc.get("download", {}), allow_hosts)
+    lic = doc.get("licence", {})
+    _check_keys(lic, {"publishable", "include_train_only"}, "[licence]")
+    kinds = doc.get("sources", ["inaturalist"])
+    if isinstance(kinds, str):
+        kinds = [kinds]
+    sources = [build_source(k, doc.get(k, {}), http) for k in kinds]
+    classes = parse_classes(doc.get("classes", []))
+    if not classes:
+        raise ConfigError(f"{path} lists no [[classes]]")
+    count = doc.get("count", 150)
+    if not isinstance(count, int) or count < 1:
+        raise ConfigError(f"count must be a positive integer, not {count!r}")
+    return GatherConfig(
+        out=Path(doc.get("out", "data/gathered")),
+        classes=classes,
+        sources=sources,
+        count=count,
+        workers=int(doc.get("workers", 8)),
+        publishable=frozenset(mf.normalise_licence(x) for x in lic.get("publishable", mf.PUBLISHABLE)),
+        include_train_only=bool(lic.get("include_train_only", True)),
+        http=http,
+    )
+
+
+# ---------------------------------------------------------------- fetching one candidate (worker threads)
+
+
+def _read_local(path: str, max_bytes: int) -> bytes:
+    try:
+        size = os.path.getsize(path)
+        if size > max_bytes:
+            raise FetchError("too_large", f"{path}: {size:,} bytes is over the {max_bytes:,} byte cap")
+        with open(path, "rb") as fh:
+            return fh.read(max_bytes + 1)
+    except OSError as e:
+        raise FetchError("unreadable_file", f"{path}: {e.strerror or e}") from e
+
+
+def fetch_candidate(cand: Candidate, http: HttpConfig, gate: HostGate) -> Fetched:
+    """Download (or read) and verify one candidate; raises FetchError with a report reason."""
+    import imagehash
+
+    data = _read_local(cand.local_path, http.max_bytes) if cand.local_path else fetch(cand.image_url, http, gate).body
+    try:
+        img = load_image(data)
+    except ImageLoadError as e:
+        reason = next((r for cls, r in LOADER_REASONS if isinstance(e, cls)), "bad_image")
+        raise FetchError(reason, f"{cand.image_url}: {e}") from e
+    fmt = sniff_format(data[:16]) or "JPEG"
+    return Fetched(
+        cand,
+        data,
+        EXT[fmt],
+        hashlib.sha256(data).hexdigest(),
+        str(imagehash.phash(img)),
+        img.width,
+        img.height,
+    )
+
+
+def _adopt(p: Path) -> dict | None:
+    """Provenance for a file found in the output folder that gather did not write (import it as local)."""
+    import imagehash
+
+    try:
+        data = p.read_bytes()
+        img = load_image(data)
+    except (OSError, ImageLoadError):
+        return None
+    row = {
+        "class": p.parent.name,
+        "source": "adopted",
+        "query": p.name,
+        "image_url": p.resolve().as_uri(),
+        "licence": "unknown",
+        "use": "train-only",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "phash": str(imagehash.phash(img)),
+        "width": img.width,
+        "height": img.height,
+        "fetched_at": _now(),
+        "path": p.relative_to(p.parent.parent).as_posix(),
+    }
+    row["attribution"] = mf.attribution_text(row)
+    return row
+
+
+def _now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+# ---------------------------------------------------------------- the run
+
+
+class Run:
+    """One gather run over an output folder: reconcile, schedule, commit, report."""
+
+    def __init__(self, cfg: GatherConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.failures: Counter[str] = Counter()
+        self.skipped: Counter[str] = Counter()
+        self.kept_now: Counter[str] = Counter()
+        self.gate = HostGate(cfg.http.per_host, cfg.http.host_interval)
+
+    def _load_failed(self) -> set[tuple[str, str]]:
+        f = self.out / FAILURES
+        if self.cfg.retry_failed or not f.is_file():
+            return set()
+        with open(f, newline="", encoding="utf-8", errors="replace") as fh:
+            return {(r.get("class") or "", r.get("image_url") or "") for r in csv.DictReader(fh)}
+
+    def _record_failure(self, cand: Candidate, err: FetchError) -> None:
+        self.failures[err.reason] += 1
+        log.info("%s [%s] %s", cand.label, err.reason, err)
+        if err.transient:
+            return  # worth trying again next run
+        f = self.out / FAILURES
+        new = not f.exists()
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        if new:
+            w.writerow(FAILURE_COLUMNS)
+        w.writerow(
+            [" ".join(str(x).split()) for x in (cand.label, cand.source, cand.image_url, err.reason, err, _now())]
+        )
+        with open(f, "a", encoding="utf-8") as fh:
+            fh.write(buf.getvalue())
+
+    def _commit(self, item: Fetched) -> bool:
+        c = item.cand
+        if (c.label, item.sha256) in self.shas:
+            self.skipped["duplicate_in_class"] += 1
+            return False
+        rel = f"{c.label}/{item.sha256[:16]}.{item.ext}"
+        mf.atomic_write(self.out / rel, item.data)  # the image first ...
+        row = {
+            "class": c.label,
+            "source": c.source,
+            "query": c.query,
+            "page_url": c.page_url,
+            "image_url": c.image_url,
+            "licence": c.licence,
+            "author": c.author,
+            "use": mf.licence_use(c.licence, self.cfg.publishable),
+            "sha256": item.sha256,
+            "phash": item.phash,
+            "width": item.width,
+            "height": item.height,
+            "fetched_at": _now(),
+            "path": rel,
+        }
+        row["attribution"] = c.attribution or mf.attribution_text(row)
+        mf.append_row(self.out, row)  # ... then its manifest row: a kill in between leaves an orphan, not a lie
+        self.rows.append(row)
+        self.shas.add((c.label, item.sha256))
+        self.done_urls.add((c.label, c.image_url))
+        return True
+
+    def _next_candidate(self, cls: ClassSpec) -> Candidate | None:
+        it = self.iters[cls.label]
+        while True:
+            try:
+                cand = next(it)
+            except StopIteration:
+                return None
+            except SourceError:
+                raise
+            except Exception as e:  # noqa: BLE001 - one broken source must not lose the run
+                log.warning("a source failed for %s and is skipped: %s", cls.label, e)
+                self.failures["source_error"] += 1
+                return None
+            key = (cand.label, cand.image_url)
+            if key in self.done_urls:
+                self.skipped["already_done"] += 1
+            elif key in self.failed:
+                self.skipped["failed_before"] += 1
+            elif key in self.queued:
+                self.skipped["repeated_url"] += 1
+            elif (
+                not self.cfg.include_train_only and mf.licence_use(cand.licence, self.cfg.publishable) != "publishable"
+            ):
+                self.skipped["licence_not_publishable"] += 1
+            else:
+                self.queued.add(key)
+                return cand
+
+    def _chain(self, cls: ClassSpec, want: int):
+        for src in self.cfg.sources:
+            yield from src.candidates(cls, want)
+
+    def execute(self) -> dict:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.rows, fixed = mf.reconcile(self.out, adopt=_adopt)
+        self.shas = {(r["class"], r["sha256"]) for r in self.rows}
+        self.done_urls = {(r["class"], r["image_url"]) for r in self.rows}
+        self.failed = self._load_failed()
+        self.queued: set[tuple[str, str]] = set()
+        have = Counter(r["class"] for r in self.rows)
+        big = 10**12
+        want = {c.label: (cfg.count or big) for c in cfg.classes}
+        self.iters = {c.label: self._chain(c, max(0, want[c.label] - have[c.label])) for c in cfg.classes}
+        inflight: Counter[str] = Counter()
+        exhausted: set[str] = set()
+        pending: dict[Future, Candidate] = {}
+        total = sum(max(0, want[c.label] - have[c.label]) for c in cfg.classes) if cfg.count else None
+        bar = tqdm(total=total, unit="img", desc="gather", disable=None, file=sys.stderr)
+        interrupted = False
+        try:
+            with ThreadPoolExecutor(max(1, cfg.workers), thread_name_prefix="gather") as pool:
+                try:
+                    while True:
+                        self._fill(pool, pending, inflight, exhausted, have, want)
+                        if not pending:
+                            break
+                        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                        for fut in done:
+                            cand = pending.pop(fut)
+                            inflight[cand.label] -= 1
+                            try:
+                                item = fut.result()
+                            except FetchError as e:
+                                self._record_failure(cand, e)
+                            else:
+                                if self._commit(item):
+                                    have[cand.label] += 1
+                                    self.kept_now[cand.label] += 1
+                                    bar.update(1)
+                            bar.set_postfix(failed=sum(self.failures.values()), refresh=False)
+                except KeyboardInterrupt:
+                    interrupted = True
+                    for fut in pending:
+                        fut.cancel()
+                    raise
+        except KeyboardInterrupt:
+            pass
+        finally:
+            bar.close()
+            mf.write_attribution(self.out, self.rows)
+        report = {
+            "out": str(self.out),
+            "interrupted": interrupted,
+            "kept_this_run": dict(self.kept_now),
+            "per_class": {c.label: have[c.label] for c in cfg.classes},
+            "target_per_class": cfg.count,
+            "short_classes": {c.label: have[c.label] for c in cfg.classes if cfg.count and have[c.label] < cfg.count},
+            "failures": dict(self.failures.most_common()),
+            "skipped": dict(self.skipped.most_common()),
+            "reconciled": {k: v for k, v in fixed.items() if v},
+            "publishable": sum(r["use"] == "publishable" for r in self.rows),
+            "train_only": sum(r["use"] != "publishable" for r in self.rows),
+        }
+        mf.atomic_write(self.out / REPORT, json.dumps(report, indent=2).encode())
+        return report
+
+    def _fill(self, pool, pending, inflight, exhausted, have, want) -> None:
+        """Keep `workers` downloads in flight, round-robin over the classes that still need images."""
+        progressed = True
+        while progressed and len(pending) < self.cfg.workers:
+            progressed = False
+            for cls in self.cfg.classes:
+                lab = cls.label
+                if len(pending) >= self.cfg.workers:
+                    break
+                if lab in exhausted or have[lab] + inflight[lab] >= want[lab]:
+                    continue
+                cand = self._next_candidate(cls)
+                if cand is None:
+                    exhausted.add(lab)
+                    continue
+                pending[pool.submit(fetch_candidate, cand, self.cfg.http, self.gate)] = cand
+                inflight[lab] += 1
+                progressed = True
+
+
+def gather(cfg: GatherConfig) -> dict:
+    """Run the gathering stage; returns the report (also saved as OUT/gather_report.json)."""
+    return Run(cfg).execute()
+
+
+def format_report(rep: dict) -> str:
+    lines = [f"gathered into {rep['out']}" + (" (interrupted; run again to resume)" if rep["interrupted"] else "")]
+    for label, n in rep["per_class"].items():
+        extra = f" of {rep['target_per_class']}" if rep["target_per_class"] else ""
+        lines.append(f"  {label}: {n}{extra} images ({rep['kept_this_run'].get(label, 0)} new)")
+    lines.append(f"  licences: {rep['publishable']} publishable, {rep['train_only']} train-only")
+    if rep["failures"]:
+        lines.append("  failures: " + ", ".join(f"{k} {v}" for k, v in rep["failures"].items()))
+    else:
+        lines.append("  failures: none")
+    if rep["skipped"]:
+        lines.append("  skipped: " + ", ".join(f"{k} {v}" for k, v in rep["skipped"].items()))
+    if rep["reconciled"]:
+        lines.append(
+            "  repaired from an earlier interrupted run: " + ", ".join(f"{k} {v}" for k, v in rep["reconciled"].items())
+        )
+    for label, n in rep["short_classes"].items():
+        lines.append(f"  note: {label} has only {n} images; add queries or sources, or lower count")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train.gather",
+        description=__doc__.split("\n\n")[0] + " Gathers from a TOML config, a URL list or a local folder.",
+        epilog=(
+            "examples:\n"
+            "  python -m train.gather --config train/configs/snakes4.toml\n"
+            "  python -m train.gather --folder ~/photos/snakes --out data/mysnakes\n"
+            "  python -m train.gather --urls urls.txt --class atheris_squamigera --out data/x\n"
+            "URL list: one 'URL' per line (with --class) or 'LABEL URL', or a CSV with url,label,licence,author.\n"
+            "Run it again to resume; OUT/manifest.csv, OUT/ATTRIBUTION.md and OUT/gather_report.json are kept in step."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", type=Path, help="TOML config (classes, sources, count, out, licence policy)")
+    p.add_argument("--folder", type=Path, help="import a folder of class sub-folders (added to the config's sources)")
+    p.add_argument("--urls", type=Path, help="a URL list file (added to the config's sources)")
+    p.add_argument("--class", dest="label", help="the class of URL-list lines that name none")
+    p.add_argument("--source", action="append", choices=SOURCE_NAMES, help="use only these config sources")
+    p.add_argument("--out", type=Path, help="output folder (default: the config's out, else data/gathered)")
+    p.add_argument("--count", type=int, help="images per class (default: config count; all for a folder or URL list)")
+    p.add_argument("--workers", type=int, help="concurrent downloads (default 8)")
+    p.add_argument("--licence", default="unknown", help="licence to record for --folder / URL-list images")
+    p.add_argument("--publishable-only", action="store_true", help="skip NC and unknown-licence images")
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="allow this exact host even if private (tests: 127.0.0.1)",
+    )
+    p.add_argument("--timeout", type=float, help="read timeout in seconds (default 20)")
+    p.add_argument("--connect-timeout", type=float, help="connect timeout in seconds (default 10)")
+    p.add_argument("--max-bytes", type=int, help="byte cap per image (default 20 MB)")
+    p.add_argument("--retries", type=int, help="retries on 429, 5xx and timeouts (default 3)")
+    p.add_argument("--max-retry-wait", type=float, help="longest Retry-After honoured, seconds (default 60)")
+    p.add_argument("--retry-failed", action="store_true", help="try again URLs that failed for good in earlier runs")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every failure")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> GatherConfig:
+    if args.config is None and args.folder is None and args.urls is None:
+        raise ConfigError("nothing to gather: give --config FILE, --folder DIR or --urls FILE (see --help)")
+    if args.config is not None:
+        cfg = load_config(args.config, args.allow_host)
+        if args.source:
+            cfg.sources = [s for s in cfg.sources if s.name in args.source]
+    else:
+        cfg = GatherConfig(out=Path("data/gathered"), classes=[], sources=[], count=None)
+        cfg.http = HttpConfig(allow_hosts=frozenset(h.lower() for h in args.allow_host))
+    http = cfg.http
+    for flag, name in [
+        ("timeout", "read_timeout"),
+        ("connect_timeout", "connect_timeout"),
+        ("max_bytes", "max_bytes"),
+        ("retries", "retries"),
+        ("max_retry_wait", "max_retry_wait"),
+    ]:
+        if getattr(args, flag) is not None:
+            setattr(http, name, getattr(args, flag))
+    extra: list[Source] = []
+    if args.folder is not None:
+        if not args.folder.is_dir():
+            raise ConfigError(f"--folder {args.folder} is not a folder")
+        extra.append(FolderSource(args.folder, licence=args.licence))
+    if args.urls is not None:
+        if not args.urls.is_file():
+            raise ConfigError(f"--urls {args.urls} is not a file")
+        src = URLListSource(args.urls, args.label)
+        for r in src.rows():
+            r.setdefault("licence", args.licence)
+        extra.append(src)
+    cfg.sources += extra
+    if args.config is None:  # classes come from the folder names / URL list labels
+        labels = sorted({lab for s in extra for lab in s.labels()})
+        cfg.classes = [ClassSpec(lab, lab.replace("_", " ")) for lab in labels]
+        if not cfg.classes:
+            raise ConfigError("found no classes: the folder has no sub-folders / the URL list has no URLs")
+    for key in ("out", "count", "workers"):
+        if getattr(args, key) is not None:
+            setattr(cfg, key, getattr(args, key))
+    if cfg.count is not None and cfg.count < 1:
+        raise ConfigError("--count must be at least 1")
+    if args.publishable_only:
+        cfg.include_train_only = False
+    cfg.retry_failed = args.retry_failed
+    if not cfg.sources:
+        raise ConfigError("no sources left to gather from")
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        cfg = config_from_args(args)
+        rep = gather(cfg)
+    except (ConfigError, SourceError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: {e.strerror or e} ({e.filename or ''}); what was already gathered is kept", file=sys.stderr)
+        return 1
+    print(format_report(rep))
+    return 130 if rep["interrupted"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

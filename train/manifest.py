@@ -1,0 +1,269 @@
+"""manifest.csv (one row per kept image, with provenance), atomic file writes, reconciliation, ATTRIBUTION.md."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from train.data import SKIP_DIRS
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.csv"
+ATTRIBUTION = "ATTRIBUTION.md"
+QUARANTINE = "_quarantine"
+COLUMNS = [
+    "class",
+    "source",
+    "query",
+    "page_url",
+    "image_url",
+    "licence",
+    "author",
+    "attribution",
+    "use",
+    "sha256",
+    "phash",
+    "width",
+    "height",
+    "fetched_at",
+    "path",
+]
+PUBLISHABLE = frozenset({"cc0", "cc-by", "cc-by-sa"})
+TMP_PREFIX = ".gather-"
+TMP_SUFFIX = ".part"
+# The names gather gives the files it writes: 16 hex digits of the sha256 and the real format's suffix.
+OWN_NAME = re.compile(r"^[0-9a-f]{16}\.(jpg|png|webp|gif|bmp)$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+
+
+# ---------------------------------------------------------------- licences
+
+
+def normalise_licence(text: str | None) -> str:
+    """Map 'CC BY-SA 4.0', 'cc_by_nc', 'CC0 1.0', None ... to a short code: cc0, cc-by, cc-by-nc-sa, unknown."""
+    t = (text or "").strip().lower().replace("_", "-").replace(" ", "-")
+    if not t or t in ("unknown", "none", "null", "?"):
+        return "unknown"
+    if t.startswith(("cc0", "cc-0")):
+        return "cc0"
+    t = re.sub(r"-?\d+(\.\d+)?$", "", t)  # version numbers
+    if t in ("public-domain", "pd", "pdm", "cc-pdm"):
+        return "cc0"
+    if t.startswith("cc-") or t.startswith("by"):
+        parts = [p for p in t.removeprefix("cc-").split("-") if p]
+        order = [p for p in ("by", "nc", "nd", "sa") if p in parts]
+        if order and order[0] == "by":
+            return "cc-" + "-".join(order)
+    if "all-rights" in t or t in ("c", "copyright"):
+        return "all-rights-reserved"
+    return t
+
+
+def licence_use(licence: str, publishable: Iterable[str] = PUBLISHABLE) -> str:
+    """'publishable' for CC0 / CC-BY / CC-BY-SA (by default), 'train-only' for NC, ND, unknown and the rest."""
+    return "publishable" if normalise_licence(licence) in set(publishable) else "train-only"
+
+
+def attribution_text(row: dict) -> str:
+    """A one-line credit: what, who, licence, where."""
+    lic = row.get("licence") or "unknown"
+    who = f"by {row['author']}" if row.get("author") else "author unknown"
+    where = row.get("page_url") or row.get("image_url") or ""
+    lic_text = "licence unknown" if lic == "unknown" else lic.upper().replace("CC-", "CC ")
+    return f"Photo {who}, {lic_text}, via {row.get('source', '?')}" + (f": {where}" if where else "")
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+def fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write a file so that it either exists complete or not at all: temp file in the same dir, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}{TMP_SUFFIX}"
+    try:
+        with open(tmp, "xb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def _clean(v: object) -> str:
+    return " ".join(str(v if v is not None else "").split())  # one physical line per row, always
+
+
+def rows_to_csv(rows: Iterable[dict], columns: list[str] = COLUMNS) -> bytes:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: _clean(r.get(c, "")) for c in columns})
+    return buf.getvalue().encode("utf-8")
+
+
+# ---------------------------------------------------------------- the manifest
+
+
+def read_manifest(out: Path) -> list[dict]:
+    """Rows of out/manifest.csv; a torn last line (a kill mid-append) and malformed rows are dropped."""
+    f = Path(out) / MANIFEST
+    if not f.is_file():
+        return []
+    text = f.read_text(encoding="utf-8", errors="replace")
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    rows = []
+    for r in csv.DictReader(io.StringIO(text)):
+        if None in r or any(r.get(c) is None for c in COLUMNS) or not _SHA.match(r["sha256"] or ""):
+            log.warning("dropping a malformed manifest row: %s", r)
+            continue
+        rows.append(r)
+    return rows
+
+
+def write_manifest(out: Path, rows: list[dict]) -> None:
+    atomic_write(Path(out) / MANIFEST, rows_to_csv(rows))
+
+
+def append_row(out: Path, row: dict) -> None:
+    """Append one row with a single write() on an O_APPEND file, then fsync: a kill leaves it whole or absent."""
+    f = Path(out) / MANIFEST
+    if not f.exists() or f.stat().st_size == 0:
+        write_manifest(out, [])
+    line = rows_to_csv([row]).split(b"\n", 1)[1]
+    fd = os.open(f, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def class_dirs(out: Path) -> list[Path]:
+    return sorted(
+        d for d in Path(out).iterdir() if d.is_dir() and d.name not in SKIP_DIRS and not d.name.startswith(".")
+    )
+
+
+def quarantine(out: Path, rel: str, why: str) -> Path:
+    """Move out/rel to out/_quarantine/why/rel (never delete a file the user may want back)."""
+    dest = Path(out) / QUARANTINE / why / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        dest = dest.with_name(f"{dest.stem}-{uuid.uuid4().hex[:6]}{dest.suffix}")
+    shutil.move(str(Path(out) / rel), dest)
+    return dest
+
+
+def reconcile(out: Path, adopt=None) -> tuple[list[dict], dict[str, int]]:
+    """Make the manifest match the disk after any interruption; returns (rows, counts of what was fixed).
+
+    Stale temp files are deleted; rows whose file is gone are dropped; a file gather wrote but had no time to
+    record (an orphan named like ours) is deleted so it is fetched again with its provenance; any other
+    unrecorded file is adopted through `adopt(path) -> row | None` (None: it is quarantined).
+    """
+    out = Path(out)
+    fixed = {"temp_files_removed": 0, "rows_without_file": 0, "orphans_removed": 0, "adopted": 0, "quarantined": 0}
+    if not out.is_dir():
+        return [], fixed
+    for tmp in list(out.glob(f"{TMP_PREFIX}*")) + list(out.glob(f"*/{TMP_PREFIX}*")):
+        tmp.unlink(missing_ok=True)
+        fixed["temp_files_removed"] += 1
+    on_disk = read_manifest(out)
+    raw_lines = max(0, len((out / MANIFEST).read_bytes().splitlines()) - 1) if (out / MANIFEST).exists() else 0
+    rows, seen = [], set()
+    for r in on_disk:
+        if r["path"] in seen or not (out / r["path"]).is_file():
+            fixed["rows_without_file"] += 1
+            continue
+        seen.add(r["path"])
+        rows.append(r)
+    for d in class_dirs(out):
+        for p in sorted(d.iterdir()):
+            rel = p.relative_to(out).as_posix()
+            if not p.is_file() or p.name.startswith(".") or rel in seen:
+                continue
+            if OWN_NAME.match(p.name):
+                p.unlink()
+                fixed["orphans_removed"] += 1
+                continue
+            row = adopt(p) if adopt else None
+            if row is None:
+                quarantine(out, rel, "unrecorded")
+                fixed["quarantined"] += 1
+            else:
+                rows.append(row)
+                seen.add(rel)
+                fixed["adopted"] += 1
+    if rows != on_disk or raw_lines != len(rows) or not (out / MANIFEST).exists():
+        write_manifest(out, rows)
+    for k, v in fixed.items():
+        if v:
+            log.info("reconcile %s: %s %d", out, k, v)
+    return rows, fixed
+
+
+# ---------------------------------------------------------------- ATTRIBUTION.md
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def attribution_markdown(rows: list[dict]) -> str:
+    pub = [r for r in rows if r.get("use") == "publishable"]
+    lines = [
+        "# Image attribution",
+        "",
+        "Generated from `manifest.csv` by `python -m train.gather`; do not edit by hand.",
+        "",
+        f"{len(rows)} images: {len(pub)} publishable (CC0, CC BY, CC BY-SA), "
+        f"{len(rows) - len(pub)} train-only (non-commercial, no-derivatives or unknown licence: used to train the "
+        "model, never redistributed).",
+        "",
+    ]
+    for cls in sorted({r["class"] for r in rows}):
+        mine = [r for r in rows if r["class"] == cls]
+        lines += [
+            f"## {cls} ({len(mine)} images)",
+            "",
+            "| file | licence | use | author | source |",
+            "|---|---|---|---|---|",
+        ]
+        for r in sorted(mine, key=lambda r: r["path"]):
+            link = r.get("page_url") or r.get("image_url") or ""
+            src = f"[{_md(r['source'])}]({link})" if link.startswith("http") else _md(r["source"] + " " + link)
+            lines.append(
+                f"| `{_md(r['path'])}` | {_md(r['licence'])} | {r['use']} | {_md(r['author'] or '?')} | {src} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_attribution(out: Path, rows: list[dict]) -> None:
+    atomic_write(Path(out) / ATTRIBUTION, attribution_markdown(rows).encode("utf-8"))

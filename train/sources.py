@@ -1,0 +1,340 @@
+"""Where candidate images come from: iNaturalist, DuckDuckGo (ddgs), a URL list file, a local class-folder tree.
+
+Every source answers one question: `candidates(cls, want)` yields Candidate records (an image URL or a local
+file, with its licence and author) for one class, lazily, so paging stops as soon as enough images are kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlencode
+
+from train.download import FetchError, HostGate, HttpConfig, fetch
+from train.manifest import normalise_licence
+
+log = logging.getLogger(__name__)
+
+INATURALIST_API = "https://api.inaturalist.org/v1"
+INAT_LICENCES = ("cc0", "cc-by", "cc-by-sa")
+
+
+class SourceError(ValueError):
+    """A source is misconfigured (missing file, unparsable line); the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    label: str  # folder name and model label
+    name: str = ""  # display name, e.g. "African bush viper"
+    scientific: str = ""  # e.g. "Atheris squamigera"
+    queries: tuple[str, ...] = ()
+
+    def search_queries(self) -> list[str]:
+        """The explicit queries, else the scientific name and '<display name> snake'."""
+        if self.queries:
+            return list(self.queries)
+        qs = [q for q in (self.scientific, f"{self.name} snake" if self.name else "") if q]
+        return qs or [self.label.replace("_", " ")]
+
+
+@dataclass
+class Candidate:
+    label: str
+    source: str
+    query: str  # the search query, taxon name or original relative path
+    image_url: str  # http(s) URL, or a file:// URI for the folder source
+    page_url: str = ""
+    licence: str = "unknown"
+    author: str = ""
+    attribution: str = ""
+    local_path: str = ""  # set by the folder source: read this file instead of fetching
+
+
+class Source(Protocol):
+    name: str
+
+    def candidates(self, cls: ClassSpec, want: int) -> Iterator[Candidate]: ...
+
+
+def slug(text: str) -> str:
+    """'Atheris squamigera' -> 'atheris_squamigera' (the class folder name)."""
+    return re.sub(r"[^a-z0-9]+", "_", text.strip().lower()).strip("_")
+
+
+# ---------------------------------------------------------------- iNaturalist
+
+
+@dataclass
+class INaturalistSource:
+    """Research-grade observations of a taxon with openly licensed photos, at most one API request per interval."""
+
+    base_url: str = INATURALIST_API
+    licences: tuple[str, ...] = INAT_LICENCES
+    photo_size: str = "medium"  # square 75 px, small 240, medium 500, large 1024, original
+    per_page: int = 100
+    max_pages: int = 50
+    min_interval: float = 1.0  # iNaturalist asks for at most about 1 request per second
+    photos_per_observation: int = 1  # more photos of one animal are near-duplicates, not new examples
+    http: HttpConfig = field(default_factory=HttpConfig)
+    sleep: Callable[[float], None] = time.sleep
+    name: str = "inaturalist"
+    _last: float = field(default=-1e9, repr=False)
+
+    def _get_json(self, params: dict[str, Any]) -> dict:
+        wait = self._last + self.min_interval - time.monotonic()
+        if wait > 0:
+            self.sleep(wait)
+        url = f"{self.base_url.rstrip('/')}/observations?{urlencode(params)}"
+        try:
+            resp = fetch(url, self.http, HostGate(1, 0.0), accept="application/json", sleep=self.sleep)
+        finally:
+            self._last = time.monotonic()
+        try:
+            return json.loads(resp.body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise FetchError("bad_api_response", f"{url}: the iNaturalist API did not answer with JSON ({e})") from e
+
+    def _photo_url(self, url: str) -> str:
+        return re.sub(r"/(square|thumb|small|medium|large|original)\.", f"/{self.photo_size}.", url, count=1)
+
+    def candidates(self, cls: ClassSpec, want: int) -> Iterator[Candidate]:
+        taxon = cls.scientific or cls.name
+        allowed = {normalise_licence(x) for x in self.licences}
+        for page in range(1, self.max_pages + 1):
+            params = {
+                "taxon_name": taxon,
+                "quality_grade": "research",
+                "photos": "true",
+                "photo_license": ",".join(self.licences),
+                "per_page": self.per_page,
+                "page": page,
+                "order_by": "id",
+                "order": "desc",
+            }
+            try:
+                data = self._get_json(params)
+            except FetchError as e:
+                log.warning("iNaturalist: stopping %s at page %d: %s", taxon, page, e)
+                return
+            results = data.get("results") or []
+            for obs in results:
+                yield from self._from_observation(cls, taxon, obs, allowed)
+            total = int(data.get("total_results") or 0)
+            if not results or page * self.per_page >= total:
+                return
+
+    def _from_observation(self, cls: ClassSpec, taxon: str, obs: dict, allowed: set[str]) -> Iterator[Candidate]:
+        user = obs.get("user") or {}
+        author = user.get("name") or user.get("login") or ""
+        page_url = obs.get("uri") or (f"https://www.inaturalist.org/observations/{obs['id']}" if "id" in obs else "")
+        taken = 0
+        for photo in obs.get("photos") or []:
+            lic = normalise_licence(photo.get("license_code"))
+            if lic not in allowed or not photo.get("url") or taken >= self.photos_per_observation:
+                continue
+            taken += 1
+            yield Candidate(
+                label=cls.label,
+                source=self.name,
+                query=taxon,
+                image_url=self._photo_url(photo["url"]),
+                page_url=page_url,
+                licence=lic,
+                author=author,
+                attribution=photo.get("attribution") or "",
+            )
+
+
+# ---------------------------------------------------------------- DuckDuckGo through ddgs
+
+
+@dataclass
+class DDGSource:
+    """Image web search through the `ddgs` package; results carry no per-image licence, so it is 'unknown'."""
+
+    client: Any = None  # anything with .images(query, **kw) -> list[dict]; default ddgs.DDGS()
+    license_image: str | None = "any"  # any (all Creative Commons), Public, Share, ShareCommercially, Modify, ...
+    region: str = "wt-wt"
+    safesearch: str = "moderate"
+    oversample: float = 2.0  # ask for more results than needed: many links are dead or not images
+    retries: int = 4
+    backoff: float = 5.0
+    max_wait: float = 60.0
+    sleep: Callable[[float], None] = time.sleep
+    name: str = "ddgs"
+
+    def _client(self) -> Any:
+        if self.client is None:
+            from ddgs import DDGS
+
+            self.client = DDGS()
+        return self.client
+
+    def _search(self, query: str, n: int) -> list[dict]:
+        from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
+
+        kw: dict[str, Any] = {"region": self.region, "safesearch": self.safesearch, "max_results": n}
+        if self.license_image:
+            kw["license_image"] = self.license_image
+        for attempt in range(self.retries + 1):
+            try:
+                return list(self._client().images(query, **kw) or [])
+            except (RatelimitException, TimeoutException) as e:
+                kind = "rate-limited" if isinstance(e, RatelimitException) else "timed out on"
+                if attempt == self.retries:
+                    log.warning(
+                        "DuckDuckGo %s the search %r %d times; giving up on it. Wait a few minutes and run gather "
+                        "again (finished images are kept), or use the iNaturalist source.",
+                        kind,
+                        query,
+                        attempt + 1,
+                    )
+                    return []
+                wait = min(self.backoff * 2**attempt, self.max_wait)
+                log.warning("DuckDuckGo %s the search %r; waiting %.0f s (try %d)", kind, query, wait, attempt + 1)
+                self.sleep(wait)
+            except DDGSException as e:
+                log.warning("DuckDuckGo search %r failed: %s", query, e)
+                return []
+        return []
+
+    def candidates(self, cls: ClassSpec, want: int) -> Iterator[Candidate]:
+        n = max(10, int(want * self.oversample))
+        for query in cls.search_queries():
+            for r in self._search(query, n):
+                url = r.get("image") or ""
+                if not url:
+                    continue
+                page = r.get("url") or ""
+                title = r.get("title") or ""
+                yield Candidate(
+                    label=cls.label,
+                    source=self.name,
+                    query=query,
+                    image_url=url,
+                    page_url=page,
+                    licence="unknown",
+                    author=r.get("source") or "",
+                    attribution=f"{title} ({page or url}); found by DuckDuckGo image search, licence unknown",
+                )
+
+
+# ---------------------------------------------------------------- URL list file
+
+
+@dataclass
+class URLListSource:
+    """A text file of `URL` or `LABEL URL` lines (# comments), or a CSV with a url column (and label/class,
+    licence, author, page_url)."""
+
+    path: Path
+    default_label: str | None = None
+    name: str = "urls"
+    _rows: list[dict] | None = field(default=None, repr=False)
+
+    def rows(self) -> list[dict]:
+        if self._rows is None:
+            self._rows = self._parse()
+        return self._rows
+
+    def _parse(self) -> list[dict]:
+        p = Path(self.path)
+        try:
+            text = p.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as e:
+            raise SourceError(f"cannot read the URL list {p}: {e}") from e
+        first = text.lstrip().split("\n", 1)[0].lower()
+        if "url" in [c.strip() for c in first.split(",")]:
+            rows = []
+            for r in csv.DictReader(text.splitlines()):
+                r = {(k or "").strip().lower(): (v or "").strip() for k, v in r.items()}
+                label = r.get("label") or r.get("class") or self.default_label
+                if not r.get("url"):
+                    continue
+                if not label:
+                    raise SourceError(f"{p}: a row has no label/class column value; add one or pass --class")
+                rows.append({**r, "label": label})
+            return rows
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = line.split()
+            if len(parts) == 1 and self.default_label:
+                rows.append({"label": self.default_label, "url": parts[0]})
+            elif len(parts) == 2:
+                rows.append({"label": parts[0], "url": parts[1]})
+            else:
+                raise SourceError(f"{p} line {n}: expected 'URL' (with --class) or 'LABEL URL', got {line[:80]!r}")
+        return rows
+
+    def labels(self) -> list[str]:
+        return sorted({r["label"] for r in self.rows()})
+
+    def candidates(self, cls: ClassSpec, want: int) -> Iterator[Candidate]:
+        for r in self.rows():
+            if r["label"] != cls.label:
+                continue
+            yield Candidate(
+                label=cls.label,
+                source=self.name,
+                query=Path(self.path).name,
+                image_url=r["url"],
+                page_url=r.get("page_url", ""),
+                licence=normalise_licence(r.get("licence") or r.get("license")),
+                author=r.get("author", ""),
+            )
+
+
+# ---------------------------------------------------------------- local folder of class sub-folders
+
+
+@dataclass
+class FolderSource:
+    """Import a ready dataset (ROOT/<class>/<files>): every file is checked by content like a download."""
+
+    root: Path
+    licence: str = "unknown"
+    author: str = ""
+    name: str = "folder"
+
+    def folder_for(self, cls: ClassSpec) -> Path | None:
+        root = Path(self.root)
+        names = [cls.label, cls.name, cls.scientific, slug(cls.name), slug(cls.scientific)]
+        for n in names:
+            if n and (root / n).is_dir():
+                return root / n
+        return None
+
+    def labels(self) -> list[str]:
+        root = Path(self.root)
+        if not root.is_dir():
+            raise SourceError(f"{root} is not a folder; give a folder with one sub-folder of images per class")
+        return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "_")))
+
+    def candidates(self, cls: ClassSpec, want: int) -> Iterator[Candidate]:
+        d = self.folder_for(cls)
+        if d is None:
+            log.warning("folder source: no sub-folder of %s for class %s", self.root, cls.label)
+            return
+        for p in sorted(d.rglob("*")):
+            if not p.is_file() or p.name.startswith("."):
+                continue
+            yield Candidate(
+                label=cls.label,
+                source=self.name,
+                query=p.relative_to(self.root).as_posix(),
+                image_url=p.resolve().as_uri(),
+                licence=normalise_licence(self.licence),
+                author=self.author,
+                local_path=str(p),
+            )
