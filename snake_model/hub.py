@@ -141,6 +141,8 @@ def _translate(e: Exception, repo_id: str, revision: str, endpoint: str) -> Mode
         )
     if isinstance(e, HfHubHTTPError):
         status = e.response.status_code if e.response is not None else "?"
+        if status in (401, 403):
+            return ModelPullError(f"{endpoint} rejected the token (HTTP {status}) for {where}; check or unset HF_TOKEN")
         return ModelPullError(f"the Hub at {endpoint} answered HTTP {status} for {where}; try again later")
     return ModelPullError(f"pulling {where} from {endpoint} failed: {type(e).__name__}")
 

@@ -1,0 +1,44 @@
+"""Grad-CAM on the network's last feature map (short hook code; no extra dependency)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .network import SnakeNet
+from .preprocess import resize_for_model, to_array
+from .spec import ModelSpec
+
+
+def gradcam(
+    model: SnakeNet, spec: ModelSpec, img: Image.Image, class_index: int | None = None
+) -> tuple[np.ndarray, int]:
+    """A (H, W) map in [0, 1] over the model's input view of img, and the class it explains."""
+    view = resize_for_model(img, spec)
+    x = torch.from_numpy(to_array(view, spec))[None].requires_grad_(False)
+    model.eval()
+    with torch.enable_grad():
+        feats = model.body(x)
+        feats.retain_grad()
+        logits = model.head(feats)
+        idx = int(logits.argmax(1)) if class_index is None else int(class_index)
+        logits[0, idx].backward()
+    a, g = feats.detach()[0], feats.grad[0]
+    cam = torch.relu((g.mean(dim=(1, 2))[:, None, None] * a).sum(0))
+    cam = cam / cam.max() if float(cam.max()) > 0 else cam
+    return cam.numpy(), idx
+
+
+def overlay(img: Image.Image, spec: ModelSpec, cam: np.ndarray, alpha: float = 0.45) -> Image.Image:
+    """The heatmap coloured (jet-like) and blended over the model's view of the image."""
+    view = resize_for_model(img, spec)
+    heat = Image.fromarray(np.uint8(np.clip(cam, 0, 1) * 255)).resize(view.size, Image.BILINEAR)
+    h = np.asarray(heat, dtype=np.float32) / 255.0
+    rgb = np.stack(
+        [np.clip(1.5 - abs(4 * h - 3), 0, 1), np.clip(1.5 - abs(4 * h - 2), 0, 1), np.clip(1.5 - abs(4 * h - 1), 0, 1)],
+        -1,
+    )
+    base = np.asarray(view, dtype=np.float32) / 255.0
+    out = (1 - alpha) * base + alpha * rgb
+    return Image.fromarray(np.uint8(np.clip(out, 0, 1) * 255))

@@ -1,0 +1,267 @@
+"""python -m train.fit DATA_DIR --out DIR: fine-tune an ImageNet CNN on class folders, write a safe artifact."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from snake_model.artifact import save_artifact
+from snake_model.loader import load_image
+from snake_model.network import DEFAULT_ARCH
+from snake_model.spec import RESIZE_METHODS, ModelSpec
+
+from . import metrics as M
+from . import plots
+from .data import Dataset, DatasetError, list_images, random_split, read_splits
+
+log = logging.getLogger("train.fit")
+
+BACKGROUND_LABEL = "not_a_snake"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train.fit",
+        description="Fine-tune an ImageNet CNN on DATA_DIR (one sub-folder of images per class) and write a "
+        "safe artifact (model.safetensors + config.json) with metrics.json and pictures of the run.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("data_dir", type=Path, help="folder with one sub-folder of images per class")
+    p.add_argument("--out", type=Path, required=True, help="artifact directory to write (created if missing)")
+    p.add_argument(
+        "--recipe",
+        choices=("fast", "original"),
+        default="fast",
+        help="'fast': the project's default (see bench/RESULTS.md); 'original': the fastai lesson-2 recipe, "
+        "RandomResizedCrop + aug_transforms + fine_tune, fully controlled by the options below",
+    )
+    p.add_argument(
+        "--arch", default=DEFAULT_ARCH, help="timm model name (ImageNet weights offline only for the default)"
+    )
+    p.add_argument("--size", type=int, default=224, help="image size fed to the network (pixels, square)")
+    p.add_argument(
+        "--resize",
+        choices=RESIZE_METHODS,
+        default=None,
+        help="item resize: crop (centre crop at validation), squish, pad (reflection), rrc (RandomResizedCrop); "
+        "default: rrc for --recipe original, squish for fast",
+    )
+    p.add_argument("--min-scale", type=float, default=0.5, help="RandomResizedCrop min_scale (with --resize rrc)")
+    p.add_argument("--aug", action=argparse.BooleanOptionalAction, default=True, help="fastai aug_transforms")
+    p.add_argument("--aug-mult", type=float, default=1.0, help="aug_transforms mult (strength of augmentation)")
+    p.add_argument("--epochs", type=int, default=None, help="fine_tune epochs (original: 4; fast: head epochs)")
+    p.add_argument("--freeze-epochs", type=int, default=1, help="frozen epochs before unfreezing (original recipe)")
+    p.add_argument("--lr", type=float, default=2e-3, help="base learning rate for fine_tune (original recipe)")
+    p.add_argument("--head", choices=("fastai", "linear"), default=None, help="classifier head (default: by recipe)")
+    p.add_argument("--valid-pct", type=float, default=0.2, help="validation share when DATA_DIR has no splits.csv")
+    p.add_argument("--seed", type=int, default=42, help="random seed for the split and training")
+    p.add_argument("--bs", type=int, default=32, help="batch size")
+    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="cuda uses mixed precision")
+    p.add_argument("--no-pretrained", action="store_true", help="start from random weights (tests, ablations)")
+    p.add_argument(
+        "--background", type=Path, default=None, help=f"folder of decoy photos: adds a {BACKGROUND_LABEL!r} class"
+    )
+    p.add_argument("--classes", type=Path, default=None, help="JSON {label: {display_name, scientific_name, venomous}}")
+    p.add_argument(
+        "--max-false-abstain",
+        type=float,
+        default=0.05,
+        help="abstain threshold: share of valid images abstained at most",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def load_dataset(args: argparse.Namespace) -> tuple[Dataset, list[int], list[int]]:
+    """List and verify DATA_DIR (+ background), then split by splits.csv or stratified random."""
+    ds = list_images(args.data_dir, verify=True)
+    if args.background is not None:
+        bg = sorted(p for p in Path(args.background).rglob("*") if p.is_file())
+        ok = []
+        for p in bg:
+            try:
+                load_image(p)
+                ok.append(p)
+            except ValueError as e:
+                ds.skipped[str(p)] = str(e)
+        if not ok:
+            raise DatasetError(f"--background {args.background} has no readable images")
+        ds.classes.append(BACKGROUND_LABEL)
+        ds.paths += ok
+        ds.labels += [len(ds.classes) - 1] * len(ok)
+    split = read_splits(ds) if args.background is None else None
+    if split is None:
+        split = random_split(ds, args.valid_pct, args.seed)
+    return ds, split[0], split[1]
+
+
+def pick_device(choice: str):
+    import torch
+
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise DatasetError("--device cuda was asked for but no CUDA GPU is available")
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(choice)
+
+
+def load_class_info(args: argparse.Namespace) -> dict:
+    f = args.classes or (args.data_dir / "classes.json")
+    if f and Path(f).is_file():
+        try:
+            return json.loads(Path(f).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{f} is not valid JSON: {e}") from e
+    return {}
+
+
+def write_outputs(
+    model, spec: ModelSpec, ds: Dataset, valid_idx: list[int], logits: np.ndarray, out: Path, extra: dict
+) -> dict:
+    """Calibrate, choose the abstain threshold, save the artifact, metrics.json and the pictures."""
+    from snake_model.ood import choose_threshold, ood_scores
+    from snake_model.predictor import softmax
+
+    y = np.asarray([ds.labels[i] for i in valid_idx])
+    probs_raw = softmax(logits)
+    spec.temperature = M.fit_temperature(logits, y)
+    probs = softmax(logits, spec.temperature)
+    spec.abstain_threshold = choose_threshold(ood_scores(probs[probs.argmax(1) == y]), extra["max_false_abstain"])
+    save_artifact(model, spec, out)
+
+    summary = M.summarize(probs, y, spec.labels)
+    cm = np.asarray(summary["confusion"])
+    losses = -np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1))
+    order = np.argsort(-losses)[:12]
+    top = [
+        {
+            "path": ds.rel(ds.paths[valid_idx[i]])
+            if ds.paths[valid_idx[i]].is_relative_to(ds.root)
+            else str(ds.paths[valid_idx[i]]),
+            "actual": spec.labels[y[i]],
+            "predicted": spec.labels[int(probs[i].argmax())],
+            "loss": float(losses[i]),
+            "prob_actual": float(probs[i, y[i]]),
+        }
+        for i in order
+    ]
+    metrics = {
+        "valid_error": summary["error"],
+        "n_train": extra["n_train"],
+        "n_valid": summary["n"],
+        "labels": spec.labels,
+        "per_class": summary["per_class"],
+        "confusion": summary["confusion"],
+        "nll_before": M.nll(logits, y),
+        "nll_after": M.nll(logits, y, spec.temperature),
+        "ece_before": M.ece(probs_raw, y),
+        "ece_after": summary["ece"],
+        "temperature": spec.temperature,
+        "abstain_threshold": spec.abstain_threshold,
+        "valid_abstain_rate": float((ood_scores(probs) > spec.abstain_threshold).mean()),
+        "top_losses": top,
+        "skipped_images": ds.skipped,
+        "train_seconds": extra["train_seconds"],
+        "recipe": spec.training.get("recipe"),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    plots.confusion_png(cm, spec.labels, out / "confusion_matrix.png", f"Validation ({summary['n']} images)")
+    ims = [load_image(ds.paths[valid_idx[i]]) for i in order[:9]]
+    for im in ims:
+        im.thumbnail((256, 256))
+    caps = [f"{t['predicted']} / {t['actual']}\n{t['loss']:.2f} / {t['prob_actual']:.2f}" for t in top[:9]]
+    plots.top_losses_png(ims, caps, out / "top_losses.png")
+    plots.reliability_png(M.reliability_bins(probs_raw, y), M.reliability_bins(probs, y), out / "reliability.png")
+    write_card(out)
+    return metrics
+
+
+def write_card(out: Path) -> None:
+    """README.md model card from the real numbers (the full builder lives in train.card when present)."""
+    try:
+        from .card import build_card
+
+        text = build_card(out)
+    except ImportError:
+        text = minimal_card(out)
+    (out / "README.md").write_text(text, encoding="utf-8")
+
+
+def minimal_card(out: Path) -> str:
+    spec = ModelSpec.load(out / "config.json")
+    m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    rows = "\n".join(
+        f"| {spec.display_name(lab)} | {v['precision']:.2f} | {v['recall']:.2f} | {v['support']} |"
+        for lab, v in m["per_class"].items()
+    )
+    return (
+        f"# Image classifier: {len(spec.labels)} classes\n\n"
+        f"Validation error {m['valid_error']:.1%} on {m['n_valid']} images; arch `{spec.arch}`, {spec.image_size} px.\n\n"
+        f"| class | precision | recall | support |\n|---|---|---|---|\n{rows}\n\n"
+        f"Reproduce: `{spec.training.get('command', '')}`\n\n"
+        "Not for snakebite or medical decisions: a wrong answer can kill. Ask a professional.\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    t0 = time.time()
+    try:
+        ds, train_idx, valid_idx = load_dataset(args)
+        device = pick_device(args.device)
+        class_info = load_class_info(args)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if ds.skipped:
+        print(
+            f"skipping {len(ds.skipped)} unreadable file(s), listed in metrics.json; first: "
+            f"{next(iter(ds.skipped.items()))}"
+        )
+    print(
+        f"{len(ds.classes)} classes, {len(train_idx)} train / {len(valid_idx)} valid images, device {device}"
+        + (" (mixed precision)" if device.type == "cuda" else "")
+    )
+    if args.recipe == "original":
+        from .recipe_original import train_original as trainer
+    else:
+        from .recipe_fast import train_fast as trainer
+    try:
+        model, spec, logits = trainer(ds, train_idx, valid_idx, args, device)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    spec.class_info = {k: v for k, v in class_info.items() if k in spec.labels}
+    spec.training.update(
+        {
+            "recipe": args.recipe,
+            "command": "python -m train.fit " + " ".join(shlex.quote(a) for a in argv),
+            "device": str(device),
+            "mixed_precision": device.type == "cuda",
+            "seed": args.seed,
+            "n_train": len(train_idx),
+            "n_valid": len(valid_idx),
+            "data_dir_name": Path(args.data_dir).resolve().name,
+        }
+    )
+    extra = {"n_train": len(train_idx), "train_seconds": time.time() - t0, "max_false_abstain": args.max_false_abstain}
+    m = write_outputs(model, spec, ds, valid_idx, logits, args.out, extra)
+    print(
+        f"valid error {m['valid_error']:.1%} | ECE {m['ece_before']:.3f} -> {m['ece_after']:.3f} "
+        f"(T={m['temperature']:.2f}) | {time.time() - t0:.0f} s | artifact in {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
