@@ -87,7 +87,11 @@ class Manifest:
         self.path = root / MANIFEST
 
     def _lines(self) -> list[str]:
-        return self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        # Bytes, not read_text: universal newlines would turn the file's \r\n into \n on rewrite.
+        text = self.path.read_bytes().decode("utf-8")
+        lines = [ln + "\n" for ln in text.split("\n")]
+        lines[-1] = lines[-1][:-1]  # what follows the last newline has none
+        return [ln for ln in lines if ln]
 
     def change_for(self, old_path: str, new_path: str, new_label: str | None) -> dict | None:
         """The {"old": line, "new": line} edit that moves the row of old_path, or None without a row."""

@@ -1,0 +1,229 @@
+"""The cleaning workbench: a Gradio Blocks page over the scores table, with decisions applied to disk.
+
+Keys: k keep · d delete · r relabel (to the class in the drop-down) · n not a snake · j / → skip · ← back · u undo.
+API (gradio_client): /queue(name, limit) · /decide(path, action, new_label) · /undo(n).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+from PIL import Image
+
+from snake_model.loader import ImageLoadError, load_image
+from train.clean import QUEUE_TITLES, QUEUES, queues
+from train.decisions import NOT_SNAKE_DIR, DecisionError, Decisions
+
+THUMB = 512
+
+KEYS_JS = """
+() => {
+  if (window.__cleanKeys) return;
+  window.__cleanKeys = true;
+  const map = {k: "keep", d: "delete", r: "relabel", n: "notsnake", j: "skip", ArrowRight: "skip",
+               ArrowLeft: "back", u: "undo"};
+  document.addEventListener("keydown", (e) => {
+    const t = e.target;
+    if (e.ctrlKey || e.metaKey || e.altKey || t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName)) return;
+    const id = map[e.key];
+    const el = id && document.getElementById("clean-" + id);
+    if (!el) return;
+    e.preventDefault();
+    (el.tagName === "BUTTON" ? el : el.querySelector("button") || el).click();
+  });
+}
+"""
+
+
+class Workbench:
+    """Scores rows plus the decisions log: which images are still to review, and where each file is now."""
+
+    def __init__(self, data_dir: str | Path, rows: list[dict], not_snake_dir: str = NOT_SNAKE_DIR):
+        self.root = Path(data_dir)
+        self.rows = {r["path"]: r for r in rows}
+        self.decisions = Decisions(self.root, not_snake_dir=not_snake_dir)
+        self.cur = {p: p for p in self.rows}  # original path -> current path
+        self.handled: set[str] = set()
+        for rec in self.decisions.done():
+            self._track(rec)
+        self.classes = sorted({r["label"] for r in rows} | {p.name for p in self._class_dirs()})
+
+    def _class_dirs(self) -> list[Path]:
+        skip = {"_trash", "_quarantine", "_tmp", self.decisions.not_snake_dir}
+        return [d for d in self.root.iterdir() if d.is_dir() and d.name not in skip and not d.name.startswith(".")]
+
+    def _track(self, rec: dict) -> None:
+        rev = {v: k for k, v in self.cur.items()}
+        orig = rev.get(rec["old_path"])
+        if orig is None:
+            return
+        self.cur[orig] = rec["new_path"]
+        if rec["action"] == "undo":
+            self.handled.discard(orig)
+        else:
+            self.handled.add(orig)
+
+    def pending(self, name: str) -> list[dict]:
+        if name not in QUEUES:
+            raise gr.Error(f"unknown queue {name!r}; choose one of {', '.join(QUEUES)}")
+        return [r for r in queues(list(self.rows.values()))[name] if r["path"] not in self.handled]
+
+    def item(self, r: dict) -> dict:
+        """What a card shows, as plain values (also the /queue API's row format)."""
+        keys = ("label", "pred_label", "pred_conf", "label_quality", "outlier", "outlier_score", "dup_of", "flags")
+        # "image_path", not "path": gradio_client would take a dict with a "path" key for a file to download.
+        out = {k: r.get(k, "") for k in keys} | {"image_path": self.cur[r["path"]], "original_path": r["path"]}
+        out |= {k: r.get(k, "") for k in ("source", "licence", "author")}
+        return out
+
+    def decide(self, path: str, action: str, new_label: str | None = None) -> dict:
+        rec = self.decisions.decide(path, action, new_label or None)
+        self._track(rec)
+        return rec
+
+    def undo(self, n: int = 1) -> list[dict]:
+        recs = self.decisions.undo(n)
+        for rec in recs:
+            self._track(rec)
+        return recs
+
+
+def _thumb(path: Path) -> Image.Image | None:
+    try:
+        img = load_image(path)
+    except ImageLoadError:
+        return None
+    img.thumbnail((THUMB, THUMB))
+    return img
+
+
+def _card_text(it: dict, name: str, pos: int, total: int) -> str:
+    conf = f" ({float(it['pred_conf']):.0%})" if it["pred_conf"] not in ("", None) else ""
+    score = {
+        "label": f"label quality {it['label_quality']} (lower is more suspicious)",
+        "duplicates": f"near-duplicate of `{it['dup_of']}`",
+        "outliers": f"{it['outlier']} · outlier score {it['outlier_score']}",
+        "quality": f"flags: {it['flags']}",
+    }[name]
+    lines = [
+        f"**{QUEUE_TITLES[name]}** · {pos + 1} of {total}",
+        f"`{it['image_path']}`",
+        f"given **{it['label']}** · predicted **{it['pred_label']}**{conf}",
+        score,
+    ]
+    prov = " · ".join(f"{k}: {it[k]}" for k in ("source", "licence", "author") if it.get(k))
+    if prov:
+        lines.append(prov)
+    return "\n\n".join(lines)
+
+
+def build_ui(data_dir: str | Path, rows: list[dict], not_snake_dir: str = NOT_SNAKE_DIR) -> gr.Blocks:
+    """The workbench page for one dataset and its scores rows."""
+    wb = Workbench(data_dir, rows, not_snake_dir)
+
+    def show(name: str, pos: int):
+        items = wb.pending(name)
+        if not items:
+            return None, None, f"**{QUEUE_TITLES[name]}**: nothing left to review.", 0, "", gr.update()
+        pos = max(0, min(int(pos), len(items) - 1))
+        it = wb.item(items[pos])
+        partner = _thumb(wb.root / wb.cur.get(it["dup_of"], it["dup_of"])) if it["dup_of"] else None
+        guess = it["pred_label"] if it["pred_label"] in wb.classes and it["pred_label"] != it["label"] else None
+        return (
+            _thumb(wb.root / it["image_path"]),
+            partner,
+            _card_text(it, name, pos, len(items)),
+            pos,
+            it["image_path"],
+            gr.update(choices=wb.classes, value=guess),
+        )
+
+    def act(action: str):
+        def fn(name: str, pos: int, path: str, new_label: str | None):
+            if not path:
+                return show(name, pos)
+            try:
+                wb.decide(path, action, new_label)
+            except DecisionError as e:
+                gr.Warning(str(e))
+            return show(name, pos)
+
+        return fn
+
+    def undo_one(name: str, pos: int):
+        try:
+            wb.undo(1)
+        except DecisionError as e:
+            gr.Warning(str(e))
+        return show(name, pos)
+
+    with gr.Blocks(title="Snake dataset cleaning") as demo:
+        gr.Markdown(
+            f"## Cleaning `{Path(data_dir).name}`\n"
+            "Keys: **k** keep · **d** delete (to `_trash/`) · **r** relabel · **n** not a snake · "
+            "**j**/→ skip · ← back · **u** undo. Every decision is applied to disk and logged in "
+            "`.clean/decisions.jsonl`."
+        )
+        with gr.Row():
+            queue = gr.Radio([(QUEUE_TITLES[q], q) for q in QUEUES], value="label", label="Queue", scale=3)
+            relabel_to = gr.Dropdown(wb.classes, label="Relabel to", scale=2)
+        with gr.Row():
+            image = gr.Image(type="pil", label="image", height=THUMB, interactive=False)
+            partner = gr.Image(type="pil", label="kept copy (duplicates)", height=THUMB, interactive=False)
+        info = gr.Markdown()
+        pos = gr.State(0)
+        path = gr.Textbox(visible=False)
+        with gr.Row():
+            b_keep = gr.Button("Keep (k)", elem_id="clean-keep")
+            b_del = gr.Button("Delete (d)", elem_id="clean-delete", variant="stop")
+            b_rel = gr.Button("Relabel (r)", elem_id="clean-relabel", variant="primary")
+            b_ns = gr.Button("Not a snake (n)", elem_id="clean-notsnake")
+            b_back = gr.Button("← Back", elem_id="clean-back")
+            b_skip = gr.Button("Skip (j)", elem_id="clean-skip")
+            b_undo = gr.Button("Undo (u)", elem_id="clean-undo")
+        outs = [image, partner, info, pos, path, relabel_to]
+        private = {"api_visibility": "private"}
+        demo.load(show, [queue, gr.State(0)], outs, js=KEYS_JS, **private)
+        queue.change(lambda n: show(n, 0), [queue], outs, **private)
+        for btn, action in ((b_keep, "keep"), (b_del, "delete"), (b_rel, "relabel"), (b_ns, "not_snake")):
+            btn.click(act(action), [queue, pos, path, relabel_to], outs, **private)
+        b_skip.click(lambda n, p: show(n, p + 1), [queue, pos], outs, **private)
+        b_back.click(lambda n, p: show(n, p - 1), [queue, pos], outs, **private)
+        b_undo.click(undo_one, [queue, pos], outs, **private)
+
+        def api_queue(name: str = "label", limit: int = 50) -> list[dict]:
+            """The next images to review in a queue (label, duplicates, outliers, quality)."""
+            return [wb.item(r) for r in wb.pending(name)[: int(limit)]]
+
+        def api_decide(path: str, action: str, new_label: str = "") -> dict:
+            """Apply keep, delete, relabel (with new_label) or not_snake to the image at path."""
+            try:
+                return wb.decide(path, action, new_label or None)
+            except DecisionError as e:
+                raise gr.Error(str(e)) from e
+
+        def api_undo(n: int = 1) -> list[dict]:
+            """Undo the last n decisions."""
+            try:
+                return wb.undo(int(n))
+            except DecisionError as e:
+                raise gr.Error(str(e)) from e
+
+        gr.api(api_queue, api_name="queue")
+        gr.api(api_decide, api_name="decide")
+        gr.api(api_undo, api_name="undo")
+    demo.workbench = wb  # for tests and notebooks
+    return demo
+
+
+def launch(
+    data_dir: str | Path,
+    rows: list[dict],
+    not_snake_dir: str = NOT_SNAKE_DIR,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    share: bool = False,
+) -> None:
+    """Serve the workbench until interrupted (in Colab, share=True gives a public link)."""
+    build_ui(data_dir, rows, not_snake_dir).launch(server_name=host, server_port=port, share=share)
