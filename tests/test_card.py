@@ -94,13 +94,15 @@ def test_a_gather_manifest_gives_a_licence_breakdown_per_source(artifact, tmp_pa
     rows = [("inaturalist", "CC-BY")] * 3 + [("inaturalist", "CC0"), ("ddgs", "unknown"), ("ddgs", "")]
     with open(data / "manifest.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["class", "source", "licence", "author"])
+        w.writerow(["class", "source", "licence", "use", "author"])
         for src, lic in rows:
-            w.writerow(["python_bivittatus", src, lic, "someone"])
+            use = "publishable" if lic.startswith("CC") else "train-only"
+            w.writerow(["python_bivittatus", src, lic, use, "someone"])
     (data / "ATTRIBUTION.md").write_text("# credits\n")
     card = build_card(artifact, data_dir=data)
     assert "6 images, from the gather manifest" in card
     assert "| inaturalist | CC-BY | 3 |" in card and "| ddgs | unknown | 2 |" in card
+    assert "publishable 4, train-only 2" in card
     assert "[ATTRIBUTION.md](ATTRIBUTION.md)" in card
 
 

@@ -347,6 +347,11 @@ def test_space_upload_sends_the_app_and_pins_the_model_commit(fake_hub, artifact
     assert {"app.py", "requirements.txt", "README.md", "snake_model/__init__.py"} <= set(files)
     assert not any("__pycache__" in f for f in files)
     assert space.variables == {"MODEL_REPO": REPO, "MODEL_REVISION": fake_hub.head(REPO)}
+    # later, the app alone, pinned to the model repo's current head
+    os.environ["HF_TOKEN"] = TOKEN
+    args = ["--repo", REPO, "--space", "alice/snake-space", "--app-dir", str(app), "--endpoint", fake_hub.url]
+    assert push.main(args) == 0
+    assert space.variables["MODEL_REVISION"] == fake_hub.head(REPO)
 
 
 def test_bad_command_lines_get_a_clear_message_and_no_traceback(fake_hub, capsys):
@@ -355,3 +360,15 @@ def test_bad_command_lines_get_a_clear_message_and_no_traceback(fake_hub, capsys
     with pytest.raises(SystemExit) as e:
         push.main([])
     assert e.value.code == 2
+
+
+def test_the_cli_in_a_subprocess_uses_hf_endpoint_and_hf_token_and_never_shows_the_token(fake_hub, artifact):
+    env = {**os.environ, "HF_ENDPOINT": fake_hub.url, "HF_TOKEN": TOKEN, "HF_DEBUG": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "train.push", str(artifact), "--repo", REPO]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert fake_hub.head(REPO) in r.stdout
+    assert "curl" in r.stderr  # HF_DEBUG really logged every request...
+    assert TOKEN not in r.stdout + r.stderr  # ...without the token
+    unauthenticated = {r.path for r in fake_hub.requests if r.authorization != f"Bearer {TOKEN}"}
+    assert unauthenticated <= {"/api/agent-harnesses"}  # huggingface_hub's own user-agent registry fetch

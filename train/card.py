@@ -50,6 +50,8 @@ def licence_breakdown(manifest: Path) -> dict[str, Counter]:
             src = (row.get("source") or "").strip() or "unknown"
             out["all"][lic] += 1
             out.setdefault(src, Counter())[lic] += 1
+            if row.get("use"):
+                out.setdefault("use", Counter())[row["use"].strip()] += 1
     return out
 
 
@@ -111,10 +113,15 @@ def _data_section(artifact_dir: Path, spec: ModelSpec, data_dir) -> str:
         total = sum(counts["all"].values())
         lines += [f"{total} images, from the gather manifest. Licence breakdown:", ""]
         lines += ["| source | licence | images |", "|---|---|---|"]
-        for src in sorted(k for k in counts if k != "all"):
+        for src in sorted(k for k in counts if k not in ("all", "use")):
             for lic, n in counts[src].most_common():
                 lines.append(f"| {src} | {lic} | {n} |")
         lines += ["", "All sources: " + ", ".join(f"{lic} {n}" for lic, n in counts["all"].most_common()) + "."]
+        if "use" in counts:
+            lines += [
+                "",
+                "Use under the licence policy: " + ", ".join(f"{u} {n}" for u, n in counts["use"].most_common()) + ".",
+            ]
     if (artifact_dir / ATTRIBUTION).is_file() or (data_dir and (Path(data_dir) / ATTRIBUTION).is_file()):
         lines += ["", f"Per-image credits (author, licence, page) are in [{ATTRIBUTION}]({ATTRIBUTION})."]
     return "\n".join(lines)
