@@ -1,0 +1,135 @@
+"""Dedupe and split: near-duplicates never straddle train and valid; exact duplicates and broken files go aside."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from train import manifest as mf
+from train.data import list_images, read_splits
+from train.gather import main as gather_main
+from train.split import main, near_duplicate_groups, split_dataset
+
+
+def photo(seed: int, size=(96, 72)) -> Image.Image:
+    """A smooth random picture: unrelated seeds give perceptual hashes about 32 bits apart."""
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), "RGB")
+    return small.resize(size, Image.BILINEAR)
+
+
+def jpeg(img: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def near_copy(img: Image.Image) -> bytes:
+    """What a web scrape is full of: the same photo resized, stamped with a watermark and re-encoded."""
+    im = img.resize((img.width * 3 // 4, img.height * 3 // 4), Image.LANCZOS)
+    ImageDraw.Draw(im).text((2, im.height - 12), "stock", fill=(255, 255, 255))
+    return jpeg(im, quality=60)
+
+
+def read_split_file(root: Path) -> dict[str, str]:
+    with open(root / "splits.csv", newline="") as fh:
+        return {r["path"]: r["split"] for r in csv.DictReader(fh)}
+
+
+@pytest.fixture
+def dataset(tmp_path) -> tuple[Path, list[list[str]]]:
+    """Two classes of 12 photos; two photos per class also appear as two near-copies each (32 files)."""
+    root = tmp_path / "data"
+    groups = []
+    for c, label in enumerate(["cobra", "krait"]):
+        (root / label).mkdir(parents=True)
+        for i in range(12):
+            img = photo(100 * c + i)
+            (root / label / f"{i}.jpg").write_bytes(jpeg(img))
+            if i < 2:
+                (root / label / f"{i}_copy.jpg").write_bytes(near_copy(img))
+                (root / label / f"{i}_copy2.jpg").write_bytes(jpeg(img.crop((2, 2, img.width - 2, img.height - 2)), 75))
+                groups.append([f"{label}/{i}.jpg", f"{label}/{i}_copy.jpg", f"{label}/{i}_copy2.jpg"])
+    return root, groups
+
+
+def test_near_duplicates_always_land_on_the_same_side_of_the_split(dataset):
+    root, groups = dataset
+    straddled_by_chance = 0
+    for seed in range(15):
+        res = split_dataset(root, valid_pct=0.3, seed=seed)
+        splits = read_split_file(root)
+        assert set(splits) == {p for p in res.splits} and len(splits) == 32
+        for g in groups:
+            assert len({splits[p] for p in g}) == 1, f"seed {seed}: {g} straddles train and valid"
+        assert {s for p, s in splits.items() if p.startswith("cobra/")} == {"train", "valid"}
+        # the same split drawn per file, ignoring groups, would have separated some copies
+        rng = np.random.default_rng(seed)
+        straddled_by_chance += any(len(set(rng.random(3) < 0.3)) > 1 for _ in groups)
+    assert straddled_by_chance > 0
+    assert sorted(map(sorted, res.near_groups)) == sorted(map(sorted, groups))
+
+
+def test_unrelated_photos_are_not_grouped():
+    hashes = [int(str(__import__("imagehash").phash(photo(s))), 16) for s in range(40)]
+    assert len(set(near_duplicate_groups(hashes, 10))) == 40
+
+
+def test_exact_duplicates_and_broken_files_are_moved_aside_and_left_out_of_the_split(dataset):
+    root, _ = dataset
+    (root / "cobra" / "5_again.jpg").write_bytes((root / "cobra" / "5.jpg").read_bytes())
+    (root / "krait" / "page.jpg").write_bytes(b"<html>403 Forbidden</html>")
+    res = split_dataset(root, seed=1)
+    splits = read_split_file(root)
+    assert res.exact_duplicates == [("cobra/5_again.jpg", "cobra/5.jpg")]
+    assert (root / "_quarantine" / "duplicates" / "cobra" / "5_again.jpg").is_file()
+    assert (root / "_quarantine" / "unreadable" / "krait" / "page.jpg").is_file()
+    assert "cobra/5_again.jpg" not in splits and "krait/page.jpg" not in splits and "cobra/5.jpg" in splits
+    assert list(res.unreadable) == ["krait/page.jpg"]
+    ds = list_images(root)  # what train.fit sees: the split covers every remaining file
+    train, valid = read_splits(ds)
+    assert len(train) + len(valid) == len(ds.paths) == len(splits)
+
+
+def test_an_image_filed_under_two_classes_is_reported_and_kept_on_one_side(dataset, capsys):
+    root, _ = dataset
+    (root / "krait" / "odd.jpg").write_bytes((root / "cobra" / "7.jpg").read_bytes())
+    assert main([str(root), "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "groups under two or more classes: 1" in out and "cobra/7.jpg  krait/odd.jpg" in out
+    splits = read_split_file(root)
+    assert splits["cobra/7.jpg"] == splits["krait/odd.jpg"]
+    assert (root / "krait" / "odd.jpg").is_file()  # a label conflict is for a person to settle
+
+
+def test_split_after_gather_keeps_manifest_and_attribution_in_step(dataset, tmp_path):
+    root, _ = dataset
+    (root / "cobra" / "3_again.jpg").write_bytes(near_copy(photo(3)))
+    out = tmp_path / "gathered"
+    assert gather_main(["--folder", str(root), "--out", str(out)]) == 0
+    before = mf.read_manifest(out)
+    # a duplicate smuggled in after gathering (by hand) is found by the split and the manifest follows
+    dup = before[0]
+    (out / dup["class"] / "by_hand.jpg").write_bytes((out / dup["path"]).read_bytes())
+    assert main([str(out)]) == 0
+    rows = mf.read_manifest(out)
+    assert (
+        {r["path"] for r in rows}
+        == set(read_split_file(out))
+        == {p.relative_to(out).as_posix() for d in mf.class_dirs(out) for p in d.iterdir()}
+    )
+    assert "by_hand.jpg" not in (out / "ATTRIBUTION.md").read_text()
+
+
+def test_bad_input_fails_with_a_clear_message(tmp_path, capsys):
+    assert main([str(tmp_path / "nope")]) == 1
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    assert main([str(tmp_path / "empty")]) == 1
+    assert main([str(tmp_path), "--valid-pct", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "is not a folder" in err and "no images found" in err and "--valid-pct" in err

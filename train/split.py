@@ -1,0 +1,274 @@
+"""Verify, dedupe and split a class-folder dataset: `python -m train.split DATA_DIR` writes DATA_DIR/splits.csv.
+
+Exact duplicates (same sha256) within a class are moved to DATA_DIR/_quarantine/duplicates/, files that do not
+decode to _quarantine/unreadable/. Near-duplicates (perceptual hashes within a Hamming distance) are grouped with
+union-find, across classes too, and a group always lands wholly in train or wholly in valid, so validation never
+sees a re-crop of a training picture. Images that appear under two classes are reported, not guessed at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import random
+import sys
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from snake_model.loader import ImageLoadError, load_image
+from train import manifest as mf
+from train.data import IMAGE_SUFFIXES, SPLITS_FILE
+
+log = logging.getLogger("train.split")
+
+REPORT = "split_report.json"
+DEFAULT_THRESHOLD = 10  # of 64 phash bits: on a real web scrape (in11) re-encodes, watermarks and letterboxes fall within 10, unrelated photos start at 12
+
+
+@dataclass
+class Item:
+    path: str  # relative to the data dir, posix
+    label: str
+    sha256: str
+    phash: int
+
+
+@dataclass
+class SplitResult:
+    splits: dict[str, str]  # path -> train / valid
+    unreadable: dict[str, str] = field(default_factory=dict)  # path -> reason
+    exact_duplicates: list[tuple[str, str]] = field(default_factory=list)  # (dropped, kept)
+    cross_class: list[list[str]] = field(default_factory=list)  # groups whose members carry different labels
+    near_groups: list[list[str]] = field(default_factory=list)  # groups of more than one image
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = defaultdict(lambda: {"train": 0, "valid": 0})
+        for p, s in self.splits.items():
+            out[p.split("/", 1)[0]][s] += 1
+        return dict(sorted(out.items()))
+
+
+class UnionFind:
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def phash_int(img) -> int:
+    import imagehash
+
+    return int(str(imagehash.phash(img)), 16)
+
+
+def list_files(root: Path) -> list[tuple[str, str]]:
+    """(relative path, class) for every image-suffixed file under the class folders, as train.data sees them."""
+    out = []
+    for d in mf.class_dirs(root):
+        for p in sorted(d.rglob("*")):
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES:
+                out.append((p.relative_to(root).as_posix(), d.name))
+    return out
+
+
+def scan(root: Path) -> tuple[list[Item], dict[str, str]]:
+    """Hash every image; the manifest's perceptual hash is reused when its sha256 still matches the file."""
+    known = {r["path"]: r for r in mf.read_manifest(root)}
+    items, bad = [], {}
+    for rel, label in list_files(root):
+        try:
+            data = (root / rel).read_bytes()
+        except OSError as e:
+            bad[rel] = f"cannot read ({e.strerror or e})"
+            continue
+        sha = hashlib.sha256(data).hexdigest()
+        row = known.get(rel)
+        if row and row["sha256"] == sha and len(row.get("phash") or "") == 16:
+            items.append(Item(rel, label, sha, int(row["phash"], 16)))
+            continue
+        try:
+            items.append(Item(rel, label, sha, phash_int(load_image(data))))
+        except ImageLoadError as e:
+            bad[rel] = str(e)
+    return items, bad
+
+
+def near_duplicate_groups(hashes: list[int], threshold: int) -> list[int]:
+    """Group id per hash: union-find over every pair within `threshold` differing bits."""
+    n = len(hashes)
+    uf = UnionFind(n)
+    if n:
+        h = np.array(hashes, dtype=np.uint64)
+        for i in range(n - 1):
+            d = np.bitwise_count(h[i + 1 :] ^ h[i])
+            for j in np.nonzero(d <= threshold)[0]:
+                uf.union(i, i + 1 + int(j))
+    return [uf.find(i) for i in range(n)]
+
+
+def assign(items: list[Item], groups: list[int], valid_pct: float, seed: int) -> dict[str, str]:
+    """Stratified group split: per class (the group's majority label), whole groups go to valid until valid_pct."""
+    members: dict[int, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        members[g].append(i)
+    by_class: dict[str, list[int]] = defaultdict(list)
+    for g, idx in members.items():
+        label = Counter(items[i].label for i in idx).most_common(1)[0][0]
+        by_class[label].append(g)
+    rng = random.Random(seed)
+    split = {}
+    for label in sorted(by_class):
+        gs = sorted(by_class[label])
+        rng.shuffle(gs)
+        total = sum(len(members[g]) for g in gs)
+        target = max(1, round(total * valid_pct)) if total > 1 and len(gs) > 1 else 0
+        n_valid, valid_groups = 0, set()
+        for g in gs:
+            if n_valid + len(members[g]) <= target:
+                valid_groups.add(g)
+                n_valid += len(members[g])
+        if target and not valid_groups:  # every group is bigger than the target: take the smallest
+            smallest = min(gs, key=lambda g: len(members[g]))
+            if len(gs) > 1:
+                valid_groups.add(smallest)
+        for g in gs:
+            for i in members[g]:
+                split[items[i].path] = "valid" if g in valid_groups else "train"
+    return split
+
+
+def split_dataset(
+    root: str | Path,
+    valid_pct: float = 0.2,
+    seed: int = 42,
+    threshold: int = DEFAULT_THRESHOLD,
+    move: bool = True,
+) -> SplitResult:
+    """Verify, dedupe and split root; writes splits.csv, split_report.json and (if present) the manifest."""
+    root = Path(root)
+    items, bad = scan(root)
+    dropped: list[tuple[str, str]] = []
+    first: dict[tuple[str, str], str] = {}
+    kept_items = []
+    for it in items:
+        key = (it.label, it.sha256)
+        if key in first:
+            dropped.append((it.path, first[key]))
+        else:
+            first[key] = it.path
+            kept_items.append(it)
+    if move:
+        for rel in bad:
+            mf.quarantine(root, rel, "unreadable")
+        for rel, _ in dropped:
+            mf.quarantine(root, rel, "duplicates")
+        gone = set(bad) | {d for d, _ in dropped}
+        if gone and (root / mf.MANIFEST).exists():
+            rows = [r for r in mf.read_manifest(root) if r["path"] not in gone]
+            mf.write_manifest(root, rows)
+            mf.write_attribution(root, rows)
+    else:
+        kept_items = items  # nothing moves: exact duplicates simply share a group
+    groups = near_duplicate_groups([it.phash for it in kept_items], threshold)
+    members: dict[int, list[Item]] = defaultdict(list)
+    for it, g in zip(kept_items, groups, strict=True):
+        members[g].append(it)
+    multi = [sorted(m.path for m in ms) for ms in members.values() if len(ms) > 1]
+    cross = [sorted(m.path for m in ms) for ms in members.values() if len({m.label for m in ms}) > 1]
+    res = SplitResult(assign(kept_items, groups, valid_pct, seed), bad, dropped, sorted(cross), sorted(multi))
+    rows = [{"path": p, "split": s} for p, s in sorted(res.splits.items())]
+    mf.atomic_write(root / SPLITS_FILE, mf.rows_to_csv(rows, ["path", "split"]))
+    report = {
+        "images": len(res.splits),
+        "per_class": res.counts(),
+        "threshold": threshold,
+        "unreadable": res.unreadable,
+        "exact_duplicates_dropped": [{"dropped": d, "kept": k} for d, k in res.exact_duplicates],
+        "near_duplicate_groups": len(res.near_groups),
+        "images_in_near_duplicate_groups": sum(len(g) for g in res.near_groups),
+        "under_two_classes": res.cross_class,
+        "groups": res.near_groups,
+    }
+    mf.atomic_write(root / REPORT, json.dumps(report, indent=2).encode())
+    return res
+
+
+def format_result(res: SplitResult, root: Path, move: bool) -> str:
+    where = "moved to _quarantine/" if move else "left in place (--no-move)"
+    lines = [f"wrote {root / SPLITS_FILE}: {len(res.splits)} images"]
+    for label, c in res.counts().items():
+        lines.append(f"  {label}: {c['train']} train, {c['valid']} valid")
+    lines.append(f"  unreadable files: {len(res.unreadable)} ({where})")
+    lines.append(f"  exact duplicates within a class: {len(res.exact_duplicates)} ({where})")
+    lines.append(
+        f"  near-duplicate groups: {len(res.near_groups)} holding {sum(len(g) for g in res.near_groups)} images "
+        "(each group kept on one side of the split)"
+    )
+    lines.append(f"  groups under two or more classes: {len(res.cross_class)} (check their labels)")
+    for g in res.cross_class[:10]:
+        lines.append("    " + "  ".join(g))
+    if len(res.cross_class) > 10:
+        lines.append(f"    ... {len(res.cross_class) - 10} more in {root / REPORT}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train.split",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("data_dir", type=Path, help="DATA_DIR with one sub-folder of images per class")
+    p.add_argument("--valid-pct", type=float, default=0.2, help="share of each class for validation (default 0.2)")
+    p.add_argument("--seed", type=int, default=42, help="random seed of the split (default 42)")
+    p.add_argument(
+        "--threshold",
+        type=int,
+        default=DEFAULT_THRESHOLD,
+        help=f"near-duplicate Hamming distance between 64-bit perceptual hashes (default {DEFAULT_THRESHOLD})",
+    )
+    p.add_argument("--no-move", action="store_true", help="report duplicates and unreadable files but move nothing")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    if not args.data_dir.is_dir():
+        print(f"error: {args.data_dir} is not a folder; give DATA_DIR with one sub-folder per class", file=sys.stderr)
+        return 1
+    if not 0.0 < args.valid_pct < 1.0:
+        print("error: --valid-pct must be between 0 and 1, e.g. 0.2", file=sys.stderr)
+        return 1
+    if not 0 <= args.threshold <= 64:
+        print("error: --threshold must be between 0 and 64 bits", file=sys.stderr)
+        return 1
+    if not list_files(args.data_dir):
+        print(f"error: no images found under {args.data_dir}/<class>/", file=sys.stderr)
+        return 1
+    try:
+        res = split_dataset(args.data_dir, args.valid_pct, args.seed, args.threshold, move=not args.no_move)
+    except OSError as e:
+        print(f"error: {e.strerror or e} ({e.filename or ''})", file=sys.stderr)
+        return 1
+    print(format_result(res, args.data_dir, not args.no_move))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
