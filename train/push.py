@@ -197,6 +197,8 @@ def run(args, token: str | None) -> int:
         raise PushError(f"--repo {args.repo!r} is not of the form OWNER/NAME")
     if args.space and not REPO_ID.fullmatch(args.space):
         raise PushError(f"--space {args.space!r} is not of the form OWNER/NAME")
+    if is_commit_sha(args.revision):
+        raise PushError("--revision is the branch to commit to, not a commit sha")
     if args.artifact_dir is None and not args.space:
         raise PushError("give ARTIFACT_DIR (the folder written by train.fit), or --space to upload only the app")
     if args.dry_run:
