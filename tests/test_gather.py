@@ -263,7 +263,9 @@ def test_folder_import_checks_content_and_keeps_provenance(tmp_path):
     out = tmp_path / "out"
     assert main(["--folder", str(src), "--out", str(out), "--licence", "CC BY 4.0"]) == 0
     rows = assert_manifest_matches_disk(out)
-    assert sorted(r["query"] for r in rows) == ["cobra/a.jpg", "cobra/really_png.jpg", "krait/k.jpeg"]
+    queries = sorted(r["query"] for r in rows)
+    assert len(queries) == 3 and queries[0] in ("cobra/a.jpg", "cobra/a_copy.jpg")  # one of the two copies
+    assert queries[1:] == ["cobra/really_png.jpg", "krait/k.jpeg"]
     assert {r["licence"] for r in rows} == {"cc-by"} and {r["use"] for r in rows} == {"publishable"}
     rep = json.loads((out / "gather_report.json").read_text())
     assert rep["failures"] == {"not_an_image": 1, "corrupt_image": 1}
@@ -375,3 +377,26 @@ def test_missing_inputs_fail_with_a_clear_message(tmp_path, capsys):
     assert main(["--config", str(tmp_path / "nope.toml")]) == 1
     err = capsys.readouterr().err
     assert "nothing to gather" in err and "is not a folder" in err and "cannot read config" in err
+
+
+def test_files_dropped_into_the_output_by_hand_are_adopted_or_set_aside(tmp_path):
+    src = tmp_path / "scrape"
+    (src / "cobra").mkdir(parents=True)
+    (src / "cobra" / "a.jpg").write_bytes(image_bytes("JPEG", seed=1))
+    out = tmp_path / "out"
+    assert main(["--folder", str(src), "--out", str(out)]) == 0
+    (out / "cobra" / "mine.jpg").write_bytes(image_bytes("JPEG", seed=9))
+    (out / "cobra" / "notes.jpg").write_bytes(b"<html>not a photo</html>")
+    assert main(["--folder", str(src), "--out", str(out)]) == 0
+    rows = assert_manifest_matches_disk(out)
+    adopted = [r for r in rows if r["source"] == "adopted"]
+    assert [r["path"] for r in adopted] == ["cobra/mine.jpg"] and adopted[0]["use"] == "train-only"
+    assert (out / "_quarantine" / "unrecorded" / "cobra" / "notes.jpg").is_file()
+
+
+def test_a_url_file_without_labels_names_its_class_after_itself(tmp_path):
+    with serve({"/a.jpg": jpeg_reply()}) as s:
+        urls = tmp_path / "Bush viper.txt"
+        urls.write_text(s.url("/a.jpg") + "\n")
+        assert main(["--urls", str(urls), "--out", str(tmp_path / "o"), *FAST]) == 0
+    assert [r["path"].split("/")[0] for r in assert_manifest_matches_disk(tmp_path / "o")] == ["bush_viper"]

@@ -253,7 +253,9 @@ def _adopt(p: Path) -> dict | None:
         "class": p.parent.name,
         "source": "adopted",
         "query": p.name,
+        "page_url": "",
         "image_url": p.resolve().as_uri(),
+        "author": "",
         "licence": "unknown",
         "use": "train-only",
         "sha256": hashlib.sha256(data).hexdigest(),
@@ -496,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  python -m train.gather --config train/configs/snakes4.toml\n"
             "  python -m train.gather --folder ~/photos/snakes --out data/mysnakes\n"
             "  python -m train.gather --urls urls.txt --class atheris_squamigera --out data/x\n"
-            "URL list: one 'URL' per line (with --class) or 'LABEL URL', or a CSV with url,label,licence,author.\n"
+            "URL list: one 'URL' per line (class from --class, else the file name: viper.txt -> viper), or 'LABEL URL'\n"
+            "lines, or a CSV with a header: url,label,licence,author,page_url.\n"
             "Run it again to resume; OUT/manifest.csv, OUT/ATTRIBUTION.md and OUT/gather_report.json are kept in step."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -504,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="TOML config (classes, sources, count, out, licence policy)")
     p.add_argument("--folder", type=Path, help="import a folder of class sub-folders (added to the config's sources)")
     p.add_argument("--urls", type=Path, help="a URL list file (added to the config's sources)")
-    p.add_argument("--class", dest="label", help="the class of URL-list lines that name none")
+    p.add_argument("--class", dest="label", help="the class of URL-list lines that name none (default: the file name)")
     p.add_argument("--source", action="append", choices=SOURCE_NAMES, help="use only these config sources")
     p.add_argument("--out", type=Path, help="output folder (default: the config's out, else data/gathered)")
     p.add_argument("--count", type=int, help="images per class (default: config count; all for a folder or URL list)")

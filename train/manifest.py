@@ -257,9 +257,9 @@ def attribution_markdown(rows: list[dict]) -> str:
         ]
         for r in sorted(mine, key=lambda r: r["path"]):
             link = r.get("page_url") or r.get("image_url") or ""
-            src = f"[{_md(r['source'])}]({link})" if link.startswith("http") else _md(r["source"] + " " + link)
+            src = f"[{_md(r['source'])}]({link})" if link.startswith("http") else _md(f"{r.get('source', '')} {link}")
             lines.append(
-                f"| `{_md(r['path'])}` | {_md(r['licence'])} | {r['use']} | {_md(r['author'] or '?')} | {src} |"
+                f"| `{_md(r['path'])}` | {_md(r.get('licence') or 'unknown')} | {r.get('use', '')} | {_md(r.get('author') or '?')} | {src} |"
             )
         lines.append("")
     return "\n".join(lines)

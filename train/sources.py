@@ -233,7 +233,7 @@ class DDGSource:
 @dataclass
 class URLListSource:
     """A text file of `URL` or `LABEL URL` lines (# comments), or a CSV with a url column (and label/class,
-    licence, author, page_url)."""
+    licence, author, page_url). Lines without a label belong to `default_label`, else to the file's name."""
 
     path: Path
     default_label: str | None = None
@@ -242,6 +242,8 @@ class URLListSource:
 
     def rows(self) -> list[dict]:
         if self._rows is None:
+            if not self.default_label:  # one file per class, fastai style: viper.txt holds the vipers
+                self.default_label = slug(Path(self.path).stem) or None
             self._rows = self._parse()
         return self._rows
 
