@@ -248,6 +248,10 @@ def test_ddgs_gives_up_with_a_clear_message_when_rate_limited_every_time(caplog)
     assert len(fake.calls) == 2 * 4  # two default queries, four tries each
     assert max(waits) == 12 and len(waits) == 2 * 3
     assert "rate-limited" in caplog.text and "giving up" in caplog.text
+    assert src.problems == [
+        "DuckDuckGo 'X y': rate-limited 4 times",
+        "DuckDuckGo 'x snake snake': rate-limited 4 times",
+    ]
 
 
 def test_folder_import_checks_content_and_keeps_provenance(tmp_path):

@@ -424,8 +424,12 @@ class Run:
         finally:
             bar.close()
             mf.write_attribution(self.out, self.rows)
+        problems = [p for src in cfg.sources for p in getattr(src, "problems", [])]
+        if problems:
+            self.failures["source_unavailable"] += len(problems)
         report = {
             "out": str(self.out),
+            "source_problems": problems,
             "interrupted": interrupted,
             "kept_this_run": dict(self.kept_now),
             "per_class": {c.label: have[c.label] for c in cfg.classes},

@@ -86,6 +86,7 @@ class INaturalistSource:
     http: HttpConfig = field(default_factory=HttpConfig)
     sleep: Callable[[float], None] = time.sleep
     name: str = "inaturalist"
+    problems: list[str] = field(default_factory=list)  # why the source stopped early, for the final report
     _last: float = field(default=-1e9, repr=False)
 
     def _get_json(self, params: dict[str, Any]) -> dict:
@@ -123,6 +124,7 @@ class INaturalistSource:
                 data = self._get_json(params)
             except FetchError as e:
                 log.warning("iNaturalist: stopping %s at page %d: %s", taxon, page, e)
+                self.problems.append(f"iNaturalist {taxon} page {page}: {e.reason}")
                 return
             results = data.get("results") or []
             for obs in results:
@@ -170,6 +172,7 @@ class DDGSource:
     max_wait: float = 60.0
     sleep: Callable[[float], None] = time.sleep
     name: str = "ddgs"
+    problems: list[str] = field(default_factory=list)
 
     def _client(self) -> Any:
         if self.client is None:
@@ -197,12 +200,14 @@ class DDGSource:
                         query,
                         attempt + 1,
                     )
+                    self.problems.append(f"DuckDuckGo {query!r}: {kind.split()[0]} {attempt + 1} times")
                     return []
                 wait = min(self.backoff * 2**attempt, self.max_wait)
                 log.warning("DuckDuckGo %s the search %r; waiting %.0f s (try %d)", kind, query, wait, attempt + 1)
                 self.sleep(wait)
             except DDGSException as e:
                 log.warning("DuckDuckGo search %r failed: %s", query, e)
+                self.problems.append(f"DuckDuckGo {query!r}: {e}")
                 return []
         return []
 
