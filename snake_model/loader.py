@@ -156,7 +156,10 @@ def load_image(
         except ImageLoadError:
             raise
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
-            raise ImageTooLargeError(f"{name}: too many pixels, a likely decompression bomb ({e})") from e
+            raise ImageTooLargeError(
+                f"{name}: the image has more pixels than the {max_pixels / 1e6:.0f} megapixel cap, "
+                "a likely decompression bomb; resize it first"
+            ) from e
         except MemoryError as e:
             raise ImageTooLargeError(f"{name}: the image is too large to decode") from e
         except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct_error(), ZeroDivisionError) as e:

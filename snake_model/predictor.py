@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,30 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+class _WithFeatures:
+    """Callable returning logits and average-pooled body features in one pass (for the OOD score)."""
+
+    def __init__(self, model):
+        import torch
+
+        class Both(torch.nn.Module):
+            def __init__(self, net):
+                super().__init__()
+                self.net = net
+
+            def forward(self, x):
+                f = self.net.body(x)
+                return self.net.head(f), f.mean(dim=(2, 3))
+
+        self.module = Both(model)
+
+    def eval(self):
+        return self.module.eval()
+
+    def __call__(self, x):
+        return self.module(x)
+
+
 class Predictor:
     """Loads an artifact directory strictly and classifies batches of images."""
 
@@ -69,16 +94,18 @@ class Predictor:
 
         size = int(self.spec.image_size)
         buf = io.BytesIO()
-        torch.onnx.export(
-            self.model,
-            (torch.zeros(1, 3, size, size),),
-            buf,
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(
+                _WithFeatures(self.model).eval(),
+                (torch.zeros(1, 3, size, size),),
+                buf,
+                input_names=["input"],
+                output_names=["logits", "features"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
@@ -95,20 +122,22 @@ class Predictor:
         """Preprocess a batch into one float32 NCHW array."""
         return np.stack([preprocess(self.to_image(im), self.spec) for im in images]).astype(np.float32)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """The raw forward pass: preprocessed array -> logits."""
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The raw forward pass: preprocessed array -> (logits, pooled backbone features)."""
         if self._session is not None:
-            return self._session.run(None, {"input": x})[0]
+            logits, feats = self._session.run(None, {"input": x})
+            return logits, feats
         import torch
 
         with torch.inference_mode():
-            return self.model(torch.from_numpy(x)).numpy()
+            logits, feats = _WithFeatures(self.model)(torch.from_numpy(x))
+            return logits.numpy(), feats.numpy()
 
     def logits(self, images: Sequence[ImageInput]) -> np.ndarray:
         """Logits for a batch of images, shape (N, n_labels)."""
         if len(images) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return self.forward(self.batch_array(images))
+        return self.forward(self.batch_array(images))[0]
 
     def predict_proba(self, images: Sequence[ImageInput], calibrated: bool = True) -> np.ndarray:
         """Probabilities for a batch, shape (N, n_labels); calibrated uses the stored temperature."""

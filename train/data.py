@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".jfif"}
 # Folders inside a dataset that are never classes (cleaning trash, gather bookkeeping).
-SKIP_DIRS = {"_trash", "_quarantine", "_tmp", ".clean", "__pycache__"}
+SKIP_DIRS = {"_trash", "_not_snake", "_quarantine", "_tmp", ".clean", "__pycache__"}
 SPLITS_FILE = "splits.csv"
 
 

@@ -1,0 +1,110 @@
+"""train.fit end to end: synthetic photos -> artifact -> a fresh process that imports only snake_model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from snake_model.predictor import Predictor
+from train import fit
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_fit_writes_the_whole_artifact_with_consistent_metrics(tiny_artifact):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "metrics.json",
+        "confusion_matrix.png",
+        "top_losses.png",
+        "batch_preview.png",
+        "reliability.png",
+        "README.md",
+    ):
+        assert (tiny_artifact / name).is_file(), name
+    m = json.loads((tiny_artifact / "metrics.json").read_text())
+    cfg = json.loads((tiny_artifact / "config.json").read_text())
+    cm = np.array(m["confusion"])
+    assert cm.sum() == m["n_valid"] and m["labels"] == cfg["labels"] == ["blue_square", "green_bar", "red_disc"]
+    assert abs(m["valid_error"] - (1 - np.trace(cm) / cm.sum())) < 1e-9
+    for lab, row in zip(m["labels"], cm, strict=True):
+        assert m["per_class"][lab]["support"] == row.sum()
+    assert cfg["resize_method"] == "pad" and cfg["image_size"] == 64 and cfg["temperature"] > 0
+    assert "python -m train.fit" in cfg["training"]["command"]
+
+
+def test_a_fresh_process_importing_only_snake_model_gives_the_same_prediction(tiny_artifact, synth_data):
+    img = sorted((synth_data / "red_disc").iterdir())[0]
+    code = (
+        "import sys, json; from snake_model.predictor import Predictor; "
+        f"p = Predictor({str(tiny_artifact)!r}); pr = p.predict_proba([{str(img)!r}])[0]; "
+        "bad = [m for m in ('fastai', 'gradio', 'train') if m in sys.modules]; "
+        "print(json.dumps({'probs': pr.tolist(), 'bad': bad}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["bad"] == []
+    local = Predictor(tiny_artifact).predict_proba([img])[0]
+    np.testing.assert_allclose(res["probs"], local, atol=1e-6)
+    assert abs(sum(res["probs"]) - 1) < 1e-6
+
+
+def test_fast_recipe_learns_the_synthetic_classes(tmp_path, synth_data):
+    out = tmp_path / "fast"
+    assert fit.main([str(synth_data), "--out", str(out), "--size", "64", "--quiet", "--seed", "1"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["valid_error"] <= 0.34  # chance is 0.67; the pretrained early layers make this easy
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["training"]["recipe"] == "fast" and cfg["abstain_threshold"] is not None
+    p = Predictor(out)
+    probs = p.predict_proba([sorted((synth_data / c).iterdir())[-1] for c in cfg["labels"]])
+    assert probs.shape == (3, 3)
+
+
+def test_unreadable_files_are_skipped_and_reported_not_fatal(tmp_path, synth_data):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_data, data)
+    (data / "red_disc" / "broken.jpg").write_text("<html>not an image</html>")
+    (data / "green_bar" / "empty.png").write_bytes(b"")
+    out = tmp_path / "out"
+    assert fit.main([str(data), "--out", str(out), "--size", "48", "--quiet"]) == 0
+    skipped = json.loads((out / "metrics.json").read_text())["skipped_images"]
+    assert set(skipped) == {"red_disc/broken.jpg", "green_bar/empty.png"}
+    assert "HTML" in skipped["red_disc/broken.jpg"]
+
+
+def test_bad_data_dirs_get_a_clear_error_and_exit_code_2(tmp_path, capsys):
+    assert fit.main([str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    (tmp_path / "one" / "only_class").mkdir(parents=True)
+    assert fit.main([str(tmp_path / "one"), "--out", str(tmp_path / "o")]) == 2
+    assert "need at least 2" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_help_explains_every_option():
+    out = subprocess.run([sys.executable, "-m", "train.fit", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0
+    for opt in (
+        "--resize",
+        "--min-scale",
+        "--aug",
+        "--aug-mult",
+        "--size",
+        "--epochs",
+        "--arch",
+        "--valid-pct",
+        "--seed",
+        "--bs",
+        "--recipe",
+        "--background",
+    ):
+        assert opt in out.stdout

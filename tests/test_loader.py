@@ -1,0 +1,164 @@
+"""The one image loader: every accepted format and mode, and one clear error for each bad input."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import pytest
+from PIL import Image
+
+from snake_model.loader import (
+    EmptyImageError,
+    ImageLoadError,
+    ImageTooLargeError,
+    TruncatedImageError,
+    UnsupportedFormatError,
+    load_image,
+)
+
+
+def encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP"])
+def test_each_allowed_format_loads_as_rgb_from_bytes_and_path(tmp_path, fmt):
+    data = encode(Image.new("RGB", (31, 17), (200, 30, 30)), fmt)
+    p = tmp_path / "img.bin"  # the extension means nothing
+    p.write_bytes(data)
+    for src in (data, p, str(p)):
+        im = load_image(src)
+        assert im.mode == "RGB" and im.size == (31, 17)
+        r, g, b = im.getpixel((15, 8))
+        assert r > 150 and g < 90 and b < 90
+
+
+def test_a_png_named_jpg_is_judged_by_its_bytes(tmp_path):
+    p = tmp_path / "photo.jpg"
+    p.write_bytes(encode(Image.new("RGB", (8, 8), "blue"), "PNG"))
+    assert load_image(p).getpixel((0, 0)) == (0, 0, 255)
+
+
+def test_cmyk_jpeg_is_converted_to_rgb():
+    im = load_image(encode(Image.new("CMYK", (10, 10), (0, 255, 255, 0)), "JPEG"))
+    r, g, b = im.getpixel((5, 5))
+    assert im.mode == "RGB" and r > 200 and g < 60 and b < 60
+
+
+def test_rgba_alpha_is_composited_on_white():
+    img = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
+    img.putpixel((0, 0), (255, 0, 0, 255))
+    im = load_image(encode(img, "PNG"))
+    assert im.getpixel((3, 3)) == (255, 255, 255)
+    assert im.getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_la_and_palette_with_transparency_become_rgb_on_white():
+    la = Image.new("LA", (4, 4), (0, 0))
+    assert load_image(encode(la, "PNG")).getpixel((1, 1)) == (255, 255, 255)
+    p = Image.new("P", (4, 4), 1)
+    p.putpalette([0, 0, 0, 0, 255, 0] + [0] * 762)
+    assert load_image(encode(p, "PNG")).getpixel((1, 1)) == (0, 255, 0)
+    p.info["transparency"] = 1
+    assert load_image(encode(p, "PNG", transparency=1)).getpixel((1, 1)) == (255, 255, 255)
+
+
+def test_sixteen_bit_greyscale_is_scaled_not_clipped():
+    img = Image.new("I;16", (4, 4), 32768)
+    im = load_image(encode(img, "PNG"))
+    v = im.getpixel((1, 1))
+    assert im.mode == "RGB" and 120 <= v[0] <= 135 and v[0] == v[1] == v[2]
+
+
+def test_exif_orientation_is_applied():
+    img = Image.new("RGB", (40, 20), "red")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 clockwise when displayed
+    im = load_image(encode(img, "JPEG", exif=exif.tobytes()))
+    assert im.size == (20, 40)
+
+
+def test_a_corrupt_exif_block_does_not_lose_the_picture():
+    data = bytearray(encode(Image.new("RGB", (12, 10), "red"), "JPEG", exif=b"Exif\x00\x00garbage-not-tiff"))
+    im = load_image(bytes(data))
+    assert im.size == (12, 10)
+
+
+def test_animated_gif_gives_its_first_frame():
+    frames = [Image.new("RGB", (6, 6), c) for c in ((255, 0, 0), (0, 0, 255))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    r, g, b = load_image(buf.getvalue()).getpixel((3, 3))
+    assert r > 200 and b < 50
+
+
+def test_zero_bytes_raise_empty_image_error(tmp_path):
+    p = tmp_path / "empty.jpg"
+    p.write_bytes(b"")
+    for src in (b"", p):
+        with pytest.raises(EmptyImageError, match="empty"):
+            load_image(src)
+
+
+def test_truncated_jpeg_raises_truncated_image_error():
+    data = encode(Image.effect_noise((200, 200), 60).convert("RGB"), "JPEG")
+    with pytest.raises(TruncatedImageError, match="truncated or corrupt"):
+        load_image(data[: len(data) // 2])
+
+
+def test_html_named_jpg_raises_unsupported_format_error_naming_html(tmp_path):
+    p = tmp_path / "snake.jpg"
+    p.write_text("<!DOCTYPE html><html><head><title>403</title></head><body>Forbidden</body></html>")
+    with pytest.raises(UnsupportedFormatError, match="HTML page"):
+        load_image(p)
+
+
+def test_svg_raises_unsupported_format_error_naming_svg():
+    svg = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"></svg>'
+    with pytest.raises(UnsupportedFormatError, match="SVG"):
+        load_image(svg)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)  # 10 gigapixels, greyscale
+    bomb = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 1000))
+    bomb += _png_chunk(b"IEND", b"")
+    with pytest.raises(ImageTooLargeError, match="decompression bomb"):
+        load_image(bomb)
+
+
+def test_pixel_cap_is_a_parameter():
+    data = encode(Image.new("RGB", (100, 100)), "PNG")
+    with pytest.raises(ImageTooLargeError):
+        load_image(data, max_pixels=5_000)
+    assert load_image(data, max_pixels=10_000).size == (100, 100)
+
+
+def test_byte_cap_refuses_big_files(tmp_path):
+    p = tmp_path / "big.png"
+    p.write_bytes(encode(Image.effect_noise((300, 300), 80).convert("RGB"), "PNG"))
+    with pytest.raises(ImageTooLargeError, match="MB"):
+        load_image(p, max_bytes=1000)
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [b"%PDF-1.4 ...", b"just some text", b"\x00\x01\x02\x03" * 10, b"GIF89a", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"],
+)
+def test_every_bad_input_is_an_image_load_error_and_a_value_error(blob):
+    with pytest.raises(ImageLoadError) as info:
+        load_image(blob)
+    assert isinstance(info.value, ValueError) and str(info.value)
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ImageLoadError, match="cannot read"):
+        load_image(tmp_path / "nope.jpg")
