@@ -7,6 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -43,10 +44,18 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def save_artifact(model: SnakeNet, spec: ModelSpec, out_dir: str | Path) -> Path:
-    """Write model.safetensors and config.json (with the weights' sha256) atomically into out_dir."""
+def save_artifact(model: SnakeNet, spec: ModelSpec, out_dir: str | Path, ood_bank=None) -> Path:
+    """Write model.safetensors, config.json (with the weights' sha256) and the optional OOD feature bank."""
+    from .ood import OOD_FILE
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if ood_bank is not None:
+        bank_tmp = out / (OOD_FILE + ".tmp")
+        save_file({"bank": torch.from_numpy(ood_bank).contiguous()}, str(bank_tmp), metadata={"format": "pt"})
+        spec.ood = {**spec.ood, "file": OOD_FILE, "sha256": sha256_file(bank_tmp)}
+        spec.abstain_score = "knn"
+        os.replace(bank_tmp, out / OOD_FILE)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
     os.close(fd)
@@ -115,3 +124,21 @@ def load_artifact(model_dir: str | Path, *, verify_sha: bool = True) -> tuple[Sn
     model.load_state_dict(state, strict=True)
     model.eval()
     return model, spec
+
+
+def load_ood_bank(model_dir: str | Path, spec: ModelSpec):
+    """The kNN feature bank as a float16 numpy array, sha256-checked; None when the spec has none."""
+    if spec.abstain_score != "knn":
+        return None
+    f = Path(model_dir) / spec.ood.get("file", "ood.safetensors")
+    if not f.is_file():
+        raise ArtifactError(f"{f} not found: config.json asks for the kNN abstain score and its feature bank")
+    if sha256_file(f) != spec.ood["sha256"]:
+        raise ArtifactError(f"{f}: sha256 does not match config.json; the feature bank was changed after export")
+    try:
+        bank = load_file(str(f), device="cpu")["bank"]
+    except (SafetensorError, OSError, ValueError, KeyError) as e:
+        raise ArtifactError(f"{f} is not a valid feature bank: {e}") from e
+    if bank.dim() != 2 or bank.shape[0] < 1:
+        raise ArtifactError(f"{f}: the feature bank must be a non-empty 2-D tensor, got {tuple(bank.shape)}")
+    return bank.numpy()

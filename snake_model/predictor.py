@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .artifact import load_artifact
+from .artifact import load_artifact, load_ood_bank
 from .loader import load_image
 from .preprocess import preprocess
 from .spec import ModelSpec
@@ -72,6 +72,7 @@ class Predictor:
     def __init__(self, model_dir: str | Path, backend: str = "auto", threads: int | None = None):
         self.model_dir = Path(model_dir)
         self.model, self.spec = load_artifact(self.model_dir)
+        self.bank = load_ood_bank(self.model_dir, self.spec)
         self.labels: list[str] = list(self.spec.labels)
         self.threads = threads or min(4, os.cpu_count() or 1)
         self.backend = "torch"
@@ -144,12 +145,28 @@ class Predictor:
         t = self.spec.temperature if calibrated else 1.0
         return softmax(self.logits(images), t)
 
-    def decide(self, probs: np.ndarray) -> Prediction:
-        """Turn one probability row into a Prediction with the abstain decision."""
+    def scores(self, probs: np.ndarray, feats: np.ndarray | None) -> np.ndarray:
+        """OOD scores for a batch: kNN distance when the artifact has a feature bank, else max-softmax."""
+        from .ood import knn_scores, softmax_scores
+
+        if self.bank is not None and feats is not None:
+            return knn_scores(feats, self.bank, int(self.spec.ood.get("k", 5)))
+        return softmax_scores(probs)
+
+    def predict_batch(self, images: Sequence[ImageInput]) -> list[Prediction]:
+        """Classify a batch: probabilities, top label and abstain decision for each image."""
+        if len(images) == 0:
+            return []
+        logits, feats = self.forward(self.batch_array(images))
+        probs = softmax(logits, self.spec.temperature)
+        return [self.decide(p, s) for p, s in zip(probs, self.scores(probs, feats), strict=True)]
+
+    def decide(self, probs: np.ndarray, score: float | None = None) -> Prediction:
+        """Turn one probability row (and its OOD score, max-softmax when omitted) into a Prediction."""
         from .ood import abstains, ood_score
 
         i = int(np.argmax(probs))
-        score = ood_score(probs)
+        score = ood_score(probs) if score is None else float(score)
         return Prediction(
             probs={lab: float(p) for lab, p in zip(self.labels, probs, strict=True)},
             label=self.labels[i],
@@ -160,7 +177,7 @@ class Predictor:
 
     def predict(self, image: ImageInput) -> Prediction:
         """Classify one image."""
-        return self.decide(self.predict_proba([image])[0])
+        return self.predict_batch([image])[0]
 
     @property
     def info(self) -> ModelSpec:

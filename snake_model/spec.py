@@ -28,7 +28,8 @@ class ModelSpec:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     temperature: float = 1.0
     abstain_threshold: float | None = None
-    abstain_score: str = "max_softmax"
+    abstain_score: str = "max_softmax"  # or "knn": needs ood.safetensors (see snake_model.ood)
+    ood: dict = field(default_factory=dict)  # knn: {"k": int, "file": "ood.safetensors", "sha256": str}
     class_info: dict[str, dict] = field(default_factory=dict)  # label -> display_name, scientific_name, venomous
     versions: dict[str, str] = field(default_factory=dict)
     training: dict = field(default_factory=dict)
@@ -49,6 +50,10 @@ class ModelSpec:
             raise SpecError("mean and std need three values each, std > 0")
         if not self.temperature > 0:
             raise SpecError(f"temperature must be > 0, got {self.temperature}")
+        if self.abstain_score not in ("max_softmax", "knn"):
+            raise SpecError(f"abstain_score {self.abstain_score!r} is not 'max_softmax' or 'knn'")
+        if self.abstain_score == "knn" and not self.ood.get("sha256"):
+            raise SpecError("abstain_score 'knn' needs ood.sha256 (the feature bank's hash) in config.json")
         if self.format_version > FORMAT_VERSION:
             raise SpecError(
                 f"config.json has format_version {self.format_version}; this code reads up to "

@@ -127,15 +127,27 @@ def write_outputs(
     model, spec: ModelSpec, ds: Dataset, valid_idx: list[int], logits: np.ndarray, out: Path, extra: dict
 ) -> dict:
     """Calibrate, choose the abstain threshold, save the artifact, metrics.json and the pictures."""
-    from snake_model.ood import choose_threshold, ood_scores
+    from snake_model.ood import choose_threshold, knn_scores, make_bank
     from snake_model.predictor import softmax
+
+    from .recipe_fast import full_pass
 
     y = np.asarray([ds.labels[i] for i in valid_idx])
     probs_raw = softmax(logits)
     spec.temperature = M.fit_temperature(logits, y)
     probs = softmax(logits, spec.temperature)
-    spec.abstain_threshold = choose_threshold(ood_scores(probs[probs.argmax(1) == y]), extra["max_false_abstain"])
-    save_artifact(model, spec, out)
+    # Abstain: kNN distance of pooled features to the training images, threshold set on validation photos.
+    train_feats = extra.get("train_feats")
+    if train_feats is None:
+        _, train_feats = full_pass(model, extra["train_paths"], spec, desc="features", quiet=extra["quiet"])
+    valid_feats = extra.get("valid_feats")
+    if valid_feats is None:
+        _, valid_feats = full_pass(model, [ds.paths[i] for i in valid_idx], spec, desc="features", quiet=extra["quiet"])
+    bank = make_bank(train_feats)
+    spec.ood = {"k": 5}
+    valid_scores = knn_scores(valid_feats, bank, 5)
+    spec.abstain_threshold = choose_threshold(valid_scores, extra["max_false_abstain"])
+    save_artifact(model, spec, out, ood_bank=bank)
 
     summary = M.summarize(probs, y, spec.labels)
     cm = np.asarray(summary["confusion"])
@@ -166,7 +178,8 @@ def write_outputs(
         "ece_after": summary["ece"],
         "temperature": spec.temperature,
         "abstain_threshold": spec.abstain_threshold,
-        "valid_abstain_rate": float((ood_scores(probs) > spec.abstain_threshold).mean()),
+        "abstain_score": spec.abstain_score,
+        "valid_abstain_rate": float((valid_scores > spec.abstain_threshold).mean()),
         "top_losses": top,
         "skipped_images": ds.skipped,
         "train_seconds": extra["train_seconds"],
@@ -237,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from .recipe_fast import train_fast as trainer
     try:
-        model, spec, logits = trainer(ds, train_idx, valid_idx, args, device)
+        model, spec, logits, feats = trainer(ds, train_idx, valid_idx, args, device)
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -255,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
     extra = {"n_train": len(train_idx), "train_seconds": time.time() - t0, "max_false_abstain": args.max_false_abstain}
+    extra.update(feats)
+    extra["train_paths"] = [ds.paths[i] for i in train_idx]
+    extra["quiet"] = args.quiet
     m = write_outputs(model, spec, ds, valid_idx, logits, args.out, extra)
     print(
         f"valid error {m['valid_error']:.1%} | ECE {m['ece_before']:.3f} -> {m['ece_after']:.3f} "

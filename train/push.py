@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from snake_model.artifact import CONFIG, WEIGHTS, ArtifactError, load_spec, sha256_file
-from snake_model.hub import CARD_IMAGES, METRICS, REPO_ID, is_commit_sha
+from snake_model.hub import CARD_IMAGES, METRICS, OOD_BANK, REPO_ID, is_commit_sha
 
 from .card import ATTRIBUTION, build_card
 
@@ -84,7 +84,9 @@ def model_files(artifact_dir: Path, data_dir: Path | None, also_pkl: bool) -> di
     actual = sha256_file(artifact_dir / WEIGHTS)
     if actual != spec.weights_sha256:
         raise PushError(f"{artifact_dir / WEIGHTS} does not match the sha256 in config.json; re-export the artifact")
-    files = {f: artifact_dir / f for f in (WEIGHTS, CONFIG, METRICS, *CARD_IMAGES) if (artifact_dir / f).is_file()}
+    files = {
+        f: artifact_dir / f for f in (WEIGHTS, CONFIG, OOD_BANK, METRICS, *CARD_IMAGES) if (artifact_dir / f).is_file()
+    }
     for d in (artifact_dir, data_dir):
         if d is not None and (d / ATTRIBUTION).is_file():
             files[ATTRIBUTION] = d / ATTRIBUTION

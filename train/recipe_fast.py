@@ -151,13 +151,21 @@ def _train(
 
 
 @torch.inference_mode()
-def full_logits(model: nn.Module, paths, spec: ModelSpec, bs: int = 32) -> np.ndarray:
-    """Validation logits through the whole network in float32, exactly as the predictor computes them."""
-    out = []
+def full_pass(model: SnakeNet, paths, spec: ModelSpec, bs: int = 32, desc: str = "", quiet: bool = True):
+    """(logits, pooled features) through the whole network in float32, exactly as the predictor computes them."""
+    logits, feats = [], []
+    model = model.eval()
+    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=quiet)
     for s in range(0, len(paths), bs):
         x = torch.from_numpy(np.stack([preprocess(load_image(p), spec) for p in paths[s : s + bs]]))
-        out.append(model(x).numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(spec.labels)), np.float32)
+        f = model.body(x)
+        logits.append(model.head(f).numpy())
+        feats.append(f.mean(dim=(2, 3)).numpy())
+        bar.update(len(x))
+    bar.close()
+    if not logits:
+        return np.zeros((0, len(spec.labels)), np.float32), np.zeros((0, 1), np.float32)
+    return np.concatenate(logits), np.concatenate(feats)
 
 
 def train_fast(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, device):
@@ -231,7 +239,15 @@ def train_fast(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, devi
         args.quiet,
         device,
     )
+    with torch.inference_mode():
+        tail.eval()
+        train_feats = torch.cat(
+            [
+                tail(tr[0, s : s + 64].to(device, torch.float32)).mean(dim=(2, 3)).cpu()
+                for s in range(0, tr.shape[1], 64)
+            ]
+        ).numpy()
     model = model.cpu().eval()
-    logits = full_logits(model, va_paths, spec)
+    logits, valid_feats = full_pass(model, va_paths, spec, desc="validate", quiet=args.quiet)
     spec.training = {**hp, "pretrained": not args.no_pretrained}
-    return copy.deepcopy(model), spec, logits
+    return copy.deepcopy(model), spec, logits, {"train_feats": train_feats, "valid_feats": valid_feats}

@@ -135,4 +135,4 @@ def train_original(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, 
             "pretrained": not args.no_pretrained,
         },
     )
-    return model, spec, logits
+    return model, spec, logits, {}

@@ -1,0 +1,86 @@
+"""Temperature scaling, ECE and the abstain decision."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from snake_model.artifact import ArtifactError, save_artifact
+from snake_model.network import build_network
+from snake_model.ood import choose_threshold, knn_scores, make_bank
+from snake_model.predictor import Predictor, softmax
+from snake_model.spec import ModelSpec
+from train import metrics as M
+
+
+def test_temperature_fitting_lowers_nll_on_an_overconfident_model():
+    rng = np.random.default_rng(0)
+    n, c = 2000, 4
+    y = rng.integers(0, c, n)
+    true_logits = rng.normal(0, 1, (n, c))
+    true_logits[np.arange(n), y] += 1.5
+    # sample labels from the calibrated model, then make it 4x overconfident
+    p = softmax(true_logits)
+    y = np.array([rng.choice(c, p=row) for row in p])
+    logits = true_logits * 4
+    t = M.fit_temperature(logits, y)
+    assert 3.0 < t < 5.5
+    assert M.nll(logits, y, t) < M.nll(logits, y) - 0.3
+    assert M.ece(softmax(logits, t), y) < M.ece(softmax(logits), y) / 2
+
+
+def test_ece_of_a_perfectly_calibrated_toy_case_is_zero_and_of_an_overconfident_one_is_not():
+    probs = np.array([[0.75, 0.25]] * 4)
+    assert M.ece(probs, np.array([0, 0, 0, 1])) == pytest.approx(0.0)
+    assert M.ece(probs, np.array([1, 1, 0, 1])) == pytest.approx(0.5)
+
+
+def test_knn_score_is_zero_for_a_training_image_and_large_for_an_unrelated_one():
+    rng = np.random.default_rng(1)
+    train = np.abs(rng.normal(0, 1, (50, 16))) + np.eye(16)[0] * 5
+    bank = make_bank(train)
+    s = knn_scores(np.vstack([train[:1], -train[:1]]), bank, k=1)
+    assert s[0] == pytest.approx(0.0, abs=1e-3) and s[1] > 1.0
+
+
+def test_threshold_keeps_the_false_abstain_rate_at_most_the_target():
+    scores = np.linspace(0, 1, 101)
+    t = choose_threshold(scores, 0.05)
+    assert (scores > t).mean() <= 0.05 and (scores > t - 0.011).mean() > 0.05
+
+
+@pytest.fixture
+def knn_artifact(tmp_path):
+    m = build_network("tf_efficientnet_lite0", 2, pretrained=False)
+    rng = np.random.default_rng(2)
+    save_artifact(
+        m,
+        ModelSpec(labels=["a", "b"], image_size=48, ood={"k": 1}),
+        tmp_path,
+        ood_bank=make_bank(rng.normal(0, 1, (20, m.body.num_features))),
+    )
+    return tmp_path
+
+
+def test_the_abstain_decision_flips_at_the_stored_threshold(knn_artifact):
+    from PIL import Image
+
+    img = Image.new("RGB", (60, 40), (10, 200, 30))
+    score = Predictor(knn_artifact).predict(img).ood_score
+    cfg = json.loads((knn_artifact / "config.json").read_text())
+    for thr, expected in ((score - 1e-4, True), (score + 1e-4, False)):
+        cfg["abstain_threshold"] = thr
+        (knn_artifact / "config.json").write_text(json.dumps(cfg))
+        pred = Predictor(knn_artifact, backend="torch").predict(img)
+        assert pred.abstain is expected and pred.ood_score == pytest.approx(score, abs=1e-5)
+
+
+def test_a_tampered_feature_bank_is_refused(knn_artifact):
+    f = knn_artifact / "ood.safetensors"
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="feature bank"):
+        Predictor(knn_artifact)

@@ -1,0 +1,379 @@
+"""python -m train.evaluate ARTIFACT_DIR DATA_DIR: error, per-class P/R/F1, confusion, ECE, abstain, OOD AUROC.
+
+Writes report.md, report.html (images embedded), report.json, confusion_matrix.png and reliability.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from snake_model.artifact import ArtifactError, load_spec
+from snake_model.loader import ImageLoadError
+from snake_model.predictor import Predictor
+
+from . import metrics as M
+from . import plots
+from .data import IMAGE_SUFFIXES, DatasetError, list_images, random_split, read_splits
+
+BATCH = 32
+
+
+class EvalError(ValueError):
+    """Bad input for evaluate; the message says how to fix it (exit code 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train.evaluate",
+        description="Evaluate a model artifact on a folder of labelled photos (one sub-folder per class, "
+        "folder names = the model's labels). Reports error, per-class precision/recall/F1, a confusion matrix, "
+        "ECE and a reliability diagram (calibrated and uncalibrated), the abstain rate and, with --ood, the "
+        "AUROC of the out-of-distribution score on photos of non-classes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("artifact_dir", type=Path, help="model directory with model.safetensors + config.json")
+    p.add_argument("data_dir", type=Path, help="folder with one sub-folder of labelled images per class")
+    p.add_argument("--out", type=Path, default=None, help="report folder (default: ARTIFACT_DIR/eval-<DATA_DIR name>)")
+    p.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="FOLDER=LABEL",
+        help="treat sub-folder FOLDER as the model label LABEL (repeatable)",
+    )
+    p.add_argument(
+        "--skip-unknown",
+        action="store_true",
+        help="skip sub-folders that are not model labels (with a warning) instead of stopping",
+    )
+    p.add_argument(
+        "--split",
+        choices=("all", "valid", "train"),
+        default="all",
+        help="which images to use: all, or the training run's valid/train split (from DATA_DIR/splits.csv, "
+        "else re-drawn with the artifact's seed and --valid-pct, as train.fit does)",
+    )
+    p.add_argument("--valid-pct", type=float, default=0.2, help="validation share used by train.fit (with --split)")
+    p.add_argument("--ood", type=Path, default=None, help="folder of photos of none of the classes (any layout)")
+    p.add_argument("--batch-size", type=int, default=BATCH, help="images per predictor call")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def parse_map(items: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        folder, sep, label = item.partition("=")
+        if not sep or not folder or not label:
+            raise EvalError(f"--map {item!r}: expected FOLDER=LABEL")
+        out[folder] = label
+    return out
+
+
+def match_labels(
+    classes: Sequence[str], labels: Sequence[str], mapping: dict[str, str], skip_unknown: bool
+) -> tuple[dict[int, int], list[str]]:
+    """Folder index -> model label index; returns the folders skipped. Unknown folders are an EvalError."""
+    bad_map = sorted(v for v in mapping.values() if v not in labels)
+    if bad_map:
+        raise EvalError(f"--map names label(s) the model does not have: {bad_map}; model labels: {list(labels)}")
+    index = {lab: i for i, lab in enumerate(labels)}
+    folder_to_label, unknown = {}, []
+    for ci, name in enumerate(classes):
+        lab = mapping.get(name, name)
+        if lab in index:
+            folder_to_label[ci] = index[lab]
+        else:
+            unknown.append(name)
+    if unknown and not skip_unknown:
+        raise EvalError(
+            f"sub-folder(s) {unknown} of the data folder are not labels of this model.\n"
+            f"  model labels: {list(labels)}\n"
+            "  rename the folders, map them with --map FOLDER=LABEL, or pass --skip-unknown to leave them out"
+        )
+    if not folder_to_label:
+        raise EvalError(f"no sub-folder matches a model label; model labels: {list(labels)}")
+    return folder_to_label, unknown
+
+
+def select_split(ds, split: str, spec, valid_pct: float) -> list[int]:
+    """Indices of the images to evaluate: all, or train.fit's valid/train split."""
+    if split == "all":
+        return list(range(len(ds.paths)))
+    parts = read_splits(ds)
+    if parts is None:
+        seed = spec.training.get("seed")
+        if seed is None:
+            raise EvalError("--split needs DATA_DIR/splits.csv or a seed in the artifact's config.json training")
+        parts = random_split(ds, valid_pct, int(seed))
+        n_valid = spec.training.get("n_valid")
+        if n_valid is not None and n_valid != len(parts[1]):
+            print(
+                f"warning: re-drawn valid split has {len(parts[1])} images, the training run had {n_valid}; "
+                "the folder or --valid-pct differs from training, so the split may overlap training images",
+                file=sys.stderr,
+            )
+    return list(parts[1] if split == "valid" else parts[0])
+
+
+def predict_paths(predictor, paths: Sequence[Path], batch: int, desc: str, quiet: bool):
+    """Raw and calibrated probabilities, Prediction per image, and {path: reason} for unreadable files."""
+    from tqdm.auto import tqdm
+
+    raw, cal, decisions, keep, bad = [], [], [], [], {}
+    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=quiet, file=sys.stderr)
+    for start in range(0, len(paths), batch):
+        chunk = list(paths[start : start + batch])
+        try:
+            pr, pc = predictor.predict_proba(chunk, calibrated=False), predictor.predict_proba(chunk, calibrated=True)
+            ok = list(range(len(chunk)))
+        except ImageLoadError:  # a file changed since listing: find it one image at a time
+            pr_rows, pc_rows, ok = [], [], []
+            for j, p in enumerate(chunk):
+                try:
+                    pr_rows.append(predictor.predict_proba([p], calibrated=False)[0])
+                    pc_rows.append(predictor.predict_proba([p], calibrated=True)[0])
+                    ok.append(j)
+                except ImageLoadError as e:
+                    bad[str(p)] = str(e)
+            pr, pc = (
+                np.asarray(pr_rows).reshape(-1, len(predictor.labels)),
+                np.asarray(pc_rows).reshape(-1, len(predictor.labels)),
+            )
+        for k, j in enumerate(ok):
+            raw.append(pr[k])
+            cal.append(pc[k])
+            decisions.append(predictor.decide(pc[k]))
+            keep.append(start + j)
+        bar.update(len(chunk))
+    bar.close()
+    n = len(predictor.labels)
+    return np.asarray(raw).reshape(-1, n), np.asarray(cal).reshape(-1, n), decisions, keep, bad
+
+
+def calibration_block(probs: np.ndarray, y: np.ndarray) -> dict:
+    """ECE, NLL and reliability bins for one set of probabilities."""
+    logp = np.log(np.clip(probs, 1e-12, 1.0))  # log-probabilities are valid logits for nll
+    return {"ece": M.ece(probs, y), "nll": M.nll(logp, y), "reliability": M.reliability_bins(probs, y)}
+
+
+def list_ood(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise EvalError(f"--ood {folder} is not a directory")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise EvalError(f"--ood {folder} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    """Run the whole evaluation and return the report dict (pictures written to args.out)."""
+    t0 = time.time()
+    if not args.artifact_dir.is_dir():
+        raise EvalError(f"artifact {args.artifact_dir} is not a directory (need model.safetensors + config.json)")
+    if not args.data_dir.is_dir():
+        raise EvalError(f"data folder {args.data_dir} is not a directory; give one sub-folder of images per class")
+    if args.batch_size < 1:
+        raise EvalError("--batch-size must be at least 1")
+    mapping = parse_map(args.map)
+    ood_files = list_ood(args.ood) if args.ood is not None else []
+    spec = load_spec(args.artifact_dir)  # cheap: check the labels before the slow predictor start-up
+    labels = list(spec.labels)
+    print(f"listing and verifying {args.data_dir} ...", file=sys.stderr)
+    ds = list_images(args.data_dir, verify=True)
+    folder_to_label, unknown = match_labels(ds.classes, labels, mapping, args.skip_unknown)
+    if unknown:
+        print(f"warning: skipping folder(s) that are not model labels: {unknown}", file=sys.stderr)
+    idx = [i for i in select_split(ds, args.split, spec, args.valid_pct) if ds.labels[i] in folder_to_label]
+    if not idx:
+        raise EvalError(f"no readable labelled images to evaluate in {args.data_dir}")
+    unreadable = {k: v for k, v in ds.skipped.items() if Path(k).parts[0] not in unknown}
+    predictor = Predictor(args.artifact_dir)
+    spec = predictor.spec
+    paths = [ds.paths[i] for i in idx]
+    raw, cal, decisions, keep, bad = predict_paths(predictor, paths, args.batch_size, "labelled", args.quiet)
+    unreadable.update({ds.rel(Path(k)): v for k, v in bad.items()})
+    if not keep:
+        raise EvalError(f"none of the images in {args.data_dir} could be read")
+    y = np.asarray([folder_to_label[ds.labels[idx[k]]] for k in keep])
+
+    summary = M.summarize(cal, y, labels)
+    abstain = np.asarray([d.abstain for d in decisions])
+    correct = cal.argmax(1) == y
+    answered = ~abstain
+    report = {
+        "artifact": str(args.artifact_dir),
+        "data_dir": str(args.data_dir),
+        "split": args.split,
+        "labels": labels,
+        "folders": {ds.classes[ci]: labels[li] for ci, li in folder_to_label.items()},
+        "skipped_folders": unknown,
+        "n": int(len(y)),
+        "n_unreadable": len(unreadable),
+        "unreadable": unreadable,
+        "error": summary["error"],
+        "per_class": summary["per_class"],
+        "confusion": summary["confusion"],
+        "temperature": float(spec.temperature),
+        "calibrated": calibration_block(cal, y),
+        "uncalibrated": calibration_block(raw, y),
+        "abstain": {
+            "threshold": spec.abstain_threshold,
+            "score": spec.abstain_score,
+            "rate": float(abstain.mean()),
+            "n": int(abstain.sum()),
+            "error_when_answered": float((~correct[answered]).mean()) if answered.any() else None,
+            "error_when_abstained": float((~correct[abstain]).mean()) if abstain.any() else None,
+        },
+        "images": {"confusion": "confusion_matrix.png", "reliability": "reliability.png"},
+    }
+    if ood_files:
+        report["ood"] = ood_block(predictor, ood_files, decisions, args)
+    report["seconds"] = round(time.time() - t0, 2)
+    return report
+
+
+def ood_block(predictor, files: list[Path], in_decisions, args) -> dict:
+    """AUROC of the OOD score (labelled photos negative, --ood photos positive) and both abstain rates."""
+    _, _, dec, keep, bad = predict_paths(predictor, files, args.batch_size, "ood", args.quiet)
+    s_in = np.asarray([d.ood_score for d in in_decisions])
+    s_out = np.asarray([d.ood_score for d in dec])
+    return {
+        "dir": str(args.ood),
+        "n": len(keep),
+        "n_unreadable": len(bad),
+        "unreadable": {Path(k).relative_to(args.ood).as_posix(): v for k, v in bad.items()},
+        "auroc": M.auroc(s_in, s_out) if len(s_out) else None,
+        "abstain_rate_ood": float(np.mean([d.abstain for d in dec])) if dec else None,
+        "false_abstain_rate": float(np.mean([d.abstain for d in in_decisions])),
+    }
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.1f} %"
+
+
+def _num(x) -> str:
+    return "none" if x is None else f"{x:.3f}"
+
+
+def to_markdown(r: dict) -> str:
+    """The report as Markdown (pictures linked next to it)."""
+    lines = [
+        f"# Evaluation of `{r['artifact']}` on `{r['data_dir']}`",
+        "",
+        f"- images: **{r['n']}** (split: {r['split']}), unreadable: {r['n_unreadable']}"
+        + (f", skipped folders: {', '.join(r['skipped_folders'])}" if r["skipped_folders"] else ""),
+        f"- error: **{_pct(r['error'])}**",
+        f"- ECE: uncalibrated {_pct(r['uncalibrated']['ece'])} → calibrated {_pct(r['calibrated']['ece'])} "
+        f"(temperature {r['temperature']:.3f}); NLL {r['uncalibrated']['nll']:.3f} → {r['calibrated']['nll']:.3f}",
+        f"- abstain rate: **{_pct(r['abstain']['rate'])}** (threshold {_num(r['abstain']['threshold'])}); "
+        f"error when answered {_pct(r['abstain']['error_when_answered'])}",
+    ]
+    if "ood" in r:
+        o = r["ood"]
+        auroc = "n/a" if o["auroc"] is None else f"{o['auroc']:.3f}"
+        lines.append(
+            f"- out-of-distribution (`{o['dir']}`, {o['n']} photos): AUROC **{auroc}**, abstained on "
+            f"{_pct(o['abstain_rate_ood'])} of them; false-abstain rate on the labelled photos "
+            f"{_pct(o['false_abstain_rate'])}"
+        )
+    lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for lab, v in r["per_class"].items():
+        lines.append(f"| {lab} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |")
+    lines += ["", "![confusion matrix](confusion_matrix.png)", "", "![reliability diagram](reliability.png)", ""]
+    if r["unreadable"]:
+        lines += ["## Unreadable files", ""] + [f"- `{k}`: {v}" for k, v in r["unreadable"].items()] + [""]
+    return "\n".join(lines)
+
+
+def to_html(r: dict, out: Path) -> str:
+    """A standalone HTML page: the Markdown facts as a table, pictures embedded as data URIs."""
+
+    def img(name: str, alt: str) -> str:
+        data = base64.b64encode((out / name).read_bytes()).decode("ascii")
+        return f'<img alt="{alt}" src="data:image/png;base64,{data}">'
+
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{e(lab)}</td><td>{v['precision']:.3f}</td><td>{v['recall']:.3f}</td>"
+        f"<td>{v['f1']:.3f}</td><td>{v['support']}</td></tr>"
+        for lab, v in r["per_class"].items()
+    )
+    facts = [
+        ("images", f"{r['n']} (split {r['split']}), unreadable {r['n_unreadable']}"),
+        ("error", _pct(r["error"])),
+        ("ECE uncalibrated / calibrated", f"{_pct(r['uncalibrated']['ece'])} / {_pct(r['calibrated']['ece'])}"),
+        ("temperature", f"{r['temperature']:.3f}"),
+        ("abstain rate", _pct(r["abstain"]["rate"])),
+    ]
+    if "ood" in r:
+        o = r["ood"]
+        facts += [
+            ("OOD AUROC", "n/a" if o["auroc"] is None else f"{o['auroc']:.3f} on {o['n']} photos"),
+            ("abstained on OOD photos", _pct(o["abstain_rate_ood"])),
+            ("false-abstain rate", _pct(o["false_abstain_rate"])),
+        ]
+    fact_rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in facts)
+    bad = "".join(f"<li><code>{e(k)}</code>: {e(v)}</li>" for k, v in r["unreadable"].items())
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Evaluation</title>"
+        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}td,th{padding:2px 8px;"
+        "text-align:left}img{max-width:48%}</style></head><body>"
+        f"<h1>Evaluation of <code>{e(r['artifact'])}</code> on <code>{e(r['data_dir'])}</code></h1>"
+        f"<table>{fact_rows}</table><h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th>"
+        f"<th>F1</th><th>support</th></tr>{rows}</table>"
+        f"<p>{img('confusion_matrix.png', 'confusion matrix')} {img('reliability.png', 'reliability diagram')}</p>"
+        + (f"<h2>Unreadable files</h2><ul>{bad}</ul>" if bad else "")
+        + "</body></html>\n"
+    )
+
+
+def write_report(r: dict, out: Path) -> None:
+    """Pictures, report.json, report.md and report.html into out."""
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"{Path(r['data_dir']).name} ({r['n']} images)"
+    plots.confusion_png(np.asarray(r["confusion"]), r["labels"], out / "confusion_matrix.png", title)
+    plots.reliability_png(r["uncalibrated"]["reliability"], r["calibrated"]["reliability"], out / "reliability.png")
+    (out / "report.json").write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(to_markdown(r), encoding="utf-8")
+    (out / "report.html").write_text(to_html(r, out), encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.out is None:
+        args.out = args.artifact_dir / f"eval-{args.data_dir.resolve().name}"
+    try:
+        report = evaluate(args)
+    except (EvalError, DatasetError, ArtifactError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        write_report(report, args.out)
+    except OSError as e:
+        print(f"error: cannot write the report to {args.out}: {e}", file=sys.stderr)
+        return 2
+    c, u = report["calibrated"], report["uncalibrated"]
+    line = (
+        f"{report['n']} images: error {_pct(report['error'])} | ECE {_pct(u['ece'])} -> {_pct(c['ece'])} | "
+        f"abstain {_pct(report['abstain']['rate'])}"
+    )
+    if "ood" in report and report["ood"]["auroc"] is not None:
+        line += f" | OOD AUROC {report['ood']['auroc']:.3f} on {report['ood']['n']} photos"
+    print(line + (f" | {report['n_unreadable']} unreadable" if report["n_unreadable"] else ""))
+    print(f"report: {args.out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
