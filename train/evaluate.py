@@ -188,7 +188,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     ood_files = list_ood(args.ood) if args.ood is not None else []
     spec = load_spec(args.artifact_dir)  # cheap: check the labels before the slow predictor start-up
     labels = list(spec.labels)
-    print(f"listing and verifying {args.data_dir} ...", file=sys.stderr)
+    if not args.quiet:
+        print(f"listing and verifying {args.data_dir} ...", file=sys.stderr)
     ds = list_images(args.data_dir, verify=True)
     folder_to_label, unknown = match_labels(ds.classes, labels, mapping, args.skip_unknown)
     if unknown:

@@ -1,0 +1,213 @@
+"""train.evaluate: numbers against a hand-computed case, a real run on a tiny artifact, bad inputs; OOD photos."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from snake_model.loader import load_image
+from snake_model.predictor import Predictor
+from snake_model.spec import ModelSpec
+from train import evaluate
+
+# Calibrated rows: every confidence sits mid-bin (15 bins) so the ECE below is easy to do by hand.
+CAL = {
+    "a0": [0.95, 0.03, 0.02],  # a, right, conf .95
+    "a1": [0.85, 0.10, 0.05],  # a, right, .85
+    "a2": [0.30, 0.65, 0.05],  # b, wrong, .65
+    "a3": [0.35, 0.20, 0.45],  # c, wrong, .45
+    "b0": [0.15, 0.75, 0.10],  # b, right, .75
+    "b1": [0.03, 0.95, 0.02],  # b, right, .95
+    "b2": [0.55, 0.40, 0.05],  # a, wrong, .55
+    "c0": [0.05, 0.10, 0.85],  # c, right, .85
+    "c1": [0.20, 0.15, 0.65],  # c, right, .65
+    "c2": [0.10, 0.75, 0.15],  # b, wrong, .75
+}
+# Out-of-distribution photos: confidences .40, .50 and .97 (OOD scores .60, .50, .03).
+OOD = {"x0": [0.40, 0.30, 0.30], "x1": [0.50, 0.25, 0.25], "x2": [0.97, 0.02, 0.01]}
+
+
+def overconfident(row: list[float]) -> list[float]:
+    """The uncalibrated row: same argmax, confidence .99."""
+    out = [0.005] * 3
+    out[int(np.argmax(row))] = 0.99
+    return out
+
+
+class FixedPredictor(Predictor):
+    """A Predictor whose probabilities are looked up by file name; decide() is the real one."""
+
+    def __init__(self, model_dir, **_):
+        from snake_model.artifact import load_spec
+
+        self.spec = load_spec(model_dir)
+        self.labels = list(self.spec.labels)
+        self.calls = []
+
+    def predict_proba(self, images, calibrated=True):
+        rows = []
+        for p in images:
+            load_image(p)  # unreadable files raise ImageLoadError, as in the real predictor
+            stem = Path(p).stem
+            row = CAL.get(stem) or OOD[stem]
+            rows.append(row if calibrated else overconfident(row))
+        return np.asarray(rows, dtype=np.float64)
+
+
+def spec_only_artifact(d: Path, labels=("a", "b", "c")) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    spec = ModelSpec(labels=list(labels), temperature=1.7, abstain_threshold=0.4, weights_sha256="0" * 64)
+    spec.save(d / "config.json")
+    return d
+
+
+def write_jpg(path: Path, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(path)
+
+
+@pytest.fixture
+def fixed_case(tmp_path, monkeypatch):
+    monkeypatch.setattr(evaluate, "Predictor", FixedPredictor)
+    art = spec_only_artifact(tmp_path / "art")
+    data = tmp_path / "data"
+    for i, stem in enumerate(CAL):
+        write_jpg(data / stem[0] / f"{stem}.jpg", i)
+    (data / "a" / "broken.jpg").write_bytes(b"<html>not a photo</html>")
+    ood = tmp_path / "ood"
+    for i, stem in enumerate(OOD):
+        write_jpg(ood / f"{stem}.jpg", 100 + i)
+    (ood / "empty.png").write_bytes(b"")
+    return art, data, ood
+
+
+def test_evaluate_numbers_equal_a_hand_computed_confusion_matrix(fixed_case, tmp_path):
+    art, data, ood = fixed_case
+    out = tmp_path / "report"
+    assert evaluate.main([str(art), str(data), "--ood", str(ood), "--out", str(out), "--quiet"]) == 0
+    r = json.loads((out / "report.json").read_text())
+
+    assert r["n"] == 10
+    assert r["confusion"] == [[2, 1, 1], [1, 2, 0], [0, 1, 2]]  # rows actual a, b, c
+    assert r["error"] == pytest.approx(0.4)
+    expected = {  # precision = diagonal / column, recall = diagonal / row
+        "a": (2 / 3, 2 / 4, 4 / 7, 4),
+        "b": (2 / 4, 2 / 3, 4 / 7, 3),
+        "c": (2 / 3, 2 / 3, 2 / 3, 3),
+    }
+    for lab, (p, rec, f1, support) in expected.items():
+        got = r["per_class"][lab]
+        assert (got["precision"], got["recall"], got["f1"]) == pytest.approx((p, rec, f1))
+        assert got["support"] == support
+    # ECE by bin: .95 {2 right} .05*.2 + .85 {2 right} .15*.2 + .75 {1/2} .25*.2 + .65 {1/2} .15*.2
+    #             + .55 {wrong} .55*.1 + .45 {wrong} .45*.1 = .01 + .03 + .05 + .03 + .055 + .045
+    assert r["calibrated"]["ece"] == pytest.approx(0.22)
+    assert r["uncalibrated"]["ece"] == pytest.approx(abs(0.6 - 0.99))  # one bin, accuracy .6
+    assert r["calibrated"]["nll"] == pytest.approx(
+        -np.mean(np.log([0.95, 0.85, 0.30, 0.35, 0.75, 0.95, 0.40, 0.85, 0.65, 0.15]))
+    )
+    # abstain when 1 - confidence > .4: a3 (.45) and b2 (.55); both are wrong
+    assert r["abstain"]["rate"] == pytest.approx(0.2)
+    assert r["abstain"]["error_when_answered"] == pytest.approx(2 / 8)
+    # unreadable files are counted and listed, never fatal
+    assert r["n_unreadable"] == 1 and list(r["unreadable"]) == ["a/broken.jpg"]
+    o = r["ood"]
+    assert o["n"] == 3 and o["n_unreadable"] == 1 and "empty.png" in o["unreadable"]
+    # in-distribution OOD scores .05 .15 .35 .55 .25 .05 .45 .15 .35 .25; OOD .60 beats 10, .50 beats 9, .03 none
+    assert o["auroc"] == pytest.approx(19 / 30)
+    assert o["abstain_rate_ood"] == pytest.approx(2 / 3)
+    assert o["false_abstain_rate"] == pytest.approx(0.2)
+    md = (out / "report.md").read_text()
+    assert "40.0 %" in md and "broken.jpg" in md
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+    assert (out / "confusion_matrix.png").stat().st_size > 1000
+
+
+def test_folder_names_can_be_mapped_or_skipped(fixed_case, tmp_path, capsys):
+    art, data, _ = fixed_case
+    (data / "a").rename(data / "alpha")
+    for i in range(2):
+        write_jpg(data / "zebra" / f"a{i}.jpg", 50 + i)  # an unknown class folder, reusing known stems
+    out = tmp_path / "r"
+    assert evaluate.main([str(art), str(data), "--map", "alpha=a", "--skip-unknown", "--out", str(out), "--quiet"]) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert r["n"] == 10 and r["skipped_folders"] == ["zebra"] and r["folders"]["alpha"] == "a"
+    assert r["confusion"] == [[2, 1, 1], [1, 2, 0], [0, 1, 2]]
+    assert "zebra" in capsys.readouterr().err
+
+
+def test_real_run_on_a_tiny_artifact_matches_the_predictor(tiny_artifact, synth_data, tmp_path):
+    out = tmp_path / "eval"
+    ood = tmp_path / "ood"
+    for i in range(3):
+        write_jpg(ood / f"noise{i}.jpg", i)
+    assert evaluate.main([str(tiny_artifact), str(synth_data), "--out", str(out), "--ood", str(ood), "--quiet"]) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert r["n"] == 36 and np.sum(r["confusion"]) == 36
+    assert r["labels"] == json.loads((tiny_artifact / "config.json").read_text())["labels"]
+    # the same numbers straight from the predictor
+    pred = Predictor(tiny_artifact)
+    paths = sorted(synth_data.glob("*/*.jpg"))
+    y = np.asarray([pred.labels.index(p.parent.name) for p in paths])
+    probs = pred.predict_proba(paths)
+    assert r["error"] == pytest.approx(float((probs.argmax(1) != y).mean()))
+    assert 0.0 <= r["calibrated"]["ece"] <= 1.0 and 0.0 <= r["ood"]["auroc"] <= 1.0
+    for name in ("report.md", "report.html", "confusion_matrix.png", "reliability.png"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_default_out_is_inside_the_artifact(fixed_case):
+    art, data, _ = fixed_case
+    assert evaluate.main([str(art), str(data), "--quiet"]) == 0
+    assert (art / "eval-data" / "report.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("missing_data", "is not a directory"),
+        ("missing_artifact", "is not a directory"),
+        ("no_config", "config.json not found"),
+        ("label_mismatch", "model labels: ['a', 'b', 'c']"),
+        ("bad_map", "--map"),
+        ("ood_missing", "--ood"),
+    ],
+)
+def test_bad_inputs_exit_2_with_a_clear_message(fixed_case, tmp_path, capsys, case, needle):
+    art, data, _ = fixed_case
+    args = [str(art), str(data), "--quiet"]
+    if case == "missing_data":
+        args[1] = str(tmp_path / "nope")
+    elif case == "missing_artifact":
+        args[0] = str(tmp_path / "nope")
+    elif case == "no_config":
+        (art / "config.json").unlink()
+    elif case == "label_mismatch":
+        (data / "c").rename(data / "purple_star")
+    elif case == "bad_map":
+        args += ["--map", "a"]
+    elif case == "ood_missing":
+        args += ["--ood", str(tmp_path / "nope")]
+    assert evaluate.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and needle in err and "Traceback" not in err
+
+
+def test_ood_photos_are_real_non_snake_images(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.ood_photos import write_ood_photos
+
+    files = write_ood_photos(tmp_path / "ood")
+    assert 40 <= len(files) <= 80
+    names = {f.stem for f in files}
+    assert {"astronaut", "coffee", "chelsea", "china", "flower"} <= names
+    assert not any("snake" in n for n in names)
+    for f in random.Random(0).sample(files, 8):
+        assert min(load_image(f).size) >= 16
