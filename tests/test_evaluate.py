@@ -15,6 +15,7 @@ from snake_model.loader import load_image
 from snake_model.predictor import Predictor
 from snake_model.spec import ModelSpec
 from train import evaluate
+from train import metrics as M
 
 # Calibrated rows: every confidence sits mid-bin (15 bins) so the ECE below is easy to do by hand.
 CAL = {
@@ -58,6 +59,9 @@ class FixedPredictor(Predictor):
             row = CAL.get(stem) or OOD[stem]
             rows.append(row if calibrated else overconfident(row))
         return np.asarray(rows, dtype=np.float64)
+
+    def predict_batch(self, images):
+        return [self.decide(row) for row in self.predict_proba(images, calibrated=True)]  # max-softmax score
 
 
 def spec_only_artifact(d: Path, labels=("a", "b", "c")) -> Path:
@@ -158,6 +162,13 @@ def test_real_run_on_a_tiny_artifact_matches_the_predictor(tiny_artifact, synth_
     y = np.asarray([pred.labels.index(p.parent.name) for p in paths])
     probs = pred.predict_proba(paths)
     assert r["error"] == pytest.approx(float((probs.argmax(1) != y).mean()))
+    served = pred.predict_batch(paths)  # the app's path: calibrated probabilities and the stored abstain score
+    assert r["abstain"]["rate"] == pytest.approx(np.mean([p.abstain for p in served]))
+    assert r["abstain"]["score"] == pred.spec.abstain_score
+    in_scores = [p.ood_score for p in served]
+    out_scores = [p.ood_score for p in pred.predict_batch(sorted(ood.glob("*.jpg")))]
+    assert r["ood"]["auroc"] == pytest.approx(M.auroc(in_scores, out_scores))
+    assert r["uncalibrated"]["ece"] == pytest.approx(M.ece(pred.predict_proba(paths, calibrated=False), y))
     assert 0.0 <= r["calibrated"]["ece"] <= 1.0 and 0.0 <= r["ood"]["auroc"] <= 1.0
     for name in ("report.md", "report.html", "confusion_matrix.png", "reliability.png"):
         assert (out / name).stat().st_size > 0

@@ -125,39 +125,43 @@ def select_split(ds, split: str, spec, valid_pct: float) -> list[int]:
     return list(parts[1] if split == "valid" else parts[0])
 
 
+def _predict_chunk(predictor, chunk: list) -> tuple[np.ndarray, list]:
+    """Uncalibrated probabilities and the serving path's Predictions (calibrated, abstain) for one batch."""
+    preds = predictor.predict_batch(chunk)
+    return predictor.predict_proba(chunk, calibrated=False), preds
+
+
 def predict_paths(predictor, paths: Sequence[Path], batch: int, desc: str, quiet: bool):
-    """Raw and calibrated probabilities, Prediction per image, and {path: reason} for unreadable files."""
+    """Raw and calibrated probabilities, Prediction per image, kept indices, {path: reason} for unreadable files."""
     from tqdm.auto import tqdm
 
-    raw, cal, decisions, keep, bad = [], [], [], [], {}
+    labels = list(predictor.labels)
+    raw, decisions, keep, bad = [], [], [], {}
     bar = tqdm(total=len(paths), desc=desc, unit="img", disable=quiet, file=sys.stderr)
     for start in range(0, len(paths), batch):
         chunk = list(paths[start : start + batch])
         try:
-            pr, pc = predictor.predict_proba(chunk, calibrated=False), predictor.predict_proba(chunk, calibrated=True)
+            pr, preds = _predict_chunk(predictor, chunk)
             ok = list(range(len(chunk)))
         except ImageLoadError:  # a file changed since listing: find it one image at a time
-            pr_rows, pc_rows, ok = [], [], []
+            pr, preds, ok = [], [], []
             for j, p in enumerate(chunk):
                 try:
-                    pr_rows.append(predictor.predict_proba([p], calibrated=False)[0])
-                    pc_rows.append(predictor.predict_proba([p], calibrated=True)[0])
-                    ok.append(j)
+                    r1, d1 = _predict_chunk(predictor, [p])
                 except ImageLoadError as e:
                     bad[str(p)] = str(e)
-            pr, pc = (
-                np.asarray(pr_rows).reshape(-1, len(predictor.labels)),
-                np.asarray(pc_rows).reshape(-1, len(predictor.labels)),
-            )
-        for k, j in enumerate(ok):
-            raw.append(pr[k])
-            cal.append(pc[k])
-            decisions.append(predictor.decide(pc[k]))
-            keep.append(start + j)
+                    continue
+                pr.append(r1[0])
+                preds += d1
+                ok.append(j)
+        raw += list(pr)
+        decisions += preds
+        keep += [start + j for j in ok]
         bar.update(len(chunk))
     bar.close()
-    n = len(predictor.labels)
-    return np.asarray(raw).reshape(-1, n), np.asarray(cal).reshape(-1, n), decisions, keep, bad
+    n = len(labels)
+    cal = np.asarray([[d.probs[lab] for lab in labels] for d in decisions], dtype=np.float64).reshape(-1, n)
+    return np.asarray(raw, dtype=np.float64).reshape(-1, n), cal, decisions, keep, bad
 
 
 def calibration_block(probs: np.ndarray, y: np.ndarray) -> dict:
@@ -277,7 +281,7 @@ def to_markdown(r: dict) -> str:
         f"- error: **{_pct(r['error'])}**",
         f"- ECE: uncalibrated {_pct(r['uncalibrated']['ece'])} → calibrated {_pct(r['calibrated']['ece'])} "
         f"(temperature {r['temperature']:.3f}); NLL {r['uncalibrated']['nll']:.3f} → {r['calibrated']['nll']:.3f}",
-        f"- abstain rate: **{_pct(r['abstain']['rate'])}** (threshold {_num(r['abstain']['threshold'])}); "
+        f"- abstain rate: **{_pct(r['abstain']['rate'])}** ({r['abstain']['score']} score, threshold {_num(r['abstain']['threshold'])}); "
         f"error when answered {_pct(r['abstain']['error_when_answered'])}",
     ]
     if "ood" in r:
