@@ -1,8 +1,9 @@
 """Gradio Blocks app: Classify, Explain (Grad-CAM) and Model tabs over a safe artifact.
 
 Runs on Hugging Face Spaces and locally (`python app.py` serves on 127.0.0.1:7860; GRADIO_SERVER_NAME and
-GRADIO_SERVER_PORT work). The model comes from MODEL_DIR, else MODEL_REPO (+ MODEL_REVISION) on the Hub,
-else the model bundled in ./model. Nothing is unpickled, ever.
+GRADIO_SERVER_PORT work). The model comes from MODEL_DIR, else MODEL_REPO (at MODEL_REVISION) on the Hub,
+else the model bundled in ./model (snake_model.hub.resolve_model_dir). Nothing is unpickled, ever, and start-up
+does no network work except that pinned pull.
 """
 
 from __future__ import annotations
@@ -10,32 +11,47 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import gradio as gr
 
+from snake_model.artifact import ArtifactError
 from snake_model.loader import ImageLoadError, load_image
 
 log = logging.getLogger("app")
 
-HERE = Path(__file__).resolve().parent
-BUNDLED = HERE / "model"
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # launch(max_file_size): gradio refuses bigger uploads with HTTP 413
 MAX_PIXELS = 40_000_000
+QUEUE_SIZE = 64  # requests waiting beyond this get "queue full" instead of eating memory
+PREDICT_CONCURRENCY = 2  # two cores: more parallel forwards only add latency
+EXPLAIN_CONCURRENCY = 1  # Grad-CAM runs eager PyTorch with autograd: heavier
+DELETE_CACHE = (300, 900)  # every 5 min, delete uploads and outputs older than 15 min
+MAX_TEXT_BYTES = 200_000  # model card / ATTRIBUTION.md shown at most this long
+PUBLISHABLE = {"cc0", "cc-by", "cc-by-sa", "public-domain", "pd", "pdm"}
 SAFETY = (
     "⚠️ **Not for snakebite or medical decisions.** This model makes mistakes. If someone is bitten, call "
     "emergency services; never handle a snake because of this app's answer."
 )
+SAFETY_SHORT = "⚠️ Not for snakebite or medical decisions: a wrong answer can kill."
+PREDICTED = "predicted class"
 
 
 class SafeImage(gr.Image):
     """gr.Image that hands the uploaded file's path to our loader instead of decoding it inside gradio.
 
     gradio's own decoding fails before our function runs, and the client then sees no useful message; here
-    every upload reaches load_image, whose errors become gr.Error with a clear text.
+    every upload reaches load_image, whose errors become gr.Error with a clear text. URLs are refused: gradio
+    would download them without a size cap.
     """
 
     is_template = True  # render with the stock Image frontend
+
+    async def async_move_resource_to_block_cache(self, url_or_file_path):
+        if isinstance(url_or_file_path, str) and re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", url_or_file_path):
+            raise gr.Error("Image URLs are not fetched by this app: upload the image file itself.")
+        return await super().async_move_resource_to_block_cache(url_or_file_path)
 
     def preprocess(self, payload):
         if payload is None:
@@ -48,40 +64,62 @@ class SafeImage(gr.Image):
         return str(payload.path)
 
 
-def resolve_model_dir() -> tuple[Path | None, str, str | None]:
-    """(model dir, human description of its origin, error message) from MODEL_DIR / MODEL_REPO / bundled."""
-    if os.environ.get("MODEL_DIR"):
-        return Path(os.environ["MODEL_DIR"]), f"local directory {os.environ['MODEL_DIR']}", None
-    repo = os.environ.get("MODEL_REPO")
-    if repo:
-        rev = os.environ.get("MODEL_REVISION") or None
-        try:
-            from snake_model.hub import pull_model
-
-            return Path(pull_model(repo, revision=rev)), f"Hub repo {repo} @ {rev or 'main'}", None
-        except Exception as e:  # noqa: BLE001 - shown on the page instead of a crash
-            return None, f"Hub repo {repo}", f"Could not load model {repo}@{rev or 'main'}: {e}"
-    return BUNDLED, "the model bundled with this app", None
+# ---------------------------------------------------------------- model selection
 
 
-def load_predictor():
-    """The predictor, its origin, and an error text (predictor None) when it cannot be loaded."""
-    model_dir, origin, err = resolve_model_dir()
-    if err:
-        return None, origin, err
+def describe_origin(model_dir: Path, env: Mapping[str, str]) -> str:
+    """Where the model came from, in words."""
+    if env.get("MODEL_DIR"):
+        return f"local directory {model_dir}"
+    if env.get("MODEL_REPO"):
+        return f"Hub repo {env['MODEL_REPO'].strip()}"
+    return "the model bundled with this app"
+
+
+def model_revision(model_dir: Path | None, env: Mapping[str, str]) -> str:
+    """MODEL_REVISION, the Hub commit the snapshot folder is named after, or 'local'."""
+    commit = model_dir.name if model_dir and re.fullmatch(r"[0-9a-f]{40}", model_dir.name) else None
+    asked = (env.get("MODEL_REVISION") or "").strip()
+    if asked and commit and asked != commit:
+        return f"{asked} (commit {commit})"
+    return asked or commit or "local (not from the Hub)"
+
+
+def load_predictor(env: Mapping[str, str] = os.environ):
+    """(predictor, origin, error text): the predictor is None and the error says why when it cannot load."""
+    from snake_model.hub import resolve_model_dir
+
+    origin = describe_origin(Path(env.get("MODEL_DIR") or "."), env)
     try:
+        model_dir = resolve_model_dir(env=env)
+        origin = describe_origin(model_dir, env)
         from snake_model.predictor import Predictor
 
         return Predictor(model_dir), origin, None
-    except Exception as e:  # noqa: BLE001 - shown on the page instead of a crash
+    except ArtifactError as e:
         return None, origin, f"Could not load the model from {origin}: {e}"
+    except (OSError, RuntimeError) as e:  # a damaged file or an unreadable folder: still a page, not a crash
+        log.exception("model load failed")
+        return None, origin, f"Could not load the model from {origin}: {type(e).__name__}: {e}"
 
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return {}
+    return d if isinstance(d, dict) else {}
+
+
+def _read_text(path: Path) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read(MAX_TEXT_BYTES)
+    except OSError:
+        return ""
+
+
+# ---------------------------------------------------------------- handlers
 
 
 class App:
@@ -92,7 +130,8 @@ class App:
         self.origin = origin
         self.spec = predictor.spec
         self.names = {lab: self.spec.display_name(lab) for lab in self.spec.labels}
-        self.venomous = {lab for lab, i in self.spec.class_info.items() if i.get("venomous")}
+        self.by_name = {v: k for k, v in self.names.items()}
+        self.venomous = {lab for lab, i in self.spec.class_info.items() if isinstance(i, dict) and i.get("venomous")}
 
     def _load(self, path):
         if path is None:
@@ -105,7 +144,11 @@ class App:
     def classify(self, path):
         """Label dict (display name -> calibrated confidence) and a decision record."""
         img = self._load(path)
-        pred = self.p.predict(img)
+        try:
+            pred = self.p.predict(img)
+        except Exception as e:  # noqa: BLE001 - a clear message, never a stack trace or a dead worker
+            log.exception("predict failed")
+            raise gr.Error(f"The model failed on this image ({type(e).__name__}); try another photo.") from e
         ranked = sorted(pred.probs.items(), key=lambda kv: -kv[1])
         decision = {
             "label": None if pred.abstain else pred.label,
@@ -117,20 +160,39 @@ class App:
             "venomous_in_top3": [lab for lab, _ in ranked[:3] if lab in self.venomous],
             "probs": pred.probs,
         }
+        decision["message"] = self.message(decision)
         return {self.names[k]: v for k, v in pred.probs.items()}, decision
 
-    def verdict_md(self, decision: dict) -> str:
-        n = len(self.spec.labels)
+    def message(self, decision: dict) -> str:
+        """The verdict in one plain sentence (also returned by the API)."""
         if decision["abstain"]:
-            text = f"### 🤷 This doesn't look like any of the {n} snakes I know.\nThe scores below are shown for reference only."
+            text = f"This doesn't look like any of the {len(self.spec.labels)} snakes I know."
+        else:
+            text = f"{decision['display_name']}: {decision['confidence']:.0%} confidence."
+        if decision["venomous_in_top3"]:
+            names = ", ".join(self.names[v] for v in decision["venomous_in_top3"])
+            text += f" Warning: venomous species among the top 3: {names}. Keep your distance."
+        return text
+
+    def verdict_md(self, decision: dict | None) -> str:
+        if not decision:
+            return ""
+        if decision["abstain"]:
+            text = (
+                f"### 🤷 This doesn't look like any of the {len(self.spec.labels)} snakes I know.\n"
+                "The scores below are shown for reference only."
+            )
         else:
             text = f"### {decision['display_name']}: {decision['confidence']:.0%}"
         if decision["venomous_in_top3"]:
             names = ", ".join(self.names[v] for v in decision["venomous_in_top3"])
             text += f"\n\n☠️ **Venomous species among the top 3: {names}.** Keep your distance."
-        return text
+        return text + f"\n\n{SAFETY_SHORT}"
 
     def ui_classify(self, path):
+        """Upload/webcam/paste in the page: classify at once; a cleared image clears the answer."""
+        if path is None:
+            return None, "", None
         label, decision = self.classify(path)
         return label, self.verdict_md(decision), decision
 
@@ -139,26 +201,68 @@ class App:
         from snake_model.gradcam import gradcam, overlay
 
         img = self._load(path)
-        by_name = {v: k for k, v in self.names.items()}
         idx = None
-        if target and target != "predicted class":
-            lab = by_name.get(target, target)
+        if target and target != PREDICTED:
+            lab = self.by_name.get(target, target)
             if lab not in self.spec.labels:
                 raise gr.Error(f"unknown class {target!r}; choose one of: {', '.join(self.names.values())}")
             idx = self.spec.labels.index(lab)
-        cam, idx = gradcam(self.p.model, self.spec, img, idx)
-        return overlay(
-            img, self.spec, cam
-        ), f"Heatmap for **{self.names[self.spec.labels[idx]]}**: warm colours mark the pixels that raised its score."
+        try:
+            cam, idx = gradcam(self.p.model, self.spec, img, idx)
+            out = overlay(img, self.spec, cam)
+        except Exception as e:  # noqa: BLE001 - a clear message, never a stack trace or a dead worker
+            log.exception("Grad-CAM failed")
+            raise gr.Error(f"Grad-CAM failed on this image ({type(e).__name__}); try another photo.") from e
+        name = self.names[self.spec.labels[idx]]
+        return out, f"Heatmap for **{name}**: warm colours mark the pixels that raised its score."
+
+    def ui_explain(self, path, target: str | None = None):
+        if path is None:
+            return None, ""
+        return self.explain(path, target)
+
+
+# ---------------------------------------------------------------- the Model tab
+
+
+def card_sections(card: str) -> dict[str, str]:
+    """'## Heading' -> section text of a model card, front matter and image lines dropped."""
+    if card.startswith("---\n") and "\n---\n" in card[4:]:
+        card = card[4:].split("\n---\n", 1)[1]
+    card = "\n".join(line for line in card.splitlines() if not line.lstrip().startswith("!["))
+    out, head = {}, ""
+    for part in re.split(r"^(## .+)$", card, flags=re.M):
+        if part.startswith("## "):
+            head = part[3:].strip()
+        elif head:
+            out[head] = part.strip()
+    out[""] = card
+    return out
+
+
+def licensed_thumbnails(model_dir: Path, top: list[dict]) -> list[tuple[str, str]]:
+    """(path, caption) for top-loss entries that carry a thumbnail file and a licence that allows showing it."""
+    out = []
+    root = model_dir.resolve()
+    for t in top:
+        lic = str(t.get("licence") or t.get("license") or "").strip().lower().replace(" ", "-")
+        thumb = t.get("thumbnail")
+        if not thumb or re.sub(r"-?\d+(\.\d+)?$", "", lic) not in PUBLISHABLE:
+            continue
+        path = (model_dir / thumb).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            continue
+        who = f" by {t['author']}" if t.get("author") else ""
+        out.append((str(path), f"{t.get('actual')} → {t.get('predicted')}, loss {t.get('loss', 0):.2f}; {lic}{who}"))
+    return out
 
 
 def model_tab(app: App, model_dir: Path | None) -> None:
     metrics = _read_json(model_dir / "metrics.json") if model_dir else {}
     spec = app.spec
     gr.Markdown(
-        f"**Model:** `{spec.arch}`, {spec.image_size} px, resize `{spec.resize_method}`, from {app.origin}. "
-        f"Weights sha256 `{spec.weights_sha256[:16]}…`"
-        + (f" · revision `{os.environ.get('MODEL_REVISION')}`" if os.environ.get("MODEL_REVISION") else "")
+        f"**Model:** `{spec.arch}`, {spec.image_size} px, resize `{spec.resize_method}`, from {app.origin}.  \n"
+        f"**Revision:** `{model_revision(model_dir, os.environ)}` · weights sha256 `{spec.weights_sha256[:16]}…`"
     )
     if metrics:
         gr.Markdown(
@@ -166,13 +270,15 @@ def model_tab(app: App, model_dir: Path | None) -> None:
             f"images · ECE {metrics.get('ece_before', float('nan')):.3f} → {metrics.get('ece_after', float('nan')):.3f} "
             f"after temperature scaling (T = {spec.temperature:.2f})"
         )
-    cm = model_dir / "confusion_matrix.png" if model_dir else None
+    else:
+        gr.Markdown("This artifact carries no metrics.json: no validation numbers to show.")
     with gr.Row():
-        if cm and cm.is_file():
-            gr.Image(str(cm), label="Confusion matrix (validation)", interactive=False, buttons=[])
-        rel = model_dir / "reliability.png" if model_dir else None
-        if rel and rel.is_file():
-            gr.Image(str(rel), label="Reliability diagram", interactive=False, buttons=[])
+        for name, title in (
+            ("confusion_matrix.png", "Confusion matrix (validation)"),
+            ("reliability.png", "Reliability"),
+        ):
+            if model_dir and (model_dir / name).is_file():
+                gr.Image(str(model_dir / name), label=title, interactive=False, buttons=["fullscreen"])
     rows = [
         [
             app.names.get(lab, lab),
@@ -182,6 +288,7 @@ def model_tab(app: App, model_dir: Path | None) -> None:
             v["support"],
         ]
         for lab, v in metrics.get("per_class", {}).items()
+        if isinstance(v, dict) and {"precision", "recall", "support"} <= set(v)
     ]
     if rows:
         gr.Dataframe(
@@ -190,83 +297,139 @@ def model_tab(app: App, model_dir: Path | None) -> None:
             label="Per-class metrics",
             interactive=False,
         )
-    top = metrics.get("top_losses", [])
-    if top:
-        gr.Markdown(
-            "**Top losses** (validation images the model got most wrong; the photos' licences are unknown, "
-            "so only their labels and losses are shown)"
+    _top_losses(app, model_dir, metrics.get("top_losses") or [])
+    card = _read_text(model_dir / "README.md") if model_dir else ""
+    sections = card_sections(card) if card else {}
+    with gr.Accordion("Training config", open=False):
+        if sections.get("Training"):
+            gr.Markdown(sections["Training"])
+        gr.JSON({"training": spec.training, "versions": spec.versions, "class_info": spec.class_info})
+    gr.Markdown(
+        "### Data sources and licences\n\n"
+        + (
+            sections.get("Data and licences", "").removeprefix("## Data and licences").strip()
+            or "Not recorded in this artifact (no model card with a data section)."
         )
-        gr.Dataframe(
-            [
-                [
-                    app.names.get(t["actual"], t["actual"]),
-                    app.names.get(t["predicted"], t["predicted"]),
-                    round(t["loss"], 3),
-                    round(t["prob_actual"], 3),
-                ]
-                for t in top
-            ],
-            headers=["actual", "predicted", "loss", "prob. of actual"],
-            interactive=False,
-        )
-    gr.JSON(
-        {"training": spec.training, "versions": spec.versions, "class_info": spec.class_info}, label="Training config"
     )
-    card = model_dir / "README.md" if model_dir else None
-    if card and card.is_file():
-        with gr.Accordion("Model card (data sources and licences)", open=False):
-            gr.Markdown(card.read_text(encoding="utf-8").split("\n---\n", 1)[-1])
+    attribution = _read_text(model_dir / "ATTRIBUTION.md") if model_dir else ""
+    if attribution:
+        with gr.Accordion("Photo credits (ATTRIBUTION.md)", open=False):
+            gr.Markdown(attribution)
+    if card:
+        with gr.Accordion("Model card", open=False):
+            gr.Markdown(sections[""])
+
+
+def _top_losses(app: App, model_dir: Path | None, top: list) -> None:
+    top = [t for t in top if isinstance(t, dict)]
+    if not top:
+        return
+    thumbs = licensed_thumbnails(model_dir, top) if model_dir else []
+    shown = "their licensed thumbnails are shown" if thumbs else "only their labels and losses are shown"
+    gr.Markdown(
+        f"### Top losses\nValidation images the model got most wrong. Photos are shown only when the artifact "
+        f"carries a thumbnail with a licence that allows it; here {shown}."
+    )
+    if thumbs:
+        gr.Gallery(thumbs, label="Top losses (licensed thumbnails)", columns=6, height="auto", interactive=False)
+    gr.Dataframe(
+        [
+            [
+                app.names.get(t.get("actual"), t.get("actual")),
+                app.names.get(t.get("predicted"), t.get("predicted")),
+                round(float(t.get("loss", 0)), 3),
+                round(float(t.get("prob_actual", 0)), 3),
+            ]
+            for t in top
+        ],
+        headers=["actual", "predicted", "loss", "prob. of actual"],
+        interactive=False,
+    )
+
+
+# ---------------------------------------------------------------- the page
 
 
 def build_demo(predictor=None, origin: str = "", error: str | None = None, model_dir: Path | None = None) -> gr.Blocks:
     """The Blocks: Classify, Explain and Model tabs (or the load error on the page)."""
-    with gr.Blocks(title="Snake classifier") as demo:
+    with gr.Blocks(title="Snake classifier", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown("# 🐍 Snake classifier")
-        gr.Markdown(SAFETY)
+        gr.Markdown(SAFETY, elem_id="safety")
         if predictor is None:
             gr.Markdown(
                 f"## ❌ The model could not be loaded\n\n{error}\n\nSet MODEL_DIR, or MODEL_REPO and "
-                "MODEL_REVISION, to a valid model and restart."
+                "MODEL_REVISION, to a valid model and restart.",
+                elem_id="load-error",
             )
             return demo
         app = App(predictor, origin)
-        names = ", ".join(app.names.values())
-        with gr.Tab("Classify"):
-            gr.Markdown(f"Knows {len(app.names)} species: {names}.")
+        model_dir = model_dir or getattr(predictor, "model_dir", None)
+        sources = ["upload", "webcam", "clipboard"]
+        with gr.Tab("Classify", id="classify"):
+            gr.Markdown(f"Knows {len(app.names)} species: {', '.join(app.names.values())}.")
             with gr.Row():
-                inp = SafeImage(sources=["upload", "webcam", "clipboard"], type="filepath", label="Photo")
+                inp = SafeImage(sources=sources, type="filepath", label="Photo", elem_id="classify-input")
                 with gr.Column():
-                    verdict = gr.Markdown()
-                    label = gr.Label(num_top_classes=len(app.names), label="Calibrated confidence")
+                    verdict = gr.Markdown(elem_id="verdict")
+                    label = gr.Label(num_top_classes=len(app.names), label="Calibrated confidence", elem_id="label")
                     decision = gr.JSON(label="Decision (also returned by the API)", visible=False)
-            btn = gr.Button("Classify", variant="primary")
-            btn.click(app.classify, inp, [label, decision], api_name="predict").then(
-                app.verdict_md, decision, verdict, api_visibility="private"
+            btn = gr.Button("Classify", variant="primary", elem_id="classify-button")
+            btn.click(
+                app.classify,
+                inp,
+                [label, decision],
+                api_name="predict",
+                concurrency_limit=PREDICT_CONCURRENCY,
+                concurrency_id="predict",
+            ).success(app.verdict_md, decision, verdict, api_visibility="private", queue=False)
+            inp.change(
+                app.ui_classify,
+                inp,
+                [label, verdict, decision],
+                api_visibility="private",
+                concurrency_id="predict",
+                concurrency_limit=PREDICT_CONCURRENCY,
             )
-        with gr.Tab("Explain"):
+        with gr.Tab("Explain", id="explain"):
             with gr.Row():
-                ex_in = SafeImage(sources=["upload", "webcam", "clipboard"], type="filepath", label="Photo")
+                ex_in = SafeImage(sources=sources, type="filepath", label="Photo", elem_id="explain-input")
                 with gr.Column():
-                    ex_out = gr.Image(label="Grad-CAM", interactive=False, type="pil")
-                    ex_note = gr.Markdown()
-            target = gr.Dropdown(
-                ["predicted class", *app.names.values()], value="predicted class", label="Explain which class"
+                    ex_out = gr.Image(label="Grad-CAM", interactive=False, type="pil", elem_id="explain-output")
+                    ex_note = gr.Markdown(elem_id="explain-note")
+            target = gr.Dropdown([PREDICTED, *app.names.values()], value=PREDICTED, label="Explain which class")
+            gr.Button("Explain", variant="primary", elem_id="explain-button").click(
+                app.explain,
+                [ex_in, target],
+                [ex_out, ex_note],
+                api_name="explain",
+                concurrency_limit=EXPLAIN_CONCURRENCY,
+                concurrency_id="explain",
             )
-            gr.Button("Explain", variant="primary").click(
-                app.explain, [ex_in, target], [ex_out, ex_note], api_name="explain"
-            )
-        with gr.Tab("Model"):
+            for trigger in (ex_in.change, target.change):
+                trigger(
+                    app.ui_explain,
+                    [ex_in, target],
+                    [ex_out, ex_note],
+                    api_visibility="private",
+                    concurrency_id="explain",
+                    concurrency_limit=EXPLAIN_CONCURRENCY,
+                )
+        with gr.Tab("Model", id="model"):
             model_tab(app, model_dir)
+    demo.queue(default_concurrency_limit=PREDICT_CONCURRENCY, max_size=QUEUE_SIZE)
     return demo
+
+
+def launch(demo: gr.Blocks, **kwargs):
+    """demo.launch with this app's limits (tests pass server_name, server_port, prevent_thread_lock)."""
+    return demo.launch(max_file_size=MAX_UPLOAD_BYTES, show_error=False, **kwargs)
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO)
     predictor, origin, error = load_predictor()
     model_dir = predictor.model_dir if predictor is not None else None
-    demo = build_demo(predictor, origin, error, model_dir)
-    demo.queue(default_concurrency_limit=4, max_size=64)
-    demo.launch(max_file_size=MAX_UPLOAD_BYTES, show_error=True)
+    launch(build_demo(predictor, origin, error, model_dir))
 
 
 if __name__ == "__main__":

@@ -93,7 +93,10 @@ def main() -> int:
                 if isinstance(mod, torch.nn.BatchNorm2d):
                     for p in mod.parameters():
                         p.requires_grad_(False)
-        fwd = lambda x: head(tail(x))
+
+        def fwd(x):
+            return head(tail(x))
+
         if bn_frozen:
 
             def fwd(x):

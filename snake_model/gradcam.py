@@ -16,15 +16,21 @@ def gradcam(
 ) -> tuple[np.ndarray, int]:
     """A (H, W) map in [0, 1] over the model's input view of img, and the class it explains."""
     view = resize_for_model(img, spec)
-    x = torch.from_numpy(to_array(view, spec))[None].requires_grad_(False)
+    x = torch.from_numpy(to_array(view, spec))[None]
     model.eval()
     with torch.enable_grad():
         feats = model.body(x)
-        feats.retain_grad()
+        if not feats.requires_grad:  # frozen weights: the feature map becomes the leaf we differentiate
+            feats = feats.detach().requires_grad_()
         logits = model.head(feats)
+        n = logits.shape[1]
         idx = int(logits.argmax(1)) if class_index is None else int(class_index)
-        logits[0, idx].backward()
-    a, g = feats.detach()[0], feats.grad[0]
+        if not 0 <= idx < n:
+            raise ValueError(f"class_index {idx} is out of range 0..{n - 1}")
+        # Gradient with respect to the feature map only: no parameter .grad is written, so concurrent calls
+        # on one shared model do not interfere.
+        (grad,) = torch.autograd.grad(logits[0, idx], feats)
+    a, g = feats.detach()[0], grad[0]
     cam = torch.relu((g.mean(dim=(1, 2))[:, None, None] * a).sum(0))
     cam = cam / cam.max() if float(cam.max()) > 0 else cam
     return cam.numpy(), idx

@@ -1,12 +1,19 @@
-"""The Gradio app through gradio_client on a loopback port: predict, explain, bad inputs, concurrency."""
+"""The Gradio app through gradio_client on a loopback port: every endpoint, hostile uploads, concurrency, Model tab."""
 
 from __future__ import annotations
 
-import concurrent.futures
+import gzip
+import io
+import json
+import shutil
+import struct
 import subprocess
 import sys
+import zipfile
+import zlib
 from pathlib import Path
 
+import httpx
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
@@ -14,28 +21,113 @@ from PIL import Image
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
+CLASS_INFO = {
+    "red_disc": {"display_name": "Red disc", "scientific_name": "Discus ruber", "venomous": True},
+    "green_bar": {"display_name": "Green bar", "scientific_name": "Virga viridis", "venomous": False},
+    "blue_square": {"display_name": "Blue square", "scientific_name": "Quadratum caeruleum", "venomous": False},
+}
+
+
+def _bytes(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bomb_png() -> bytes:
+    """A valid PNG header claiming 100000 x 100000 pixels (10 gigapixels) with almost no data."""
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+def exif_rotated_jpeg() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees on display
+    return _bytes(Image.new("RGB", (120, 60), (200, 40, 40)), "JPEG", exif=exif.tobytes())
+
+
+def animated_gif() -> bytes:
+    frames = [Image.new("P", (40, 30), i * 40) for i in range(3)]
+    return _bytes(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+
+def truncated_jpeg() -> bytes:
+    return _bytes(Image.effect_noise((120, 120), 50).convert("RGB"), "JPEG")[:600]
+
+
+def zip_bytes() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("snake.jpg", _bytes(Image.new("RGB", (8, 8)), "JPEG"))
+    return buf.getvalue()
+
+
+# name -> (file name, bytes factory, None for "a valid answer" or words one of which the error must contain)
+HOSTILE = {
+    "empty": ("empty.jpg", lambda: b"", ("empty",)),
+    "html_as_jpg": ("page.jpg", lambda: b"<!doctype html><html><body>403 Forbidden</body></html>", ("HTML",)),
+    "svg": ("vector.svg", lambda: b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>', ("SVG",)),
+    "pdf": ("doc.pdf", lambda: b"%PDF-1.7\n1 0 obj << >> endobj\n%%EOF", ("PDF",)),
+    "truncated_jpeg": ("cut.jpg", truncated_jpeg, ("truncated",)),
+    "bomb_png_header": ("bomb.png", bomb_png, ("megapixel", "decompression bomb")),
+    "random_bytes_as_png": ("noise.png", lambda: bytes(range(256)) * 40, ("not a recognised image",)),
+    "gzip": ("photo.jpg.gz", lambda: gzip.compress(b"x" * 1000), ("not a recognised image",)),
+    "zip": ("photos.zip", zip_bytes, ("not a recognised image",)),
+    "one_pixel": ("dot.png", lambda: _bytes(Image.new("RGB", (1, 1), (9, 9, 9)), "PNG"), None),
+    "png_16_bit": ("deep.png", lambda: _bytes(Image.new("I;16", (50, 40), 40000), "PNG"), None),
+    "cmyk_jpeg": ("print.jpg", lambda: _bytes(Image.new("CMYK", (50, 40), (0, 200, 200, 0)), "JPEG"), None),
+    "animated_gif": ("anim.gif", animated_gif, None),
+    "grayscale": ("grey.jpg", lambda: _bytes(Image.new("L", (60, 50), 120), "JPEG"), None),
+    "alpha": ("alpha.png", lambda: _bytes(Image.new("RGBA", (60, 50), (0, 200, 0, 90)), "PNG"), None),
+    "panorama_10000x20": ("wide.png", lambda: _bytes(Image.new("RGB", (10_000, 20), (30, 90, 200)), "PNG"), None),
+    "exif_rotated": ("rotated.jpg", exif_rotated_jpeg, None),
+    "no_extension": ("photo", lambda: _bytes(Image.new("RGB", (70, 50), (40, 190, 60)), "JPEG"), None),
+    "webp": ("pic.webp", lambda: _bytes(Image.new("RGB", (70, 50), (40, 70, 220)), "WEBP"), None),
+}
 
 
 @pytest.fixture(scope="module")
-def client(tiny_artifact):
+def rich_artifact(tiny_artifact, tmp_path_factory) -> Path:
+    """The tiny artifact plus class metadata (one venomous class), licensed thumbnails and ATTRIBUTION.md."""
+    d = tmp_path_factory.mktemp("rich") / "model"
+    shutil.copytree(tiny_artifact, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["class_info"] = CLASS_INFO
+    (d / "config.json").write_text(json.dumps(cfg))
+    metrics = json.loads((d / "metrics.json").read_text())
+    (d / "thumbs").mkdir()
+    for i, lic in enumerate(["CC-BY 4.0", "cc-by-nc"]):
+        Image.new("RGB", (32, 32), (10 * i, 90, 90)).save(d / "thumbs" / f"{i}.jpg")
+        metrics["top_losses"][i] |= {"thumbnail": f"thumbs/{i}.jpg", "licence": lic, "author": f"author{i}"}
+    metrics["top_losses"][2] |= {"thumbnail": "../../etc/passwd", "licence": "cc0"}
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    (d / "ATTRIBUTION.md").write_text("# Credits\n\nPhoto by someone, CC BY 4.0\n")
+    return d
+
+
+@pytest.fixture(scope="module")
+def server(rich_artifact):
     import app
     from snake_model.predictor import Predictor
 
-    pred = Predictor(tiny_artifact)
-    demo = app.build_demo(pred, "test", None, tiny_artifact)
-    demo.queue(default_concurrency_limit=4, max_size=64)
+    pred = Predictor(rich_artifact)
+    demo = app.build_demo(pred, "test", None, rich_artifact)
     port = free_port()
-    demo.launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        quiet=True,
-        max_file_size=app.MAX_UPLOAD_BYTES,
-    )
+    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    url = f"http://127.0.0.1:{port}/"
     try:
-        yield Client(f"http://127.0.0.1:{port}/", verbose=False), pred
+        yield url, Client(url, verbose=False), pred, demo
     finally:
         demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return server[1], server[2]
 
 
 @pytest.fixture(scope="module")
@@ -50,59 +142,204 @@ def _confidences(result):
     return {c["label"]: c["confidence"] for c in label["confidences"]}, decision
 
 
-def test_predict_returns_every_label_with_confidences_summing_to_one(client, good_image):
+def _assert_healthy(c: Client, image: Path) -> None:
+    conf, _ = _confidences(c.predict(handle_file(str(image)), api_name="/predict"))
+    assert abs(sum(conf.values()) - 1) < 1e-6
+
+
+def test_the_page_loads_and_predict_answers(server, good_image):
+    url, c, _, _ = server
+    page = httpx.get(url, timeout=30)
+    assert page.status_code == 200 and "Snake classifier" in page.text
+    _assert_healthy(c, good_image)
+
+
+def test_only_predict_and_explain_are_public_endpoints(client):
+    c, _ = client
+    assert set(c.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {"/predict", "/explain"}
+
+
+def test_predict_returns_every_class_by_display_and_scientific_name(client, good_image):
     c, pred = client
     conf, decision = _confidences(c.predict(handle_file(str(good_image)), api_name="/predict"))
-    assert set(conf) == {pred.spec.display_name(lab) for lab in pred.labels}
+    assert set(conf) == {"Red disc (Discus ruber)", "Green bar (Virga viridis)", "Blue square (Quadratum caeruleum)"}
     assert abs(sum(conf.values()) - 1) < 1e-6
     assert set(decision["probs"]) == set(pred.labels) and isinstance(decision["abstain"], bool)
     assert decision["abstain"] == (decision["ood_score"] > decision["abstain_threshold"])
+    assert decision["message"]
 
 
-BAD = {
-    "empty.jpg": b"",
-    "page.jpg": b"<!doctype html><html><body>403</body></html>",
-    "vector.svg": b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>',
-    "doc.pdf": b"%PDF-1.7 hello",
-    "cut.jpg": None,  # filled with a truncated JPEG
-}
-
-
-@pytest.mark.parametrize("name", list(BAD))
-def test_a_bad_upload_gets_a_clear_error_and_the_next_call_works(client, good_image, tmp_path, name):
-    import io
-
+def test_a_venomous_class_in_the_top_three_gives_a_warning(client, good_image):
     c, _ = client
-    data = BAD[name]
-    if data is None:
-        buf = io.BytesIO()
-        Image.effect_noise((120, 120), 50).convert("RGB").save(buf, "JPEG")
-        data = buf.getvalue()[:600]
-    bad = tmp_path / name
-    bad.write_bytes(data)
-    with pytest.raises(Exception) as info:
-        c.predict(handle_file(str(bad)), api_name="/predict")
-    msg = str(info.value)
-    assert any(w in msg for w in ("empty", "HTML", "SVG", "PDF", "truncated")), msg
-    conf, _ = _confidences(c.predict(handle_file(str(good_image)), api_name="/predict"))
-    assert abs(sum(conf.values()) - 1) < 1e-6
+    _, decision = c.predict(handle_file(str(good_image)), api_name="/predict")
+    assert decision["venomous_in_top3"] == ["red_disc"]
+    assert "venomous" in decision["message"].lower() and "Red disc" in decision["message"]
 
 
-def test_explain_returns_a_heatmap_image_for_predicted_and_chosen_class(client, good_image):
+def test_no_venomous_metadata_means_no_warning_but_the_safety_line_stays(tiny_artifact, good_image):
+    import app
+    from snake_model.predictor import Predictor
+
+    a = app.App(Predictor(tiny_artifact), "test")
+    label, verdict, decision = a.ui_classify(str(good_image))
+    assert decision["venomous_in_top3"] == [] and "enomous" not in verdict
+    assert "Not for snakebite" in verdict
+    assert a.ui_classify(None) == (None, "", None)
+
+
+def test_an_unrecognised_image_gets_the_abstain_message(tiny_artifact, good_image):
+    import app
+    from snake_model.predictor import Predictor
+
+    pred = Predictor(tiny_artifact)
+    pred.spec.abstain_threshold = -1.0  # every score is above it: the model abstains on everything
+    a = app.App(pred, "test")
+    label, verdict, decision = a.ui_classify(str(good_image))
+    assert decision["abstain"] is True and decision["label"] is None
+    assert "doesn't look like any of the 3 snakes I know" in verdict
+    assert "doesn't look like any of the 3 snakes I know" in decision["message"]
+    assert abs(sum(label.values()) - 1) < 1e-6
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_a_hostile_upload_gets_a_clear_message_or_a_valid_answer_and_the_server_survives(
+    client, good_image, tmp_path, case
+):
+    c, pred = client
+    name, make, words = HOSTILE[case]
+    f = tmp_path / name
+    f.write_bytes(make())
+    for api in ("/predict", "/explain"):
+        args = (handle_file(str(f)),) if api == "/predict" else (handle_file(str(f)), "predicted class")
+        if words is None:
+            out = c.predict(*args, api_name=api)
+            if api == "/predict":
+                conf, _ = _confidences(out)
+                assert len(conf) == len(pred.labels) and abs(sum(conf.values()) - 1) < 1e-6
+            else:
+                assert Image.open(out[0]).size == (pred.spec.image_size, pred.spec.image_size)
+        else:
+            with pytest.raises(Exception) as info:
+                c.predict(*args, api_name=api)
+            assert any(w in str(info.value) for w in words), str(info.value)
+            assert "Traceback" not in str(info.value)
+    _assert_healthy(c, good_image)
+
+
+def test_a_file_over_max_file_size_is_refused_by_client_and_server(server, good_image, tmp_path):
+    import app
+
+    url, c, _, _ = server
+    big = tmp_path / "big.jpg"
+    big.write_bytes(_bytes(Image.new("RGB", (8, 8)), "JPEG") + b"\0" * (app.MAX_UPLOAD_BYTES + 1))
+    with pytest.raises(ValueError, match="maximum file size"):
+        c.predict(handle_file(str(big)), api_name="/predict")
+    with open(big, "rb") as fh:
+        r = httpx.post(url + "gradio_api/upload", files={"files": ("big.jpg", fh)}, timeout=60)
+    assert r.status_code == 413 and "maximum allowed size" in r.text
+    _assert_healthy(c, good_image)
+
+
+def test_an_image_url_is_refused_without_fetching_it(client, good_image):
+    c, _ = client
+    with pytest.raises(Exception, match="URLs are not fetched"):
+        c.predict(handle_file("http://127.0.0.1:9/snake.jpg"), api_name="/predict")
+    _assert_healthy(c, good_image)
+
+
+def test_a_server_path_outside_the_upload_cache_is_refused(server):
+    url = server[0]
+    payload = {"data": [{"path": "/etc/hostname", "meta": {"_type": "gradio.FileData"}}]}
+    r = httpx.post(url + "gradio_api/call/predict", json=payload, timeout=30)
+    r.raise_for_status()
+    events = httpx.get(url + f"gradio_api/call/predict/{r.json()['event_id']}", timeout=60).text
+    assert "event: error" in events and "complete" not in events
+
+
+def test_no_image_gets_a_clear_message(client):
+    c, _ = client
+    with pytest.raises(Exception, match="No image given"):
+        c.predict(None, api_name="/predict")
+
+
+def test_explain_returns_a_heatmap_for_the_predicted_and_a_chosen_class(client, good_image):
     c, pred = client
     path, note = c.predict(handle_file(str(good_image)), "predicted class", api_name="/explain")
-    im = Image.open(path)
-    assert im.size == (pred.spec.image_size, pred.spec.image_size)
-    chosen = pred.spec.display_name(pred.labels[0])
-    _, note2 = c.predict(handle_file(str(good_image)), chosen, api_name="/explain")
+    assert Image.open(path).size == (pred.spec.image_size, pred.spec.image_size)
+    chosen = "Green bar (Virga viridis)"
+    out2, note2 = c.predict(handle_file(str(good_image)), chosen, api_name="/explain")
     assert chosen in note2
+    assert Image.open(path).tobytes() != Image.open(out2).tobytes() or chosen in note
 
 
-def test_concurrent_calls_all_succeed(client, good_image):
+def test_explain_refuses_an_unknown_class(client, good_image):
     c, _ = client
-    with concurrent.futures.ThreadPoolExecutor(8) as ex:
-        results = list(ex.map(lambda _: c.predict(handle_file(str(good_image)), api_name="/predict"), range(16)))
-    assert all(abs(sum(_confidences(r)[0].values()) - 1) < 1e-6 for r in results)
+    with pytest.raises(Exception, match="not in the list of choices|unknown class"):
+        c.predict(handle_file(str(good_image)), "Pink elephant", api_name="/explain")
+
+
+def test_sixteen_clients_for_ten_seconds_see_no_errors(server):
+    from bench.load_app import hammer, report, sample_images
+
+    url = server[0]
+    with __import__("tempfile").TemporaryDirectory() as tmp:
+        res = hammer(url, sample_images(Path(tmp)), clients=16, seconds=10, explain_every=7)
+    print(report(res, 16))
+    assert res.n_errors == 0, report(res, 16)
+    assert res.latencies.get("/predict") and res.latencies.get("/explain")
+
+
+def test_uploads_are_limited_and_the_cache_is_cleaned(server):
+    import app
+
+    demo = server[3]
+    assert demo.delete_cache == app.DELETE_CACHE and demo.max_file_size == app.MAX_UPLOAD_BYTES
+    assert demo._queue.max_size == app.QUEUE_SIZE
+    limits = {fn.api_name: fn.concurrency_limit for fn in demo.fns.values() if fn.api_name}
+    assert limits["predict"] == app.PREDICT_CONCURRENCY and limits["explain"] == app.EXPLAIN_CONCURRENCY
+
+
+def test_uploading_in_the_page_classifies_at_once_through_a_private_event(server):
+    demo = server[3]
+    fns = [fn for fn in demo.fns.values() if fn.name == "ui_classify"]
+    assert fns and all(fn.api_visibility == "private" for fn in fns)
+    assert any(t[1] == "change" for fn in fns for t in fn.targets)
+
+
+def _texts(demo) -> str:
+    return "\n".join(str(getattr(b, "value", "")) for b in demo.blocks.values())
+
+
+def test_the_model_tab_reads_everything_from_the_artifact(server, rich_artifact, monkeypatch):
+    import gradio as gr
+
+    import app
+
+    demo = server[3]
+    text = _texts(demo)
+    assert "Revision:" in text and "local (not from the Hub)" in text
+    assert "Data sources and licences" in text and "Photo by someone" in text
+    images = [b for b in demo.blocks.values() if type(b) is gr.Image and b.value]
+    assert any("confusion_matrix" in str(b.value) for b in images)
+    tables = [b for b in demo.blocks.values() if isinstance(b, gr.Dataframe)]
+    assert any({"precision", "recall"} <= set(t.value["headers"]) for t in tables)
+    galleries = [b for b in demo.blocks.values() if isinstance(b, gr.Gallery)]
+    assert len(galleries) == 1 and len(galleries[0].value.root) == 1  # only the CC-BY thumbnail
+    assert "CC-BY" in galleries[0].value.root[0].caption.upper()
+    monkeypatch.setenv("MODEL_REVISION", "v1")
+    assert app.model_revision(Path("/x/snapshots/" + "a" * 40), {"MODEL_REVISION": "v1"}) == f"v1 (commit {'a' * 40})"
+    assert app.model_revision(Path("/x/snapshots/" + "b" * 40), {}) == "b" * 40
+
+
+def test_without_licensed_thumbnails_top_losses_are_labels_and_losses_only(tiny_artifact):
+    import gradio as gr
+
+    import app
+    from snake_model.predictor import Predictor
+
+    demo = app.build_demo(Predictor(tiny_artifact), "test", None, tiny_artifact)
+    assert not [b for b in demo.blocks.values() if isinstance(b, gr.Gallery)]
+    assert "only their labels and losses are shown" in _texts(demo)
 
 
 def test_serving_path_never_unpickles(tiny_artifact, good_image):
@@ -126,11 +363,28 @@ print("OK", round(sum(label.values()), 6))
     assert "OK 1.0" in out.stdout
 
 
-def test_a_broken_model_is_shown_on_the_page_not_a_crash(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "env, words",
+    [
+        ({"MODEL_DIR": "/nonexistent/model"}, "is not a directory"),
+        ({"MODEL_REPO": "not a repo id"}, "OWNER/NAME"),
+        ({"MODEL_REPO": "alice/snakes", "MODEL_REVISION": "a" * 40, "HF_HUB_OFFLINE": "1"}, "local cache"),
+    ],
+    ids=["missing-dir", "bad-repo-id", "offline-not-cached"],
+)
+def test_a_model_that_cannot_be_resolved_is_shown_on_the_page_not_a_crash(env, words, tmp_path):
     import app
 
-    monkeypatch.setenv("MODEL_DIR", str(tmp_path))
-    pred, origin, err = app.load_predictor()
-    assert pred is None and "config.json" in err
+    env = env | {"HF_HUB_CACHE": str(tmp_path / "cache")}
+    pred, origin, err = app.load_predictor(env)
+    assert pred is None and words in err
     demo = app.build_demo(pred, origin, err)
-    assert any("could not be loaded" in str(getattr(b, "value", "")) for b in demo.blocks.values())
+    assert "could not be loaded" in _texts(demo) and words in _texts(demo)
+
+
+def test_a_broken_model_folder_is_shown_on_the_page_not_a_crash(tmp_path):
+    import app
+
+    pred, origin, err = app.load_predictor({"MODEL_DIR": str(tmp_path)})
+    assert pred is None and "config.json" in err
+    assert "could not be loaded" in _texts(app.build_demo(pred, origin, err))
