@@ -1,0 +1,170 @@
+"""Batch classification from the command line: files or folders in, one CSV row per image out.
+
+    python -m snake_model.classify photos/ extra.jpg --csv out.csv [--model DIR]
+
+The model is --model, else what the app would use (snake_model.hub.resolve_model_dir: MODEL_DIR, MODEL_REPO at
+MODEL_REVISION, or the bundled model). A file that cannot be read gets a row with an error and never stops the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+BATCH = 16
+FIXED_COLUMNS = ("path", "label", "display_name", "confidence", "abstain", "ood_score", "error")
+# Folders are walked for these suffixes; files named on the command line are always tried (the loader sniffs bytes).
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".jfif"}
+
+
+def iter_inputs(items: Iterable[str | Path]) -> Iterator[Path]:
+    """Files as given, and image files under folders (recursively, sorted, hidden entries skipped)."""
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            for root, dirs, files in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                        yield Path(root) / name
+        else:
+            yield p
+
+
+def columns(labels: Sequence[str]) -> list[str]:
+    """CSV header: the fixed columns, then one probability column per class."""
+    return [*FIXED_COLUMNS, *(f"p_{lab}" for lab in labels)]
+
+
+def _load(path: Path):
+    from .loader import ImageLoadError, load_image
+
+    try:
+        return load_image(path), None
+    except ImageLoadError as e:
+        return None, str(e)
+    except (OSError, MemoryError) as e:
+        return None, f"{path.name}: cannot read ({type(e).__name__}: {e})"
+
+
+def classify_paths(predictor, paths: Iterable[Path], batch: int = BATCH, progress=None) -> Iterator[dict]:
+    """One row dict per path, in order; unreadable files get an 'error' and empty prediction fields."""
+    pending: list[tuple[Path, object]] = []
+
+    def flush() -> Iterator[dict]:
+        if not pending:
+            return
+        images = [im for _, im in pending]
+        try:
+            probs = predictor.predict_proba(images)
+            rows = [_row(predictor, p, predictor.decide(pr)) for (p, _), pr in zip(pending, probs, strict=True)]
+        except Exception as e:  # noqa: BLE001 - one bad batch must not stop the run: retry one by one
+            log.warning("batch failed (%s); retrying its images one by one", e)
+            rows = []
+            for p, im in pending:
+                try:
+                    rows.append(_row(predictor, p, predictor.predict(im)))
+                except Exception as e1:  # noqa: BLE001
+                    rows.append(_error_row(p, f"{p.name}: the model failed ({type(e1).__name__}: {e1})"))
+        pending.clear()
+        yield from rows
+
+    for path in paths:
+        img, err = _load(path)
+        if progress is not None:
+            progress.update(1)
+        if err is not None:
+            yield from flush()
+            yield _error_row(path, err)
+            continue
+        pending.append((path, img))
+        if len(pending) >= batch:
+            yield from flush()
+    yield from flush()
+
+
+def _row(predictor, path: Path, pred) -> dict:
+    spec = predictor.spec
+    row = {
+        "path": str(path),
+        "label": "" if pred.abstain else pred.label,
+        "display_name": "" if pred.abstain else spec.display_name(pred.label),
+        "confidence": f"{pred.confidence:.6f}",
+        "abstain": str(bool(pred.abstain)).lower(),
+        "ood_score": f"{pred.ood_score:.6f}",
+        "error": "",
+    }
+    row |= {f"p_{lab}": f"{pred.probs[lab]:.6f}" for lab in predictor.labels}
+    return row
+
+
+def _error_row(path: Path, error: str) -> dict:
+    return {"path": str(path), "error": error}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m snake_model.classify",
+        description="Classify image files or folders and write one CSV row per image.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="FILES_OR_DIR", help="image files and/or folders (walked recursively)")
+    p.add_argument("--csv", required=True, type=Path, help="output CSV path ('-' for stdout)")
+    p.add_argument("--model", type=Path, help="model folder (default: MODEL_DIR, MODEL_REPO@MODEL_REVISION, bundled)")
+    p.add_argument("--batch", type=int, default=BATCH, help=f"images per forward pass (default {BATCH})")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    from .artifact import ArtifactError
+
+    try:
+        if args.model is not None:
+            model_dir = args.model
+        else:
+            from .hub import resolve_model_dir
+
+            model_dir = resolve_model_dir(env=os.environ)
+        from .predictor import Predictor
+
+        predictor = Predictor(model_dir)
+    except ArtifactError as e:
+        print(f"error: cannot load the model: {e}", file=sys.stderr)
+        return 2
+    paths = list(iter_inputs(args.inputs))
+    if not paths:
+        print("error: no image files found in the given inputs", file=sys.stderr)
+        return 2
+    from tqdm import tqdm
+
+    n_err = n_abstain = 0
+    out = sys.stdout if str(args.csv) == "-" else open(args.csv, "w", newline="", encoding="utf-8")
+    try:
+        writer = csv.DictWriter(out, fieldnames=columns(predictor.labels), restval="")
+        writer.writeheader()
+        with tqdm(total=len(paths), unit="img", file=sys.stderr, disable=args.quiet) as bar:
+            for row in classify_paths(predictor, paths, max(1, args.batch), bar):
+                writer.writerow(row)
+                n_err += bool(row["error"])
+                n_abstain += row.get("abstain") == "true"
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    print(
+        f"{len(paths)} images: {len(paths) - n_err} classified ({n_abstain} abstained), {n_err} errors -> {args.csv}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

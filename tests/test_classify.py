@@ -1,0 +1,116 @@
+"""The batch CLI: python -m snake_model.classify FILES_OR_DIR --csv out.csv [--model DIR]."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from snake_model import classify
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("photos")
+    (d / "sub").mkdir()
+    (d / ".hidden").mkdir()
+    Image.new("RGB", (80, 60), (215, 40, 40)).save(d / "a_red.jpg")
+    Image.new("RGB", (70, 50), (40, 190, 60)).save(d / "sub" / "b_green.png")
+    Image.new("RGBA", (40, 40), (40, 70, 220, 128)).save(d / "sub" / "c_blue.png")
+    (d / "broken.jpg").write_bytes(b"<html>not a photo</html>")
+    (d / "empty.png").write_bytes(b"")
+    (d / "notes.txt").write_text("not an image, and not an image suffix: skipped when walking folders")
+    Image.new("RGB", (10, 10)).save(d / ".hidden" / "skip.jpg")
+    return d
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_folder_gives_one_row_per_image_with_every_class_column(tiny_artifact, photos, tmp_path):
+    out = tmp_path / "out.csv"
+    assert classify.main([str(photos), "--csv", str(out), "--model", str(tiny_artifact), "--quiet"]) == 0
+    rows = _rows(out)
+    names = sorted(Path(r["path"]).name for r in rows)
+    assert names == ["a_red.jpg", "b_green.png", "broken.jpg", "c_blue.png", "empty.png"]
+    from snake_model.spec import ModelSpec
+
+    labels = ModelSpec.load(tiny_artifact / "config.json").labels
+    header = list(rows[0])
+    assert header[:7] == ["path", "label", "display_name", "confidence", "abstain", "ood_score", "error"]
+    assert header[7:] == [f"p_{lab}" for lab in labels]
+    good = [r for r in rows if not r["error"]]
+    assert len(good) == 3
+    for r in good:
+        probs = [float(r[f"p_{lab}"]) for lab in labels]
+        assert abs(sum(probs) - 1) < 1e-4
+        assert r["abstain"] in ("true", "false")
+        if r["abstain"] == "false":
+            assert r["label"] in labels and float(r["confidence"]) == pytest.approx(max(probs), abs=1e-5)
+
+
+def test_bad_files_get_an_error_row_and_never_stop_the_run(tiny_artifact, photos, tmp_path):
+    out = tmp_path / "out.csv"
+    missing = photos / "does_not_exist.jpg"
+    args = [str(photos / "broken.jpg"), str(missing), str(photos / "a_red.jpg"), str(photos / "empty.png")]
+    assert classify.main([*args, "--csv", str(out), "--model", str(tiny_artifact), "--quiet"]) == 0
+    rows = {Path(r["path"]).name: r for r in _rows(out)}
+    assert [Path(r["path"]).name for r in _rows(out)] == [Path(a).name for a in args]  # input order kept
+    assert "HTML" in rows["broken.jpg"]["error"] and rows["broken.jpg"]["label"] == ""
+    assert "cannot read" in rows["does_not_exist.jpg"]["error"]
+    assert "empty" in rows["empty.png"]["error"]
+    assert rows["a_red.jpg"]["error"] == "" and rows["a_red.jpg"]["confidence"]
+
+
+def test_batches_give_the_same_answers_as_single_images(tiny_artifact, photos):
+    from snake_model.predictor import Predictor
+
+    pred = Predictor(tiny_artifact)
+    paths = list(classify.iter_inputs([photos]))
+    batched = list(classify.classify_paths(pred, paths, batch=16))
+    single = list(classify.classify_paths(pred, paths, batch=1))
+    assert [r["path"] for r in batched] == [r["path"] for r in single]
+    for a, b in zip(batched, single, strict=True):
+        assert a["error"] == b["error"]
+        if not a["error"]:
+            assert float(a["p_red_disc"]) == pytest.approx(float(b["p_red_disc"]), abs=1e-4)
+
+
+def test_without_model_flag_the_model_comes_from_model_dir(tiny_artifact, photos, tmp_path, monkeypatch):
+    monkeypatch.setenv("MODEL_DIR", str(tiny_artifact))
+    out = tmp_path / "out.csv"
+    assert classify.main([str(photos / "a_red.jpg"), "--csv", str(out), "--quiet"]) == 0
+    assert len(_rows(out)) == 1
+
+
+def test_a_model_that_cannot_load_exits_2_with_a_clear_message(photos, tmp_path, capsys):
+    rc = classify.main([str(photos), "--csv", str(tmp_path / "o.csv"), "--model", str(tmp_path), "--quiet"])
+    assert rc == 2 and "cannot load the model" in capsys.readouterr().err
+
+
+def test_the_module_runs_as_a_command_with_a_progress_bar_on_stderr(tiny_artifact, photos, tmp_path):
+    out = tmp_path / "out.csv"
+    cmd = [sys.executable, "-m", "snake_model.classify", str(photos), "--csv", str(out), "--model", str(tiny_artifact)]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "img" in p.stderr and "5 images: 3 classified" in p.stderr
+    assert p.stdout == "" and len(_rows(out)) == 5
+
+
+def test_snake_model_never_imports_gradio(tiny_artifact, photos, tmp_path):
+    code = (
+        "import sys; from snake_model import classify; "
+        f"classify.main([{str(photos)!r}, '--csv', {str(tmp_path / 'o.csv')!r}, '--model', {str(tiny_artifact)!r}, "
+        "'--quiet']); print('gradio' in sys.modules)"
+    )
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().endswith("False")
