@@ -128,6 +128,7 @@ def test_evaluate_numbers_equal_a_hand_computed_confusion_matrix(fixed_case, tmp
     assert o["auroc"] == pytest.approx(19 / 30)
     assert o["abstain_rate_ood"] == pytest.approx(2 / 3)
     assert o["false_abstain_rate"] == pytest.approx(0.2)
+    assert [a["file"] for a in o["answered"]] == ["x2.jpg"]  # confidence .97: not abstained
     md = (out / "report.md").read_text()
     assert "40.0 %" in md and "broken.jpg" in md
     assert "data:image/png;base64," in (out / "report.html").read_text()

@@ -260,6 +260,11 @@ def ood_block(predictor, files: list[Path], in_decisions, args) -> dict:
         "auroc": M.auroc(s_in, s_out) if len(s_out) else None,
         "abstain_rate_ood": float(np.mean([d.abstain for d in dec])) if dec else None,
         "false_abstain_rate": float(np.mean([d.abstain for d in in_decisions])),
+        "answered": [  # the non-class photos the model still gave a label to, most in-distribution-looking first
+            {"file": Path(files[i]).relative_to(args.ood).as_posix(), "label": d.label, "score": d.ood_score}
+            for i, d in sorted(zip(keep, dec, strict=True), key=lambda t: t[1].ood_score)
+            if not d.abstain
+        ],
     }
 
 
@@ -292,6 +297,9 @@ def to_markdown(r: dict) -> str:
             f"{_pct(o['abstain_rate_ood'])} of them; false-abstain rate on the labelled photos "
             f"{_pct(o['false_abstain_rate'])}"
         )
+    if "ood" in r and r["ood"]["answered"]:
+        shown = ", ".join(f"`{a['file']}` ({a['label']}, {a['score']:.3f})" for a in r["ood"]["answered"][:20])
+        lines.append(f"- non-class photos answered anyway (label, score): {shown}")
     lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for lab, v in r["per_class"].items():
         lines.append(f"| {lab} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |")
