@@ -139,7 +139,8 @@ class App:
         try:
             return load_image(path, max_pixels=MAX_PIXELS, max_bytes=MAX_UPLOAD_BYTES)
         except ImageLoadError as e:
-            raise gr.Error(str(e).replace(str(Path(path).name) + ": ", "")) from e
+            msg = str(e).replace(str(Path(path).name) + ": ", "")
+            raise gr.Error(msg[:1].upper() + msg[1:]) from e
 
     def classify(self, path):
         """Label dict (display name -> calibrated confidence) and a decision record."""
@@ -352,7 +353,8 @@ def _top_losses(app: App, model_dir: Path | None, top: list) -> None:
 
 def build_demo(predictor=None, origin: str = "", error: str | None = None, model_dir: Path | None = None) -> gr.Blocks:
     """The Blocks: Classify, Explain and Model tabs (or the load error on the page)."""
-    with gr.Blocks(title="Snake classifier", delete_cache=DELETE_CACHE) as demo:
+    # analytics off: no version check or usage ping to gradio's servers; start-up's only network is the model pull
+    with gr.Blocks(title="Snake classifier", delete_cache=DELETE_CACHE, analytics_enabled=False) as demo:
         gr.Markdown("# 🐍 Snake classifier")
         gr.Markdown(SAFETY, elem_id="safety")
         if predictor is None:
@@ -394,7 +396,9 @@ def build_demo(predictor=None, origin: str = "", error: str | None = None, model
             with gr.Row():
                 ex_in = SafeImage(sources=sources, type="filepath", label="Photo", elem_id="explain-input")
                 with gr.Column():
-                    ex_out = gr.Image(label="Grad-CAM", interactive=False, type="pil", elem_id="explain-output")
+                    ex_out = gr.Image(
+                        label="Grad-CAM", interactive=False, type="pil", height=336, elem_id="explain-output"
+                    )
                     ex_note = gr.Markdown(elem_id="explain-note")
             target = gr.Dropdown([PREDICTED, *app.names.values()], value=PREDICTED, label="Explain which class")
             gr.Button("Explain", variant="primary", elem_id="explain-button").click(

@@ -289,12 +289,13 @@ def test_sixteen_clients_for_ten_seconds_see_no_errors(server):
     assert res.latencies.get("/predict") and res.latencies.get("/explain")
 
 
-def test_uploads_are_limited_and_the_cache_is_cleaned(server):
+def test_uploads_are_limited_the_cache_is_cleaned_and_startup_pings_nobody(server):
     import app
 
     demo = server[3]
     assert demo.delete_cache == app.DELETE_CACHE and demo.max_file_size == app.MAX_UPLOAD_BYTES
     assert demo._queue.max_size == app.QUEUE_SIZE
+    assert demo.analytics_enabled is False  # no version check or usage ping at start-up
     limits = {fn.api_name: fn.concurrency_limit for fn in demo.fns.values() if fn.api_name}
     assert limits["predict"] == app.PREDICT_CONCURRENCY and limits["explain"] == app.EXPLAIN_CONCURRENCY
 

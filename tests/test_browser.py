@@ -1,0 +1,145 @@
+"""A real browser (Debian's chromium driven by Playwright) uses the app: upload, read the label, explain, model tab.
+
+Needs `apt-get install -y chromium`; it never downloads a browser. SKIP_BROWSER_TESTS=1 skips it on purpose;
+otherwise a missing /usr/bin/chromium is a failure, not a silent skip. Only 127.0.0.1 is ever contacted: every
+other request (web fonts, CDNs) is aborted and the browser's proxy points at a closed loopback port.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from PIL import Image
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--proxy-server=http://127.0.0.1:9",  # anything not bypassed goes nowhere
+    "--proxy-bypass-list=127.0.0.1",
+]
+TIMEOUT_MS = 90_000
+
+
+@pytest.fixture(scope="module")
+def browser_ready():
+    if os.environ.get("SKIP_BROWSER_TESTS") == "1":
+        pytest.skip("SKIP_BROWSER_TESTS=1")
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(
+            f"{CHROMIUM} not found: the browser tests need Debian's chromium. Run `apt-get install -y chromium` "
+            "(or set SKIP_BROWSER_TESTS=1 to skip them on purpose)."
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_artifact, browser_ready):
+    import app
+    from snake_model.predictor import Predictor
+
+    demo = app.build_demo(Predictor(tiny_artifact), "test", None, tiny_artifact)
+    port = free_port()
+    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+@pytest.fixture
+def page(browser_ready, app_url, tmp_path):
+    ctx = browser_ready.chromium.launch_persistent_context(
+        str(tmp_path / "profile"),
+        executable_path=CHROMIUM,
+        headless=True,
+        args=ARGS,
+        viewport={"width": 1280, "height": 1000},
+    )
+    blocked: list[str] = []
+
+    def only_loopback(route):
+        if urlparse(route.request.url).hostname == "127.0.0.1" or route.request.url.startswith(("data:", "blob:")):
+            return route.continue_()
+        blocked.append(route.request.url)
+        return route.abort()
+
+    ctx.route("**/*", only_loopback)
+    ctx.set_default_timeout(TIMEOUT_MS)
+    pg = ctx.new_page()
+    pg.goto(app_url, wait_until="domcontentloaded")
+    try:
+        yield pg
+    finally:
+        pg.screenshot(path=str(tmp_path / "last.png"), full_page=True)
+        ctx.close()
+
+
+@pytest.fixture
+def photo(tmp_path) -> Path:
+    p = tmp_path / "snake.jpg"
+    Image.new("RGB", (160, 120), (215, 40, 40)).save(p)
+    return p
+
+
+def test_a_browser_uploads_a_photo_reads_the_label_and_confidences_then_sees_a_gradcam(page, photo, tmp_path):
+    page.locator("#classify-input input[type=file]").set_input_files(str(photo))
+    top = page.locator("#label [data-testid=label-output-value]")
+    top.wait_for(state="visible")
+    names = page.locator("#label dl.label dt.text").all_inner_texts()
+    confs = page.locator("#label dl.label dd.confidence").all_inner_texts()
+    assert len(names) == 3 and len(confs) == 3, (names, confs)
+    assert top.inner_text().strip() in {n.strip() for n in names}
+    values = [float(re.sub(r"[^0-9.]", "", c)) for c in confs]
+    assert all(0 <= v <= 100 for v in values) and 95 <= sum(values) <= 105, confs
+    verdict = page.locator("#verdict")
+    assert "Not for snakebite" in verdict.inner_text() or "snakes I know" in verdict.inner_text()
+    assert "Not for snakebite or medical decisions" in page.locator("#safety").inner_text()
+    page.screenshot(path=str(tmp_path / "classify.png"), full_page=True)
+
+    page.get_by_role("tab", name="Explain").click()
+    page.locator("#explain-input input[type=file]").set_input_files(str(photo))
+    page.locator("#explain-button").click()
+    out = page.locator("#explain-output img")
+    out.wait_for(state="visible")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#explain-output img'); return i && i.complete && i.naturalWidth > 0 }"
+    )
+    assert "Heatmap for" in page.locator("#explain-note").inner_text()
+    page.screenshot(path=str(tmp_path / "explain.png"), full_page=True)
+    assert (tmp_path / "classify.png").stat().st_size > 0 and (tmp_path / "explain.png").stat().st_size > 0
+
+
+def test_a_browser_upload_of_an_html_file_shows_a_clear_error_and_the_page_still_works(page, photo, tmp_path):
+    bad = tmp_path / "fake.jpg"
+    bad.write_bytes(b"<!doctype html><html><body>403 Forbidden</body></html>")
+    page.locator("#classify-input input[type=file]").set_input_files(str(bad))
+    page.get_by_text(re.compile("HTML page, not an image")).first.wait_for(state="visible")
+    page.screenshot(path=str(tmp_path / "error.png"))
+    page.reload(wait_until="domcontentloaded")
+    page.locator("#classify-input input[type=file]").set_input_files(str(photo))
+    page.locator("#label [data-testid=label-output-value]").wait_for(state="visible")
+
+
+def test_the_model_tab_shows_metrics_from_the_artifact(page):
+    page.get_by_role("tab", name="Model").click()
+    page.get_by_text("Per-class metrics").first.wait_for(state="visible")
+    assert page.get_by_text("Top losses").first.is_visible()
+    assert page.get_by_text("Revision:").first.is_visible()
