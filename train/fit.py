@@ -45,7 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--arch", default=DEFAULT_ARCH, help="timm model name (ImageNet weights offline only for the default)"
     )
-    p.add_argument("--size", type=int, default=224, help="image size fed to the network (pixels, square)")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="image size fed to the network, square pixels (default: 224 original, 288 fast)",
+    )
     p.add_argument(
         "--resize",
         choices=RESIZE_METHODS,
@@ -54,9 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
         "default: rrc for --recipe original, squish for fast",
     )
     p.add_argument("--min-scale", type=float, default=0.5, help="RandomResizedCrop min_scale (with --resize rrc)")
-    p.add_argument("--aug", action=argparse.BooleanOptionalAction, default=True, help="fastai aug_transforms")
+    p.add_argument(
+        "--aug",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="augmentation: fastai aug_transforms (original); mirrored copies (fast)",
+    )
     p.add_argument("--aug-mult", type=float, default=1.0, help="aug_transforms mult (strength of augmentation)")
-    p.add_argument("--epochs", type=int, default=None, help="fine_tune epochs (original: 4; fast: head epochs)")
+    p.add_argument("--epochs", type=int, default=None, help="fine_tune epochs (original recipe; default 4)")
     p.add_argument("--freeze-epochs", type=int, default=1, help="frozen epochs before unfreezing (original recipe)")
     p.add_argument("--lr", type=float, default=2e-3, help="base learning rate for fine_tune (original recipe)")
     p.add_argument("--head", choices=("fastai", "linear"), default=None, help="classifier head (default: by recipe)")
@@ -227,6 +237,9 @@ def minimal_card(out: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.size_given = args.size is not None
+    if args.size is None:
+        args.size = 224
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     t0 = time.time()
     try:
