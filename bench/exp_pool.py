@@ -59,6 +59,14 @@ def main() -> int:
         "gem+flip": (P["gem"] + P["gemf"]) / 2,
         "avg|max+flip": np.hstack([(P["avg"] + P["avgf"]) / 2, (P["max"] + P["maxf"]) / 2]),
     }
+    tr2 = np.concatenate([tr, tr])
+    fa = np.vstack([P["avg"][tr], P["avgf"][tr]])
+    sc = StandardScaler().fit(fa)
+    res = []
+    for C in (0.003, 0.01, 0.03):
+        lr = LogisticRegression(C=C, max_iter=5000).fit(sc.transform(fa), y[tr2])
+        res.append(f"C={C}: {(lr.predict(sc.transform(P['avg'][va])) != y[va]).mean():.3f}")
+    print("  avg, mirrored copies in train only: " + "  ".join(res), flush=True)
     for name, f in variants.items():
         sc = StandardScaler().fit(f[tr])
         res = []

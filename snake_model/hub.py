@@ -21,7 +21,8 @@ CARD_IMAGES = ("confusion_matrix.png", "top_losses.png", "batch_preview.png", "r
 REQUIRED_FILES = (CONFIG, WEIGHTS)
 # The only files a pull ever asks for. A pickle (export.pkl, *.bin, *.pt) is never on this list.
 OOD_BANK = "ood.safetensors"  # the abstain feature bank (safetensors, sha256 in config.json)
-ALLOWED_FILES = (*REQUIRED_FILES, OOD_BANK, METRICS, *CARD_IMAGES)
+CARD_TEXT = ("README.md", "ATTRIBUTION.md")  # plain text, shown in the app's Model tab
+ALLOWED_FILES = (*REQUIRED_FILES, OOD_BANK, METRICS, *CARD_IMAGES, *CARD_TEXT)
 COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
