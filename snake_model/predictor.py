@@ -120,8 +120,12 @@ class Predictor:
         return load_image(item)
 
     def batch_array(self, images: Sequence[ImageInput]) -> np.ndarray:
-        """Preprocess a batch into one float32 NCHW array."""
-        return np.stack([preprocess(self.to_image(im), self.spec) for im in images]).astype(np.float32)
+        """Preprocess a batch into one float32 NCHW array (written in place, no extra copies)."""
+        size = int(self.spec.image_size)
+        x = np.empty((len(images), 3, size, size), np.float32)
+        for i, im in enumerate(images):
+            preprocess(self.to_image(im), self.spec, out=x[i])
+        return x
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The raw forward pass: preprocessed array -> (logits, pooled backbone features)."""

@@ -52,14 +52,19 @@ def resize_for_model(img: Image.Image, spec: ModelSpec) -> Image.Image:
     return img.resize((size, size), Image.BILINEAR)
 
 
-def to_array(img: Image.Image, spec: ModelSpec) -> np.ndarray:
-    """RGB image -> normalised float32 CHW array (fastai: uint8 -> /255 -> Normalize)."""
-    arr = np.asarray(img, dtype=np.float32) / 255.0
-    mean = np.asarray(spec.mean, dtype=np.float32)
+def to_array(img: Image.Image, spec: ModelSpec, out: np.ndarray | None = None) -> np.ndarray:
+    """RGB image -> normalised float32 CHW array (fastai: uint8 -> /255 -> Normalize), written into out."""
+    a = np.asarray(img)
     std = np.asarray(spec.std, dtype=np.float32)
-    return ((arr - mean) / std).transpose(2, 0, 1)
+    scale = 1.0 / (255.0 * std)
+    bias = -np.asarray(spec.mean, dtype=np.float32) / std
+    out = np.empty((3, *a.shape[:2]), np.float32) if out is None else out
+    for c in range(3):
+        np.multiply(a[..., c], scale[c], out=out[c], dtype=np.float32, casting="unsafe")
+        out[c] += bias[c]
+    return out
 
 
-def preprocess(img: Image.Image, spec: ModelSpec) -> np.ndarray:
+def preprocess(img: Image.Image, spec: ModelSpec, out: np.ndarray | None = None) -> np.ndarray:
     """One RGB image -> the model's input array (3, size, size)."""
-    return to_array(resize_for_model(img, spec), spec)
+    return to_array(resize_for_model(img, spec), spec, out)
