@@ -100,7 +100,7 @@ def load_artifact(model_dir: str | Path, *, verify_sha: bool = True) -> tuple[Sn
     except (SafetensorError, OSError, ValueError) as e:
         raise ArtifactError(f"{weights} is not a readable safetensors file: {e}") from e
     try:
-        model = build_network(spec.arch, len(spec.labels), head=spec.head, pretrained=False)
+        model = build_network(spec.arch, len(spec.labels), head=spec.head, pretrained=False, tta_flip=spec.tta_flip)
     except ValueError as e:
         raise ArtifactError(f"config.json: {e}") from e
     expected = model.state_dict()

@@ -120,18 +120,38 @@ def fastai_head(nf: int, n_out: int, ps: float = 0.5) -> nn.Sequential:
 
 
 class SnakeNet(nn.Module):
-    """body (timm features, unpooled) followed by head (pooling + classifier)."""
+    """body (timm features, unpooled) followed by head (pooling + classifier).
 
-    def __init__(self, body: nn.Module, head: nn.Module):
+    With tta_flip the network also looks at the mirror image and averages the two answers: test-time
+    augmentation built into the model, so every runtime (PyTorch, ONNX, fastai) computes the same thing.
+    """
+
+    def __init__(self, body: nn.Module, head: nn.Module, tta_flip: bool = False):
         super().__init__()
         self.body = body
         self.head = head
+        self.tta_flip = tta_flip
+
+    def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and average-pooled body features (both averaged over the mirror view with tta_flip)."""
+        if self.tta_flip:
+            f = self.body(torch.cat([x, torch.flip(x, dims=[3])]))
+            n = x.shape[0]
+            logits = self.head(f)
+            pooled = f.mean(dim=(2, 3))
+            return (logits[:n] + logits[n:]) / 2, (pooled[:n] + pooled[n:]) / 2
+        f = self.body(x)
+        return self.head(f), f.mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tta_flip:
+            return self.logits_and_features(x)[0]
         return self.head(self.body(x))
 
 
-def build_network(arch: str, n_classes: int, head: str = "linear", pretrained: bool = False) -> SnakeNet:
+def build_network(
+    arch: str, n_classes: int, head: str = "linear", pretrained: bool = False, tta_flip: bool = False
+) -> SnakeNet:
     """Build body + head; pretrained=True loads ImageNet weights (offline for tf_efficientnet_lite0)."""
     if n_classes < 1:
         raise ValueError(f"need at least one class, got {n_classes}")
@@ -154,4 +174,4 @@ def build_network(arch: str, n_classes: int, head: str = "linear", pretrained: b
             nn.init.kaiming_normal_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-    return SnakeNet(model, h)
+    return SnakeNet(model, h, tta_flip=tta_flip)

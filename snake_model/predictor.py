@@ -54,8 +54,7 @@ class _WithFeatures:
                 self.net = net
 
             def forward(self, x):
-                f = self.net.body(x)
-                return self.net.head(f), f.mean(dim=(2, 3))
+                return self.net.logits_and_features(x)
 
         self.module = Both(model)
 

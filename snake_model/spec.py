@@ -23,6 +23,7 @@ class ModelSpec:
     image_size: int = 224
     resize_method: str = "squish"
     pad_mode: str = "reflection"
+    tta_flip: bool = False  # the network averages its answer over the image and its mirror image
     val_xtra: float = 0.14  # fastai RandomResizedCrop's extra margin at validation
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)

@@ -34,7 +34,7 @@ class Dataset:
         return p.relative_to(self.root).as_posix()
 
 
-def list_images(root: str | Path, verify: bool = False) -> Dataset:
+def list_images(root: str | Path, verify: bool = False, min_classes: int = 2, min_per_class: int = 2) -> Dataset:
     """One sub-folder per class; files are found by suffix and, with verify, decoded by the loader."""
     root = Path(root)
     if not root.is_dir():
@@ -58,14 +58,16 @@ def list_images(root: str | Path, verify: bool = False) -> Dataset:
                     continue
             paths.append(p)
             labels.append(ci)
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         raise DatasetError(
-            f"{root} has {len(classes)} class folder(s) with images; need at least 2 "
+            f"{root} has {len(classes)} class folder(s) with images; need at least {min_classes} "
             "(layout: DATA_DIR/<class name>/<image files>)"
         )
     for ci, c in enumerate(classes):
-        if labels.count(ci) < 2:
-            raise DatasetError(f"class {c!r} has {labels.count(ci)} usable image(s); need at least 2 per class")
+        if labels.count(ci) < min_per_class:
+            raise DatasetError(
+                f"class {c!r} has {labels.count(ci)} usable image(s); need at least {min_per_class} per class"
+            )
     return Dataset(root, classes, paths, labels, skipped)
 
 

@@ -194,7 +194,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     labels = list(spec.labels)
     if not args.quiet:
         print(f"listing and verifying {args.data_dir} ...", file=sys.stderr)
-    ds = list_images(args.data_dir, verify=True)
+    ds = list_images(args.data_dir, verify=True, min_classes=1, min_per_class=1)
     folder_to_label, unknown = match_labels(ds.classes, labels, mapping, args.skip_unknown)
     if unknown:
         print(f"warning: skipping folder(s) that are not model labels: {unknown}", file=sys.stderr)

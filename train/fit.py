@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="augmentation: fastai aug_transforms (original); mirrored copies (fast)",
     )
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fast recipe: the network averages the image and its mirror image (2x serving compute)",
+    )
     p.add_argument("--aug-mult", type=float, default=1.0, help="aug_transforms mult (strength of augmentation)")
     p.add_argument("--epochs", type=int, default=None, help="fine_tune epochs (original recipe; default 4)")
     p.add_argument("--freeze-epochs", type=int, default=1, help="frozen epochs before unfreezing (original recipe)")

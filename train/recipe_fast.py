@@ -2,7 +2,8 @@
 
 On a few hundred photos per class, fine-tuning the whole network on a CPU is slow and, on this project's
 data, loses to a well-regularised linear head on frozen features (bench/RESULTS.md). So the fast recipe
-extracts pooled features once per image and its mirror image at a larger input size than ImageNet's 224 px
+extracts pooled features once per image, averaged with its mirror image (the network keeps that flip
+averaging at serving time), at a larger input size than ImageNet's 224 px
 (snakes are often small in the frame), fits a multinomial logistic regression with its strength chosen by
 cross-validation, and folds the scaler and the regression into the network's linear head. The artifact is the
 ordinary full network: serving does not know how it was trained.
@@ -27,37 +28,31 @@ from .data import Dataset, DatasetError
 log = logging.getLogger(__name__)
 
 # Defaults chosen by the experiments in bench/RESULTS.md.
-FAST = {"size": 288, "flip": True, "Cs": (0.003, 0.01, 0.03), "folds": 5, "max_iter": 3000}
+FAST = {"size": 288, "tta_flip": True, "Cs": (0.003, 0.01, 0.03), "folds": 5, "max_iter": 3000}
 
 
 @torch.inference_mode()
-def full_pass(
-    model: SnakeNet, paths, spec: ModelSpec, bs: int = 32, desc: str = "", quiet: bool = True, flip: bool = False
-):
-    """(logits, pooled features[, mirrored features]) through the network, exactly as the predictor computes them."""
-    logits, feats, flipped = [], [], []
+def full_pass(model: SnakeNet, paths, spec: ModelSpec, bs: int = 32, desc: str = "", quiet: bool = True):
+    """(logits, pooled features) through the whole network, exactly as the predictor computes them."""
+    logits, feats = [], []
     model = model.eval()
     bar = tqdm(total=len(paths), desc=desc, unit="img", disable=quiet)
     for s in range(0, len(paths), bs):
         x = torch.from_numpy(np.stack([preprocess(load_image(p), spec) for p in paths[s : s + bs]]))
-        f = model.body(x)
-        logits.append(model.head(f).numpy())
-        feats.append(f.mean(dim=(2, 3)).numpy())
-        if flip:
-            flipped.append(model.body(torch.flip(x, dims=[3])).mean(dim=(2, 3)).numpy())
+        lg, f = model.logits_and_features(x)
+        logits.append(lg.numpy())
+        feats.append(f.numpy())
         bar.update(len(x))
     bar.close()
     if not logits:
-        empty = np.zeros((0, 1), np.float32)
-        return (np.zeros((0, len(spec.labels)), np.float32), empty) + ((empty,) if flip else ())
-    out = (np.concatenate(logits), np.concatenate(feats))
-    return out + ((np.concatenate(flipped),) if flip else ())
+        return np.zeros((0, len(spec.labels)), np.float32), np.zeros((0, 1), np.float32)
+    return np.concatenate(logits), np.concatenate(feats)
 
 
 def fit_linear_head(
     x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Standardise, pick C by grouped k-fold log-loss, fit; return (W, b) acting on raw features, and a log."""
+    """Standardise, pick C by (grouped) k-fold log-loss, fit; return (W, b) acting on raw features, and a log."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
     from sklearn.model_selection import StratifiedGroupKFold
@@ -68,7 +63,7 @@ def fit_linear_head(
     folds = int(min(FAST["folds"], counts.min() // 2 if counts.min() >= 4 else 0))
     scores = {}
     if folds >= 2 and len(FAST["Cs"]) > 1:
-        # groups keep an image and its mirror image in the same fold
+        # groups keep related rows (e.g. near-duplicates) in the same fold
         cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
         for C in FAST["Cs"]:
             losses = []
@@ -95,7 +90,9 @@ def train_fast(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, devi
     if head != "linear":
         raise DatasetError("the fast recipe trains a linear head; use --recipe original for --head fastai")
     size = args.size if args.size_given else FAST["size"]
-    model = build_network(args.arch, len(ds.classes), head="linear", pretrained=not args.no_pretrained).eval()
+    tta = FAST["tta_flip"] and args.tta
+    model = build_network(args.arch, len(ds.classes), head="linear", pretrained=not args.no_pretrained, tta_flip=tta)
+    model.eval()
     cfg = getattr(model.body, "pretrained_cfg", {}) or {}
     spec = ModelSpec(
         labels=list(ds.classes),
@@ -103,17 +100,14 @@ def train_fast(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, devi
         head="linear",
         image_size=size,
         resize_method=args.resize or "squish",
+        tta_flip=tta,
         mean=tuple(cfg.get("mean", (0.5, 0.5, 0.5))),
         std=tuple(cfg.get("std", (0.5, 0.5, 0.5))),
     )
     tr_paths = [ds.paths[i] for i in train_idx]
     ytr = np.array([ds.labels[i] for i in train_idx])
-    _, ftr, ftr_flip = full_pass(model, tr_paths, spec, desc="features (train)", quiet=args.quiet, flip=True)
-    use_flip = FAST["flip"] and args.aug
-    x = np.vstack([ftr, ftr_flip]) if use_flip else ftr
-    y = np.concatenate([ytr, ytr]) if use_flip else ytr
-    groups = np.concatenate([np.arange(len(ytr))] * (2 if use_flip else 1))
-    w, b, fit_log = fit_linear_head(x, y, groups, len(ds.classes), args.seed)
+    _, ftr = full_pass(model, tr_paths, spec, desc="features (train)", quiet=args.quiet)
+    w, b, fit_log = fit_linear_head(ftr, ytr, np.arange(len(ytr)), len(ds.classes), args.seed)
     assert isinstance(model.head, LinearHead)
     with torch.no_grad():
         model.head.fc.weight.copy_(torch.from_numpy(w))
@@ -124,7 +118,7 @@ def train_fast(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, devi
         **{k: v for k, v in FAST.items() if k != "Cs"},
         "Cs": list(FAST["Cs"]),
         "size": size,
-        "flip": use_flip,
+        "tta_flip": tta,
         "head_fit": fit_log,
         "pretrained": not args.no_pretrained,
     }
