@@ -112,6 +112,8 @@ def test_a_pushed_model_pulled_by_its_commit_sha_predicts_exactly_like_the_local
         "metrics.json",
         "confusion_matrix.png",
         "top_losses.png",
+        "README.md",
+        "ATTRIBUTION.md",
     }
 
 
