@@ -55,6 +55,7 @@ def save_artifact(model: SnakeNet, spec: ModelSpec, out_dir: str | Path, ood_ban
         save_file({"bank": torch.from_numpy(ood_bank).contiguous()}, str(bank_tmp), metadata={"format": "pt"})
         spec.ood = {**spec.ood, "file": OOD_FILE, "sha256": sha256_file(bank_tmp)}
         spec.abstain_score = "knn"
+        os.chmod(bank_tmp, 0o644)
         os.replace(bank_tmp, out / OOD_FILE)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
@@ -63,6 +64,7 @@ def save_artifact(model: SnakeNet, spec: ModelSpec, out_dir: str | Path, ood_ban
         save_file(state, tmp, metadata={"format": "pt"})
         spec.weights_sha256 = sha256_file(tmp)
         spec.versions = spec.versions or library_versions()
+        os.chmod(tmp, 0o644)
         os.replace(tmp, out / WEIGHTS)
     finally:
         if os.path.exists(tmp):

@@ -102,6 +102,8 @@ def _data_section(artifact_dir: Path, spec: ModelSpec, data_dir) -> str:
     lines = ["## Data and licences", ""]
     if spec.training.get("data_dir_name"):
         lines += [f"Trained on the image folder `{spec.training['data_dir_name']}`.", ""]
+    if spec.training.get("data_source"):
+        lines += [spec.training["data_source"], ""]
     manifest = find_manifest(artifact_dir, spec, data_dir)
     if manifest is None:
         lines += [
@@ -136,7 +138,9 @@ def _training_section(spec: ModelSpec, metrics: dict) -> str:
         ("abstain threshold", _num(spec.abstain_threshold) + f" ({spec.abstain_score})"),
     ]
     rows += [
-        (k, f"`{v}`") for k, v in sorted(spec.training.items()) if k != "command" and not isinstance(v, dict | list)
+        (k, f"`{v}`")
+        for k, v in sorted(spec.training.items())
+        if k not in ("command", "data_source") and not isinstance(v, dict | list)
     ]
     for key in ("n_train", "n_valid", "train_seconds"):
         if key in metrics and key not in spec.training:

@@ -92,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.05,
         help="abstain threshold: share of valid images abstained at most",
     )
+    p.add_argument(
+        "--data-source", default="", help="one line for the model card: where the photos came from, their licences"
+    )
+    p.add_argument(
+        "--no-photo-previews",
+        action="store_true",
+        help="do not draw training photos into top_losses.png / batch_preview.png (for photos you may not redistribute)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -203,11 +211,12 @@ def write_outputs(
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     plots.confusion_png(cm, spec.labels, out / "confusion_matrix.png", f"Validation ({summary['n']} images)")
-    ims = [load_image(ds.paths[valid_idx[i]]) for i in order[:9]]
-    for im in ims:
-        im.thumbnail((256, 256))
-    caps = [f"{t['predicted']} / {t['actual']}\n{t['loss']:.2f} / {t['prob_actual']:.2f}" for t in top[:9]]
-    plots.top_losses_png(ims, caps, out / "top_losses.png")
+    if extra.get("photo_previews", True):
+        ims = [load_image(ds.paths[valid_idx[i]]) for i in order[:9]]
+        for im in ims:
+            im.thumbnail((256, 256))
+        caps = [f"{t['predicted']} / {t['actual']}\n{t['loss']:.2f} / {t['prob_actual']:.2f}" for t in top[:9]]
+        plots.top_losses_png(ims, caps, out / "top_losses.png")
     plots.reliability_png(M.reliability_bins(probs_raw, y), M.reliability_bins(probs, y), out / "reliability.png")
     write_card(out)
     return metrics
@@ -284,12 +293,14 @@ def main(argv: list[str] | None = None) -> int:
             "n_train": len(train_idx),
             "n_valid": len(valid_idx),
             "data_dir_name": Path(args.data_dir).resolve().name,
+            **({"data_source": args.data_source} if args.data_source else {}),
         }
     )
     extra = {"n_train": len(train_idx), "train_seconds": time.time() - t0, "max_false_abstain": args.max_false_abstain}
     extra.update(feats)
     extra["train_paths"] = [ds.paths[i] for i in train_idx]
     extra["quiet"] = args.quiet
+    extra["photo_previews"] = not args.no_photo_previews
     m = write_outputs(model, spec, ds, valid_idx, logits, args.out, extra)
     print(
         f"valid error {m['valid_error']:.1%} | ECE {m['ece_before']:.3f} -> {m['ece_after']:.3f} "

@@ -76,6 +76,22 @@ def make_learner(dls, model, device):
     return learn
 
 
+def save_batch_preview(dls, path) -> None:
+    """A 3x3 grid of augmented training images, as fastai's show_batch draws them."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        dls.show_batch(max_n=9, figsize=(7, 7))
+        plt.gcf().savefig(path)
+        plt.close("all")
+    except Exception as e:  # noqa: BLE001 - a preview picture must not lose a trained model
+        print(f"warning: could not draw the batch preview ({e})")
+
+
 def valid_logits(learn) -> np.ndarray:
     from fastai.vision.all import noop
 
@@ -101,19 +117,8 @@ def train_original(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, 
 
         learn.remove_cb(ProgressCallback)
     learn.fine_tune(epochs, base_lr=args.lr, freeze_epochs=args.freeze_epochs)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        dls.show_batch(max_n=9, figsize=(7, 7))
-        plt.gcf().savefig(args.out / "batch_preview.png") if args.out.mkdir(
-            parents=True, exist_ok=True
-        ) is None else None
-        plt.close("all")
-    except Exception as e:  # noqa: BLE001 - a preview picture must not lose a trained model
-        print(f"warning: could not draw the batch preview ({e})")
+    if not args.no_photo_previews:
+        save_batch_preview(dls, args.out / "batch_preview.png")
     logits = valid_logits(learn)
     model = learn.model.float().cpu().eval()
     spec = ModelSpec(
