@@ -20,8 +20,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
+from snake_model.artifact import sha256_file
 from train.data import SKIP_DIRS
-from train.quality import sha256_file
+from train.manifest import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +39,6 @@ class DecisionError(ValueError):
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def free_path(root: Path, rel: str) -> str:
@@ -76,8 +64,8 @@ def move_noclobber(src: Path, dst: Path) -> None:
         os.rename(src, dst)  # filesystems without hard links (some FUSE mounts)
     else:
         os.unlink(src)
-    _fsync_dir(dst.parent)
-    _fsync_dir(src.parent)
+    fsync_dir(dst.parent)
+    fsync_dir(src.parent)
 
 
 class Manifest:
@@ -138,7 +126,7 @@ class Manifest:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
 
 class Decisions:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +10,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from snake_model.artifact import sha256_file
 from snake_model.loader import ImageLoadError, load_image
+from train.split import UnionFind
 
 # Thresholds, all visible here; the CLI can override them.
 TINY_SIDE = 96  # shorter side in pixels below which an image is "tiny"
@@ -29,15 +30,6 @@ class Thresholds:
     dark_mean: float = DARK_MEAN
     blur_var: float = BLUR_VAR
     text_frac: float = TEXT_FRAC
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _grey(img: Image.Image) -> np.ndarray:
@@ -115,22 +107,6 @@ def quality_severity(row: dict, th: Thresholds | None = None) -> float:
     return round(s + len(flags), 4)
 
 
-class _UnionFind:
-    def __init__(self, n: int):
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-
 def duplicate_clusters(
     phashes: list[str | None],
     sha256s: list[str],
@@ -140,7 +116,7 @@ def duplicate_clusters(
 ) -> list[int]:
     """Cluster id per image (-1 when alone): sha256 twins, phashes within max_bits or features above min_cos."""
     n = len(phashes)
-    uf = _UnionFind(n)
+    uf = UnionFind(n)
     first: dict[str, int] = {}
     for i, s in enumerate(sha256s):
         if s in first:
