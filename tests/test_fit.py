@@ -75,7 +75,24 @@ def test_unreadable_files_are_skipped_and_reported_not_fatal(tmp_path, synth_dat
     (data / "red_disc" / "broken.jpg").write_text("<html>not an image</html>")
     (data / "green_bar" / "empty.png").write_bytes(b"")
     out = tmp_path / "out"
-    assert fit.main([str(data), "--out", str(out), "--size", "48", "--quiet"]) == 0
+    assert (
+        fit.main(
+            [
+                str(data),
+                "--out",
+                str(out),
+                "--size",
+                "48",
+                "--quiet",
+                "--no-photo-previews",
+                "--data-source",
+                "Photos from a test; licence unknown.",
+            ]
+        )
+        == 0
+    )
+    assert not (out / "top_losses.png").exists()  # no training photo is drawn into the artifact
+    assert "licence unknown" in (out / "README.md").read_text()
     skipped = json.loads((out / "metrics.json").read_text())["skipped_images"]
     assert set(skipped) == {"red_disc/broken.jpg", "green_bar/empty.png"}
     assert "HTML" in skipped["red_disc/broken.jpg"]

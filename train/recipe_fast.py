@@ -28,7 +28,7 @@ from .data import Dataset, DatasetError
 log = logging.getLogger(__name__)
 
 # Defaults chosen by the experiments in bench/RESULTS.md.
-FAST = {"size": 288, "tta_flip": True, "Cs": (0.003, 0.01, 0.03), "folds": 5, "max_iter": 3000}
+FAST = {"size": 288, "tta_flip": True, "Cs": (0.003, 0.01, 0.03, 0.1), "folds": 5, "max_iter": 3000}
 
 
 @torch.inference_mode()
