@@ -65,6 +65,31 @@ class _WithFeatures:
         return self.module(x)
 
 
+def onnx_session(model, image_size: int, threads: int):
+    """An ONNX Runtime session computing (logits, pooled features) of model, exported in memory."""
+    import onnxruntime as ort
+    import torch
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            _WithFeatures(model).eval(),
+            (torch.zeros(1, 3, image_size, image_size),),
+            buf,
+            input_names=["input"],
+            output_names=["logits", "features"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+
+
 class Predictor:
     """Loads an artifact directory strictly and classifies batches of images."""
 
@@ -89,28 +114,7 @@ class Predictor:
 
     def _onnx_session(self):
         """Export the strictly loaded torch weights to ONNX in memory (no file, no pickle) and open it."""
-        import onnxruntime as ort
-        import torch
-
-        size = int(self.spec.image_size)
-        buf = io.BytesIO()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(
-                _WithFeatures(self.model).eval(),
-                (torch.zeros(1, 3, size, size),),
-                buf,
-                input_names=["input"],
-                output_names=["logits", "features"],
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
-                opset_version=17,
-                dynamo=False,
-            )
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        return ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+        return onnx_session(self.model, int(self.spec.image_size), self.threads)
 
     def to_image(self, item: ImageInput) -> Image.Image:
         """Any accepted input -> RGB image through the one loader."""

@@ -125,3 +125,19 @@ def test_help_explains_every_option():
         "--background",
     ):
         assert opt in out.stdout
+
+
+def test_flip_tta_is_part_of_the_network_and_every_runtime_agrees(tmp_path, synth_data):
+    out = tmp_path / "tta"
+    assert fit.main([str(synth_data), "--out", str(out), "--size", "48", "--quiet", "--tta"]) == 0
+    onnx, eager = Predictor(out, backend="onnx"), Predictor(out, backend="torch")
+    assert onnx.spec.tta_flip and onnx.backend == "onnx"
+    imgs = [sorted((synth_data / c).iterdir())[0] for c in onnx.labels]
+    np.testing.assert_allclose(onnx.predict_proba(imgs), eager.predict_proba(imgs), atol=1e-4)
+    # the mirror image gets the same answer, because the network averages both views
+    from PIL import ImageOps
+
+    from snake_model.loader import load_image
+
+    im = load_image(imgs[0])
+    np.testing.assert_allclose(eager.predict_proba([im]), eager.predict_proba([ImageOps.mirror(im)]), atol=1e-5)

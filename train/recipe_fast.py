@@ -2,8 +2,8 @@
 
 On a few hundred photos per class, fine-tuning the whole network on a CPU is slow and, on this project's
 data, loses to a well-regularised linear head on frozen features (bench/RESULTS.md). So the fast recipe
-extracts pooled features once per image, averaged with its mirror image (the network keeps that flip
-averaging at serving time), at a larger input size than ImageNet's 224 px
+extracts pooled features once per image (optionally averaged with its mirror image, --tta, which the
+network then keeps at serving time), at a larger input size than ImageNet's 224 px
 (snakes are often small in the frame), fits a multinomial logistic regression with its strength chosen by
 cross-validation, and folds the scaler and the regression into the network's linear head. The artifact is the
 ordinary full network: serving does not know how it was trained.
@@ -28,21 +28,55 @@ from .data import Dataset, DatasetError
 log = logging.getLogger(__name__)
 
 # Defaults chosen by the experiments in bench/RESULTS.md.
-FAST = {"size": 288, "tta_flip": True, "Cs": (0.003, 0.01, 0.03, 0.1), "folds": 5, "max_iter": 3000}
+FAST = {"size": 288, "tta_flip": False, "Cs": (0.003, 0.01, 0.03, 0.1), "folds": 5, "max_iter": 3000}
 
 
-@torch.inference_mode()
-def full_pass(model: SnakeNet, paths, spec: ModelSpec, bs: int = 32, desc: str = "", quiet: bool = True):
-    """(logits, pooled features) through the whole network, exactly as the predictor computes them."""
+class _Runner:
+    """The frozen network's forward: ONNX Runtime when it exports (several times faster on a CPU), else torch."""
+
+    def __init__(self, model: SnakeNet, spec: ModelSpec, device):
+        self.model, self.session = model.eval(), None
+        if device.type == "cpu":
+            try:
+                from snake_model.predictor import onnx_session
+
+                self.session = onnx_session(model, int(spec.image_size), threads=torch.get_num_threads())
+            except Exception as e:  # noqa: BLE001 - the torch path gives the same numbers, only slower
+                log.warning("ONNX Runtime unavailable for feature extraction (%s); using PyTorch", e)
+        self.device = device
+
+    @torch.inference_mode()
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.session is not None:
+            lg, f = self.session.run(None, {"input": x})
+            return lg, f
+        lg, f = self.model.to(self.device).logits_and_features(torch.from_numpy(x).to(self.device))
+        return lg.float().cpu().numpy(), f.float().cpu().numpy()
+
+
+def full_pass(
+    model: SnakeNet,
+    paths,
+    spec: ModelSpec,
+    bs: int = 32,
+    desc: str = "",
+    quiet: bool = True,
+    device=None,
+    runner: _Runner | None = None,
+):
+    """(logits, pooled features) through the whole network, as the predictor computes them."""
+    runner = runner or _Runner(model, spec, device or torch.device("cpu"))
     logits, feats = [], []
-    model = model.eval()
     bar = tqdm(total=len(paths), desc=desc, unit="img", disable=quiet)
     for s in range(0, len(paths), bs):
-        x = torch.from_numpy(np.stack([preprocess(load_image(p), spec) for p in paths[s : s + bs]]))
-        lg, f = model.logits_and_features(x)
-        logits.append(lg.numpy())
-        feats.append(f.numpy())
-        bar.update(len(x))
+        chunk = paths[s : s + bs]
+        x = np.empty((len(chunk), 3, spec.image_size, spec.image_size), np.float32)
+        for i, p in enumerate(chunk):
+            preprocess(load_image(p), spec, out=x[i])
+        lg, f = runner(x)
+        logits.append(lg)
+        feats.append(f)
+        bar.update(len(chunk))
     bar.close()
     if not logits:
         return np.zeros((0, len(spec.labels)), np.float32), np.zeros((0, 1), np.float32)
@@ -90,7 +124,7 @@ def train_fast(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, devi
     if head != "linear":
         raise DatasetError("the fast recipe trains a linear head; use --recipe original for --head fastai")
     size = args.size if args.size_given else FAST["size"]
-    tta = FAST["tta_flip"] and args.tta
+    tta = FAST["tta_flip"] if args.tta is None else args.tta
     model = build_network(args.arch, len(ds.classes), head="linear", pretrained=not args.no_pretrained, tta_flip=tta)
     model.eval()
     cfg = getattr(model.body, "pretrained_cfg", {}) or {}
@@ -106,14 +140,17 @@ def train_fast(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, devi
     )
     tr_paths = [ds.paths[i] for i in train_idx]
     ytr = np.array([ds.labels[i] for i in train_idx])
-    _, ftr = full_pass(model, tr_paths, spec, desc="features (train)", quiet=args.quiet)
+    runner = _Runner(model, spec, device)
+    _, ftr = full_pass(model, tr_paths, spec, desc="features (train)", quiet=args.quiet, runner=runner)
     w, b, fit_log = fit_linear_head(ftr, ytr, np.arange(len(ytr)), len(ds.classes), args.seed)
     assert isinstance(model.head, LinearHead)
     with torch.no_grad():
         model.head.fc.weight.copy_(torch.from_numpy(w))
         model.head.fc.bias.copy_(torch.from_numpy(b))
     va_paths = [ds.paths[i] for i in valid_idx]
-    logits, fva = full_pass(model, va_paths, spec, desc="validate", quiet=args.quiet)
+    # The head is linear on pooled features (dropout is off in eval), so the fitted head's logits are exact.
+    _, fva = full_pass(model, va_paths, spec, desc="features (valid)", quiet=args.quiet, runner=runner)
+    logits = fva @ w.T + b
     spec.training = {
         **{k: v for k, v in FAST.items() if k != "Cs"},
         "Cs": list(FAST["Cs"]),
