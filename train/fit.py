@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-false-abstain",
         type=float,
-        default=0.05,
+        default=0.03,
         help="abstain threshold: share of valid images abstained at most",
     )
     p.add_argument(
