@@ -141,3 +141,18 @@ def test_flip_tta_is_part_of_the_network_and_every_runtime_agrees(tmp_path, synt
 
     im = load_image(imgs[0])
     np.testing.assert_allclose(eager.predict_proba([im]), eager.predict_proba([ImageOps.mirror(im)]), atol=1e-5)
+
+
+def test_background_folder_adds_a_not_a_snake_class(tmp_path, synth_data):
+    from PIL import Image
+
+    bg = tmp_path / "decoys"
+    bg.mkdir()
+    for i in range(8):
+        Image.new("RGB", (70, 50), (20 * i, 200 - 10 * i, 90)).save(bg / f"d{i}.png")
+    (bg / "notes.txt").write_text("not an image")
+    out = tmp_path / "bg"
+    assert fit.main([str(synth_data), "--out", str(out), "--size", "48", "--quiet", "--background", str(bg)]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["labels"][-1] == fit.BACKGROUND_LABEL and len(cfg["labels"]) == 4
+    assert "notes.txt" in " ".join(json.loads((out / "metrics.json").read_text())["skipped_images"])
