@@ -8,7 +8,6 @@ does no network work except that pinned pull.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from snake_model.artifact import ArtifactError
+from snake_model.artifact import ArtifactError, read_json_object
 from snake_model.loader import ImageLoadError, load_image
 
 log = logging.getLogger("app")
@@ -101,14 +100,6 @@ def load_predictor(env: Mapping[str, str] = os.environ):
     except (OSError, RuntimeError) as e:  # a damaged file or an unreadable folder: still a page, not a crash
         log.exception("model load failed")
         return None, origin, f"Could not load the model from {origin}: {type(e).__name__}: {e}"
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return d if isinstance(d, dict) else {}
 
 
 def _read_text(path: Path) -> str:
@@ -259,7 +250,7 @@ def licensed_thumbnails(model_dir: Path, top: list[dict]) -> list[tuple[str, str
 
 
 def model_tab(app: App, model_dir: Path | None) -> None:
-    metrics = _read_json(model_dir / "metrics.json") if model_dir else {}
+    metrics = read_json_object(model_dir / "metrics.json") if model_dir else {}
     spec = app.spec
     gr.Markdown(
         f"**Model:** `{spec.arch}`, {spec.image_size} px, resize `{spec.resize_method}`, from {app.origin}.  \n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from pathlib import Path
 
@@ -162,7 +163,7 @@ def load_image(
             ) from e
         except MemoryError as e:
             raise ImageTooLargeError(f"{name}: the image is too large to decode") from e
-        except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct_error(), ZeroDivisionError) as e:
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, ZeroDivisionError) as e:
             raise TruncatedImageError(
                 f"{name}: the {fmt} data is truncated or corrupt and cannot be decoded ({e}); "
                 "download or export it again"
@@ -180,9 +181,3 @@ def load_image(
         except (OSError, ValueError) as e:
             raise TruncatedImageError(f"{name}: the image cannot be converted to RGB ({e})") from e
     return out
-
-
-def struct_error() -> type[Exception]:
-    import struct
-
-    return struct.error

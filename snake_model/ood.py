@@ -47,11 +47,6 @@ def ood_score(probs: np.ndarray) -> float:
     return float(1.0 - np.max(probs))
 
 
-def ood_scores(probs: np.ndarray) -> np.ndarray:
-    """Vectorised max-softmax score over rows."""
-    return softmax_scores(probs)
-
-
 def abstains(score: float, threshold: float | None) -> bool:
     """Abstain when the score is above the stored threshold; no threshold means never abstain."""
     return threshold is not None and score > threshold

@@ -42,27 +42,19 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-class _WithFeatures:
-    """Callable returning logits and average-pooled body features in one pass (for the OOD score)."""
+def _with_features(model):
+    """A module whose forward returns logits and average-pooled body features (for the OOD score)."""
+    import torch
 
-    def __init__(self, model):
-        import torch
+    class WithFeatures(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
 
-        class Both(torch.nn.Module):
-            def __init__(self, net):
-                super().__init__()
-                self.net = net
+        def forward(self, x):
+            return self.net.logits_and_features(x)
 
-            def forward(self, x):
-                return self.net.logits_and_features(x)
-
-        self.module = Both(model)
-
-    def eval(self):
-        return self.module.eval()
-
-    def __call__(self, x):
-        return self.module(x)
+    return WithFeatures(model)
 
 
 def onnx_session(model, image_size: int, threads: int):
@@ -74,7 +66,7 @@ def onnx_session(model, image_size: int, threads: int):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
-            _WithFeatures(model).eval(),
+            _with_features(model).eval(),
             (torch.zeros(1, 3, image_size, image_size),),
             buf,
             input_names=["input"],
@@ -138,7 +130,7 @@ class Predictor:
         import torch
 
         with torch.inference_mode():
-            logits, feats = _WithFeatures(self.model)(torch.from_numpy(x))
+            logits, feats = self.model.logits_and_features(torch.from_numpy(x))
             return logits.numpy(), feats.numpy()
 
     def logits(self, images: Sequence[ImageInput]) -> np.ndarray:
@@ -160,13 +152,18 @@ class Predictor:
             return knn_scores(feats, self.bank, int(self.spec.ood.get("k", 5)))
         return softmax_scores(probs)
 
-    def predict_batch(self, images: Sequence[ImageInput]) -> list[Prediction]:
-        """Classify a batch: probabilities, top label and abstain decision for each image."""
+    def predict_with_uncalibrated(self, images: Sequence[ImageInput]) -> tuple[np.ndarray, list[Prediction]]:
+        """Uncalibrated probabilities (N, n_labels) and the Predictions of a batch, from one forward pass."""
         if len(images) == 0:
-            return []
+            return np.zeros((0, len(self.labels))), []
         logits, feats = self.forward(self.batch_array(images))
         probs = softmax(logits, self.spec.temperature)
-        return [self.decide(p, s) for p, s in zip(probs, self.scores(probs, feats), strict=True)]
+        preds = [self.decide(p, s) for p, s in zip(probs, self.scores(probs, feats), strict=True)]
+        return softmax(logits), preds
+
+    def predict_batch(self, images: Sequence[ImageInput]) -> list[Prediction]:
+        """Classify a batch: probabilities, top label and abstain decision for each image."""
+        return self.predict_with_uncalibrated(images)[1]
 
     def decide(self, probs: np.ndarray, score: float | None = None) -> Prediction:
         """Turn one probability row (and its OOD score, max-softmax when omitted) into a Prediction."""

@@ -63,6 +63,9 @@ class FixedPredictor(Predictor):
     def predict_batch(self, images):
         return [self.decide(row) for row in self.predict_proba(images, calibrated=True)]  # max-softmax score
 
+    def predict_with_uncalibrated(self, images):
+        return self.predict_proba(images, calibrated=False), self.predict_batch(images)
+
 
 def spec_only_artifact(d: Path, labels=("a", "b", "c")) -> Path:
     d.mkdir(parents=True, exist_ok=True)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import csv
-import json
 from collections import Counter
 from pathlib import Path
 
 import yaml
 
-from snake_model.artifact import CONFIG
+from snake_model.artifact import CONFIG, read_json_object
 from snake_model.spec import ModelSpec
 
 CARD_IMAGES = {"confusion_matrix.png": "Confusion matrix", "top_losses.png": "Top losses (predicted / actual)"}
@@ -19,14 +18,6 @@ SAFETY = (
     "**Not for snakebite or medical decisions.** This model is often wrong, and a wrong answer about a snake "
     "can kill. If someone is bitten, call emergency services; never handle a snake because of this model."
 )
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return d if isinstance(d, dict) else {}
 
 
 def _num(x, fmt: str = ".3f") -> str:
@@ -160,7 +151,7 @@ def build_card(artifact_dir: str | Path, repo_id: str | None = None, data_dir: s
     """README.md for an artifact folder; needs config.json, uses metrics.json, pictures and a manifest if present."""
     artifact_dir = Path(artifact_dir)
     spec = ModelSpec.load(artifact_dir / CONFIG)
-    metrics = _read_json(artifact_dir / "metrics.json")
+    metrics = read_json_object(artifact_dir / "metrics.json")
     name = repo_id.split("/")[-1] if repo_id else "snake-classifier"
     data_name = str(spec.training.get("data_dir_name") or "validation split")
     names = ", ".join(spec.display_name(lab) for lab in spec.labels)

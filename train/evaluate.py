@@ -127,8 +127,7 @@ def select_split(ds, split: str, spec, valid_pct: float) -> list[int]:
 
 def _predict_chunk(predictor, chunk: list) -> tuple[np.ndarray, list]:
     """Uncalibrated probabilities and the serving path's Predictions (calibrated, abstain) for one batch."""
-    preds = predictor.predict_batch(chunk)
-    return predictor.predict_proba(chunk, calibrated=False), preds
+    return predictor.predict_with_uncalibrated(chunk)
 
 
 def predict_paths(predictor, paths: Sequence[Path], batch: int, desc: str, quiet: bool):
