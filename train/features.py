@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from snake_model.loader import ImageLoadError, load_image
-from snake_model.network import DEFAULT_ARCH, build_network
+from snake_model.network import DEFAULT_ARCH, SnakeNet, build_network
 from snake_model.preprocess import preprocess
 from snake_model.spec import ModelSpec
 
@@ -27,7 +27,29 @@ def _cache_key(paths: Sequence[Path], arch: str, size: int, resize: str, flip: b
     return h.hexdigest()[:20]
 
 
-@torch.inference_mode()
+class FeatureRunner:
+    """The frozen network's forward: ONNX Runtime when it exports (several times faster on a CPU), else torch."""
+
+    def __init__(self, model: SnakeNet, spec: ModelSpec, device):
+        self.model, self.session = model.eval(), None
+        if device.type == "cpu":
+            try:
+                from snake_model.predictor import onnx_session
+
+                self.session = onnx_session(model, int(spec.image_size), threads=torch.get_num_threads())
+            except Exception as e:  # noqa: BLE001 - the torch path gives the same numbers, only slower
+                log.warning("ONNX Runtime unavailable for feature extraction (%s); using PyTorch", e)
+        self.device = device
+
+    @torch.inference_mode()
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.session is not None:
+            lg, f = self.session.run(None, {"input": x})
+            return lg, f
+        lg, f = self.model.to(self.device).logits_and_features(torch.from_numpy(x).to(self.device))
+        return lg.float().cpu().numpy(), f.float().cpu().numpy()
+
+
 def extract_features(
     paths: Sequence[str | Path],
     arch: str = DEFAULT_ARCH,
@@ -50,9 +72,10 @@ def extract_features(
         if cache.is_file():
             z = np.load(cache)
             return z["feats"], z["ok"]
-    net = build_network(arch, 1, pretrained=True).body.eval()
+    net = build_network(arch, 1, pretrained=True).eval()
     spec = ModelSpec(labels=["x"], arch=arch, image_size=image_size, resize_method=resize_method)
-    feats = np.zeros((len(paths), net.num_features), dtype=np.float32)
+    run = FeatureRunner(net, spec, torch.device("cpu"))
+    feats = np.zeros((len(paths), net.body.num_features), dtype=np.float32)
     ok = np.zeros(len(paths), dtype=bool)
     bar = tqdm(total=len(paths), desc="features", unit="img", disable=not progress)
     for start in range(0, len(paths), batch_size):
@@ -64,11 +87,11 @@ def extract_features(
             except ImageLoadError as e:
                 log.warning("skipping %s: %s", paths[i], e)
         if chunk:
-            x = torch.from_numpy(np.stack(chunk))
-            f = net(x).mean(dim=(2, 3))
+            x = np.stack(chunk)
+            f = run(x)[1]
             if flip:
-                f = (f + net(torch.flip(x, dims=[3])).mean(dim=(2, 3))) / 2
-            feats[idx] = f.numpy()
+                f = (f + run(np.ascontiguousarray(x[..., ::-1]))[1]) / 2
+            feats[idx] = f
             ok[idx] = True
         bar.update(min(batch_size, len(paths) - start))
     bar.close()

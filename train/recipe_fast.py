@@ -24,34 +24,12 @@ from snake_model.preprocess import preprocess
 from snake_model.spec import ModelSpec
 
 from .data import Dataset, DatasetError
+from .features import FeatureRunner
 
 log = logging.getLogger(__name__)
 
 # Defaults chosen by the experiments in bench/RESULTS.md.
 FAST = {"size": 288, "tta_flip": False, "Cs": (0.003, 0.01, 0.03, 0.1), "folds": 5, "max_iter": 3000}
-
-
-class _Runner:
-    """The frozen network's forward: ONNX Runtime when it exports (several times faster on a CPU), else torch."""
-
-    def __init__(self, model: SnakeNet, spec: ModelSpec, device):
-        self.model, self.session = model.eval(), None
-        if device.type == "cpu":
-            try:
-                from snake_model.predictor import onnx_session
-
-                self.session = onnx_session(model, int(spec.image_size), threads=torch.get_num_threads())
-            except Exception as e:  # noqa: BLE001 - the torch path gives the same numbers, only slower
-                log.warning("ONNX Runtime unavailable for feature extraction (%s); using PyTorch", e)
-        self.device = device
-
-    @torch.inference_mode()
-    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self.session is not None:
-            lg, f = self.session.run(None, {"input": x})
-            return lg, f
-        lg, f = self.model.to(self.device).logits_and_features(torch.from_numpy(x).to(self.device))
-        return lg.float().cpu().numpy(), f.float().cpu().numpy()
 
 
 def full_pass(
@@ -62,10 +40,10 @@ def full_pass(
     desc: str = "",
     quiet: bool = True,
     device=None,
-    runner: _Runner | None = None,
+    runner: FeatureRunner | None = None,
 ):
     """(logits, pooled features) through the whole network, as the predictor computes them."""
-    runner = runner or _Runner(model, spec, device or torch.device("cpu"))
+    runner = runner or FeatureRunner(model, spec, device or torch.device("cpu"))
     logits, feats = [], []
     bar = tqdm(total=len(paths), desc=desc, unit="img", disable=quiet)
     for s in range(0, len(paths), bs):
@@ -140,7 +118,7 @@ def train_fast(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, devi
     )
     tr_paths = [ds.paths[i] for i in train_idx]
     ytr = np.array([ds.labels[i] for i in train_idx])
-    runner = _Runner(model, spec, device)
+    runner = FeatureRunner(model, spec, device)
     _, ftr = full_pass(model, tr_paths, spec, desc="features (train)", quiet=args.quiet, runner=runner)
     w, b, fit_log = fit_linear_head(ftr, ytr, np.arange(len(ytr)), len(ds.classes), args.seed)
     assert isinstance(model.head, LinearHead)
