@@ -8,9 +8,13 @@ does no network work except that pinned pull.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import os
 import re
+import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -22,6 +26,7 @@ from snake_model.loader import ImageLoadError, load_image
 log = logging.getLogger("app")
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # launch(max_file_size): gradio refuses bigger uploads with HTTP 413
+HEATMAP_TTL_S = 600  # gradio copies a heatmap into its own cache when it is returned
 MAX_PIXELS = 40_000_000
 QUEUE_SIZE = 64  # requests waiting beyond this get "queue full" instead of eating memory
 PREDICT_CONCURRENCY = 2  # two cores: more parallel forwards only add latency
@@ -123,6 +128,7 @@ class App:
         self.names = {lab: self.spec.display_name(lab) for lab in self.spec.labels}
         self.by_name = {v: k for k, v in self.names.items()}
         self.venomous = {lab for lab, i in self.spec.class_info.items() if isinstance(i, dict) and i.get("venomous")}
+        self.heatmaps = Path(tempfile.mkdtemp(prefix="snake-gradcam-"))
 
     def _load(self, path):
         if path is None:
@@ -206,7 +212,34 @@ class App:
             log.exception("Grad-CAM failed")
             raise gr.Error(f"Grad-CAM failed on this image ({type(e).__name__}); try another photo.") from e
         name = self.names[self.spec.labels[idx]]
-        return out, f"Heatmap for **{name}**: warm colours mark the pixels that raised its score."
+        return self._heatmap_file(out), f"Heatmap for **{name}**: warm colours mark the pixels that raised its score."
+
+    def _heatmap_file(self, img) -> str:
+        """The heatmap as a PNG written once, atomically, under its content hash.
+
+        Handing gradio a PIL image makes it rewrite a cache file named by the content hash in place, so two
+        identical concurrent requests could serve a half-written file. A finished file is copied, never
+        rewritten. Files older than HEATMAP_TTL_S are removed so the folder cannot grow without bound.
+        """
+        buf = io.BytesIO()
+        img.save(buf, "PNG")
+        data = buf.getvalue()
+        path = self.heatmaps / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
+        if path.exists():
+            os.utime(path)  # handed out again: keep it past the next pruning
+        else:
+            fd, tmp = tempfile.mkstemp(dir=self.heatmaps, suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        now = time.time()
+        for old in self.heatmaps.glob("*.png"):
+            try:
+                if now - old.stat().st_mtime > HEATMAP_TTL_S:
+                    old.unlink()
+            except OSError:
+                pass  # another request removed it first
+        return str(path)
 
     def ui_explain(self, path, target: str | None = None):
         if path is None:
@@ -388,7 +421,7 @@ def build_demo(predictor=None, origin: str = "", error: str | None = None, model
                 ex_in = SafeImage(sources=sources, type="filepath", label="Photo", elem_id="explain-input")
                 with gr.Column():
                     ex_out = gr.Image(
-                        label="Grad-CAM", interactive=False, type="pil", height=336, elem_id="explain-output"
+                        label="Grad-CAM", interactive=False, type="filepath", height=336, elem_id="explain-output"
                     )
                     ex_note = gr.Markdown(elem_id="explain-note")
             target = gr.Dropdown([PREDICTED, *app.names.values()], value=PREDICTED, label="Explain which class")
