@@ -31,7 +31,10 @@ def make_bank(train_feats: np.ndarray, seed: int = 0) -> np.ndarray:
 
 def knn_scores(feats: np.ndarray, bank: np.ndarray, k: int = 5) -> np.ndarray:
     """1 - cosine similarity to the k-th nearest bank row: higher means more unusual."""
-    sims = normalise(feats) @ bank.astype(np.float32).T
+    # einsum without optimize runs in numpy's own loop, not BLAS: OpenBLAS's worker threads keep spinning after a
+    # matmul and slowed the next ONNX Runtime forward by ~5 ms (bench/serve_latency.py, app path). The product
+    # is small (one image x at most MAX_BANK rows), so the plain loop costs well under a millisecond.
+    sims = np.einsum("nd,md->nm", normalise(feats), np.asarray(bank, dtype=np.float32), optimize=False)
     k = max(1, min(k, bank.shape[0]))
     kth = np.partition(-sims, k - 1, axis=1)[:, k - 1]
     return 1.0 + kth  # = 1 - (k-th largest similarity)

@@ -57,29 +57,50 @@ def _with_features(model):
     return WithFeatures(model)
 
 
-def onnx_session(model, image_size: int, threads: int):
-    """An ONNX Runtime session computing (logits, pooled features) of model, exported in memory."""
-    import onnxruntime as ort
-    import torch
+class OnnxNet:
+    """The network's (logits, pooled features) through ONNX Runtime, exported in memory (no file, no pickle).
 
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(
-            _with_features(model).eval(),
-            (torch.zeros(1, 3, image_size, image_size),),
-            buf,
-            input_names=["input"],
-            output_names=["logits", "features"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+    The graph is exported for exactly one image_size x image_size image. Every shape is then a constant: ONNX
+    Runtime folds away the ~300 nodes with which timm's TensorFlow-style "same" convolutions work out their
+    padding at run time, fuses each pad into its convolution and runs the whole network in its blocked
+    (NCHWc) layout; with a dynamic batch axis none of that happened, and a 288-px forward took 21-22 ms
+    instead of 16. A batch runs one image at a time, which on this 2-core CPU was also faster per image than one
+    batched call (18 ms against 28-49 ms per 288-px image at batch 16, bench/RESULTS.md section 4).
+    """
+
+    def __init__(self, model, image_size: int, threads: int):
+        import onnxruntime as ort
+        import torch
+
+        buf = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(
+                _with_features(model).eval(),
+                (torch.zeros(1, 3, image_size, image_size),),
+                buf,
+                input_names=["input"],
+                output_names=["logits", "features"],
+                opset_version=17,
+                dynamo=False,
+            )
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        # Idle pool threads sleep instead of busy-waiting. On this 2-vCPU VM a spinning pool pushed a 288-px
+        # forward from ~21 ms to ~39 ms in one run of four; without spinning it stayed at 21-23 ms, and a
+        # server's other threads keep their CPU.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+        self.widths = [int(o.shape[1]) for o in self.session.get_outputs()]
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        outs = [self.session.run(None, {"input": x[i : i + 1]}) for i in range(len(x))]
+        if not outs:
+            return tuple(np.zeros((0, w), np.float32) for w in self.widths)  # type: ignore[return-value]
+        return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
 
 
 class Predictor:
@@ -88,14 +109,15 @@ class Predictor:
     def __init__(self, model_dir: str | Path, backend: str = "auto", threads: int | None = None):
         self.model_dir = Path(model_dir)
         self.model, self.spec = load_artifact(self.model_dir)
-        self.bank = load_ood_bank(self.model_dir, self.spec)
+        bank = load_ood_bank(self.model_dir, self.spec)  # float16 on disk; float32 once here, not per call
+        self.bank = None if bank is None else bank.astype(np.float32)
         self.labels: list[str] = list(self.spec.labels)
         self.threads = threads or min(4, os.cpu_count() or 1)
         self.backend = "torch"
-        self._session = None
+        self._onnx: OnnxNet | None = None
         if backend in ("auto", "onnx"):
             try:
-                self._session = self._onnx_session()
+                self._onnx = OnnxNet(self.model, int(self.spec.image_size), self.threads)
                 self.backend = "onnx"
             except Exception as e:  # noqa: BLE001 - ONNX is only a speed-up; torch gives identical answers
                 if backend == "onnx":
@@ -103,10 +125,6 @@ class Predictor:
                 log.warning("ONNX Runtime unavailable (%s); using PyTorch eager", e)
         elif backend != "torch":
             raise ValueError(f"backend must be 'auto', 'onnx' or 'torch', got {backend!r}")
-
-    def _onnx_session(self):
-        """Export the strictly loaded torch weights to ONNX in memory (no file, no pickle) and open it."""
-        return onnx_session(self.model, int(self.spec.image_size), self.threads)
 
     def to_image(self, item: ImageInput) -> Image.Image:
         """Any accepted input -> RGB image through the one loader."""
@@ -124,9 +142,8 @@ class Predictor:
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The raw forward pass: preprocessed array -> (logits, pooled backbone features)."""
-        if self._session is not None:
-            logits, feats = self._session.run(None, {"input": x})
-            return logits, feats
+        if self._onnx is not None:
+            return self._onnx(x)
         import torch
 
         with torch.inference_mode():

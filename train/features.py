@@ -34,9 +34,9 @@ class FeatureRunner:
         self.model, self.session = model.eval(), None
         if device.type == "cpu":
             try:
-                from snake_model.predictor import onnx_session
+                from snake_model.predictor import OnnxNet
 
-                self.session = onnx_session(model, int(spec.image_size), threads=torch.get_num_threads())
+                self.session = OnnxNet(model, int(spec.image_size), threads=torch.get_num_threads())
             except Exception as e:  # noqa: BLE001 - the torch path gives the same numbers, only slower
                 log.warning("ONNX Runtime unavailable for feature extraction (%s); using PyTorch", e)
         self.device = device
@@ -44,8 +44,7 @@ class FeatureRunner:
     @torch.inference_mode()
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.session is not None:
-            lg, f = self.session.run(None, {"input": x})
-            return lg, f
+            return self.session(x)
         lg, f = self.model.to(self.device).logits_and_features(torch.from_numpy(x).to(self.device))
         return lg.float().cpu().numpy(), f.float().cpu().numpy()
 

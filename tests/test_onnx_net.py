@@ -1,0 +1,35 @@
+"""The ONNX Runtime forward used for serving and feature extraction: same numbers as PyTorch, any batch size."""
+
+import numpy as np
+import torch
+
+from snake_model.network import build_network
+from snake_model.ood import knn_scores
+from snake_model.predictor import OnnxNet
+
+
+def test_onnx_net_equals_torch_for_every_batch_size_including_empty():
+    torch.manual_seed(0)
+    model = build_network("tf_efficientnet_lite0", 3, head="linear", pretrained=False, tta_flip=True).eval()
+    net = OnnxNet(model, 64, threads=1)
+    x = np.random.default_rng(0).normal(size=(3, 3, 64, 64)).astype(np.float32)
+    with torch.inference_mode():
+        ref_logits, ref_feats = (t.numpy() for t in model.logits_and_features(torch.from_numpy(x)))
+    assert ref_logits.std(0).max() > 1e-4, "outputs must depend on the image, or the comparison proves nothing"
+    for n in (1, 3):
+        logits, feats = net(x[:n])
+        np.testing.assert_allclose(logits, ref_logits[:n], atol=1e-4)
+        np.testing.assert_allclose(feats, ref_feats[:n], atol=1e-4)
+    logits, feats = net(x[:0])
+    assert logits.shape == (0, 3) and feats.shape == (0, model.body.num_features)
+
+
+def test_knn_score_is_one_minus_the_kth_largest_cosine_similarity():
+    rng = np.random.default_rng(1)
+    bank = rng.normal(size=(50, 16)).astype(np.float32)
+    bank /= np.linalg.norm(bank, axis=1, keepdims=True)
+    q = rng.normal(size=(4, 16)).astype(np.float32)
+    sims = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ bank.T
+    expected = 1.0 - np.sort(sims, axis=1)[:, ::-1][:, 2]
+    np.testing.assert_allclose(knn_scores(q, bank.astype(np.float16), k=3), expected, atol=2e-3)
+    np.testing.assert_allclose(knn_scores(q, bank, k=3), expected, atol=1e-5)
