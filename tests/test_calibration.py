@@ -84,3 +84,23 @@ def test_a_tampered_feature_bank_is_refused(knn_artifact):
     f.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="feature bank"):
         Predictor(knn_artifact)
+
+
+def test_ece_noise_floor_is_what_a_perfectly_calibrated_model_shows_and_shrinks_with_more_images():
+    from train.metrics import ece, ece_noise_floor
+
+    rng = np.random.default_rng(0)
+    small = rng.dirichlet([2, 1, 1, 1], size=150)
+    large = rng.dirichlet([2, 1, 1, 1], size=6000)
+    floor_small, floor_large = ece_noise_floor(small), ece_noise_floor(large)
+    assert 0.02 < floor_small < 0.15
+    assert floor_large < floor_small / 3
+    # labels drawn from the probabilities themselves: the measured ECE scatters around the floor
+    cum = np.cumsum(small, axis=1)
+    seen = []
+    for s in range(40):
+        u = np.random.default_rng(100 + s).random((len(small), 1))
+        seen.append(ece(small, np.minimum((u > cum).sum(1), 3)))
+    assert abs(np.mean(seen) - floor_small) < 0.01
+    # a miscalibrated model (labels independent of the confidences) is far above the floor
+    assert ece(small, rng.integers(0, 4, len(small))) > floor_small + 0.1

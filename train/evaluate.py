@@ -166,7 +166,12 @@ def predict_paths(predictor, paths: Sequence[Path], batch: int, desc: str, quiet
 def calibration_block(probs: np.ndarray, y: np.ndarray) -> dict:
     """ECE, NLL and reliability bins for one set of probabilities."""
     logp = np.log(np.clip(probs, 1e-12, 1.0))  # log-probabilities are valid logits for nll
-    return {"ece": M.ece(probs, y), "nll": M.nll(logp, y), "reliability": M.reliability_bins(probs, y)}
+    return {
+        "ece": M.ece(probs, y),
+        "ece_noise_floor": M.ece_noise_floor(probs),
+        "nll": M.nll(logp, y),
+        "reliability": M.reliability_bins(probs, y),
+    }
 
 
 def list_ood(folder: Path) -> list[Path]:
@@ -285,6 +290,8 @@ def to_markdown(r: dict) -> str:
         f"- error: **{_pct(r['error'])}**",
         f"- ECE: uncalibrated {_pct(r['uncalibrated']['ece'])} → calibrated {_pct(r['calibrated']['ece'])} "
         f"(temperature {r['temperature']:.3f}); NLL {r['uncalibrated']['nll']:.3f} → {r['calibrated']['nll']:.3f}",
+        f"- ECE noise floor: {_pct(r['calibrated']['ece_noise_floor'])}, the ECE a perfectly calibrated model with "
+        f"these confidences would show on {r['n']} images (smaller differences are sampling noise)",
         f"- abstain rate: **{_pct(r['abstain']['rate'])}** ({r['abstain']['score']} score, threshold {_num(r['abstain']['threshold'])}); "
         f"error when answered {_pct(r['abstain']['error_when_answered'])}",
     ]
@@ -326,6 +333,7 @@ def to_html(r: dict, out: Path) -> str:
         ("error", _pct(r["error"])),
         ("ECE uncalibrated / calibrated", f"{_pct(r['uncalibrated']['ece'])} / {_pct(r['calibrated']['ece'])}"),
         ("temperature", f"{r['temperature']:.3f}"),
+        ("ECE noise floor (perfect calibration, this many images)", _pct(r["calibrated"]["ece_noise_floor"])),
         ("abstain rate", _pct(r["abstain"]["rate"])),
     ]
     if "ood" in r:

@@ -38,6 +38,26 @@ def ece(probs: np.ndarray, y_true: np.ndarray, n_bins: int = 15) -> float:
     return float(total)
 
 
+def ece_noise_floor(probs: np.ndarray, n_bins: int = 15, draws: int = 200, seed: int = 0) -> float:
+    """The ECE that a perfectly calibrated model with these confidences would show on this many images.
+
+    Labels are drawn from the model's own probabilities (so the probabilities are exactly right) and the ECE of
+    each draw is averaged. With a couple of hundred images this is several points: a measured ECE near it is
+    as good as that sample can show.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if len(probs) == 0:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    cum = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)
+    total = 0.0
+    for _ in range(draws):
+        u = rng.random((len(probs), 1))
+        y = np.minimum((u > cum).sum(axis=1), probs.shape[1] - 1)
+        total += ece(probs, y, n_bins)
+    return total / draws
+
+
 def reliability_bins(probs: np.ndarray, y_true: np.ndarray, n_bins: int = 10) -> list[dict]:
     """Per-bin mean confidence, accuracy and count, for the reliability diagram."""
     conf = probs.max(axis=1)
@@ -120,4 +140,5 @@ def summarize(probs: np.ndarray, y_true: np.ndarray, labels: list[str]) -> dict:
         "per_class": per_class(cm, labels),
         "confusion": cm.tolist(),
         "ece": ece(probs, y_true) if len(y_true) else float("nan"),
+        "ece_noise_floor": ece_noise_floor(probs),
     }

@@ -29,7 +29,51 @@ from .features import FeatureRunner
 log = logging.getLogger(__name__)
 
 # Defaults chosen by the experiments in bench/RESULTS.md.
-FAST = {"size": 288, "tta_flip": False, "Cs": (0.003, 0.01, 0.03, 0.1), "folds": 5, "max_iter": 3000}
+FAST = {
+    "size": 288,
+    "tta_flip": False,
+    "Cs": (0.001, 0.003, 0.01, 0.03, 0.1),
+    "folds": 5,
+    "max_iter": 3000,
+    "aug_views": 4,
+    "aug_scale": (0.35, 1.0),
+}
+
+
+def random_resized_crop(img, rng: np.random.Generator, scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3)):
+    """torchvision's RandomResizedCrop box sampling (the crop only; resizing is the spec's), randomly mirrored."""
+    from PIL import ImageOps
+
+    w, h = img.size
+    for _ in range(10):
+        area = w * h * rng.uniform(*scale)
+        ar = float(np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1]))))
+        cw, ch = int(round(np.sqrt(area * ar))), int(round(np.sqrt(area / ar)))
+        if 0 < cw <= w and 0 < ch <= h:
+            x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            img = img.crop((x0, y0, x0 + cw, y0 + ch))
+            break
+    return ImageOps.mirror(img) if rng.random() < 0.5 else img
+
+
+def augmented_features(
+    model: SnakeNet, paths, spec: ModelSpec, views: int, seed: int, quiet: bool = True, device=None
+) -> np.ndarray:
+    """Pooled features of `views` random resized crops of every image, shape (len(paths), views, nf).
+
+    Each crop goes through the body once (no mirror averaging: the crops are randomly mirrored instead).
+    """
+    plain = SnakeNet(model.body, model.head, tta_flip=False).eval()
+    runner = FeatureRunner(plain, spec, device or torch.device("cpu"))
+    rng = np.random.default_rng(seed)
+    out = np.zeros((len(paths), views, model.body.num_features), np.float32)
+    x = np.empty((views, 3, spec.image_size, spec.image_size), np.float32)
+    for i, p in enumerate(tqdm(paths, desc="features (augmented views)", unit="img", disable=quiet)):
+        img = load_image(p)
+        for v in range(views):
+            preprocess(random_resized_crop(img, rng, FAST["aug_scale"]), spec, out=x[v])
+        out[i] = runner(x)[1]
+    return out
 
 
 def full_pass(
@@ -62,27 +106,35 @@ def full_pass(
 
 
 def fit_linear_head(
-    x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int, seed: int
+    x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int, seed: int, scored: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Standardise, pick C by (grouped) k-fold log-loss, fit; return (W, b) acting on raw features, and a log."""
+    """Standardise, pick C by grouped k-fold log-loss, fit; return (W, b) acting on raw features, and a log.
+
+    groups keep the rows of one image (its augmented views) in one fold; only rows where `scored` is True (the
+    plain views, what serving sees) count in the fold's log-loss. The log also holds the out-of-fold
+    probabilities of the scored rows under the chosen C ("oof_probs", in row order).
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
     from sklearn.model_selection import StratifiedGroupKFold
 
+    scored = np.ones(len(y), bool) if scored is None else np.asarray(scored, bool)
     mu, sd = x.mean(0), x.std(0) + 1e-6
     z = (x - mu) / sd
-    counts = np.bincount(y, minlength=n_classes)
+    counts = np.bincount(y[scored], minlength=n_classes)
     folds = int(min(FAST["folds"], counts.min() // 2 if counts.min() >= 4 else 0))
-    scores = {}
+    scores: dict[float, float] = {}
+    oof: dict[float, np.ndarray] = {}
     if folds >= 2 and len(FAST["Cs"]) > 1:
-        # groups keep related rows (e.g. near-duplicates) in the same fold
         cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        splits = list(cv.split(z, y, groups))
         for C in FAST["Cs"]:
-            losses = []
-            for tr, va in cv.split(z, y, groups):
+            oof[C] = np.zeros((len(y), n_classes))
+            for tr, va in splits:
                 m = LogisticRegression(C=C, max_iter=FAST["max_iter"]).fit(z[tr], y[tr])
-                losses.append(log_loss(y[va], m.predict_proba(z[va]), labels=list(range(n_classes))))
-            scores[C] = float(np.mean(losses))
+                va = va[scored[va]]
+                oof[C][va] = _full_proba(m, z[va], n_classes)
+            scores[C] = float(log_loss(y[scored], oof[C][scored], labels=list(range(n_classes))))
         best = min(scores, key=scores.get)
     else:
         best = FAST["Cs"][len(FAST["Cs"]) // 2]
@@ -92,7 +144,17 @@ def fit_linear_head(
         coef, icpt = np.vstack([-coef / 2, coef / 2]), np.array([-icpt[0] / 2, icpt[0] / 2])
     w = coef / sd
     b = icpt - (coef * (mu / sd)).sum(1)
-    return w.astype(np.float32), b.astype(np.float32), {"C": best, "cv_log_loss": scores, "folds": folds}
+    log_ = {"C": best, "cv_log_loss": scores, "folds": folds}
+    if best in oof:
+        log_["oof_probs"] = oof[best][scored]
+    return w.astype(np.float32), b.astype(np.float32), log_
+
+
+def _full_proba(m, z: np.ndarray, n_classes: int) -> np.ndarray:
+    """predict_proba with a column for every class, also those missing from a fold's training rows."""
+    out = np.zeros((len(z), n_classes))
+    out[:, m.classes_] = m.predict_proba(z)
+    return out
 
 
 def train_fast(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, device):
@@ -120,7 +182,17 @@ def train_fast(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, devi
     ytr = np.array([ds.labels[i] for i in train_idx])
     runner = FeatureRunner(model, spec, device)
     _, ftr = full_pass(model, tr_paths, spec, desc="features (train)", quiet=args.quiet, runner=runner)
-    w, b, fit_log = fit_linear_head(ftr, ytr, np.arange(len(ytr)), len(ds.classes), args.seed)
+    views = FAST["aug_views"] if args.aug else 0
+    x, yy, groups = ftr, ytr, np.arange(len(ytr))
+    if views:
+        # Augmented training rows: random resized crops of each training image (bench/RESULTS.md section 1c).
+        fa = augmented_features(model, tr_paths, spec, views, args.seed, args.quiet, device)
+        x = np.concatenate([ftr, fa.reshape(-1, fa.shape[2])])
+        yy = np.concatenate([ytr, np.repeat(ytr, views)])
+        groups = np.concatenate([groups, np.repeat(groups, views)])
+    scored = np.arange(len(yy)) < len(ytr)
+    w, b, fit_log = fit_linear_head(x, yy, groups, len(ds.classes), args.seed, scored)
+    fit_log.pop("oof_probs", None)
     assert isinstance(model.head, LinearHead)
     with torch.no_grad():
         model.head.fc.weight.copy_(torch.from_numpy(w))
@@ -130,11 +202,13 @@ def train_fast(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, devi
     _, fva = full_pass(model, va_paths, spec, desc="features (valid)", quiet=args.quiet, runner=runner)
     logits = fva @ w.T + b
     spec.training = {
-        **{k: v for k, v in FAST.items() if k != "Cs"},
+        **{k: v for k, v in FAST.items() if k not in ("Cs", "aug_scale")},
         "Cs": list(FAST["Cs"]),
         "size": size,
         "tta_flip": tta,
         "head_fit": fit_log,
+        "aug_views": views,
+        "aug_scale": list(FAST["aug_scale"]),
         "pretrained": not args.no_pretrained,
     }
     print(f"linear head: C={fit_log['C']} (chosen by {fit_log['folds']}-fold log-loss)")

@@ -1,0 +1,110 @@
+"""Experiments for issue 5: multi-layer features and augmented training views, in 5-fold CV.
+
+python bench/exp_views.py DATA_DIR [SIZE] : for every image, the plain view, its mirror and N_AUG random
+resized crops (scale 0.35-1, random mirror) through the frozen Lite0 body, keeping average-pooled outputs of
+blocks 4, 5, 6 and the final 1x1 conv (cached under /tmp/exp_views). Then the 5-fold CV error of a
+standardised logistic head for each variant:
+  final           : final features, plain and mirror averaged (the current default)
+  multi           : final + blocks 4-6 features concatenated
+  final+aug       : final features; training folds also get one row per random crop
+  multi+aug       : both
+Every view of an image stays in its image's fold. Numbers go to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from snake_model.loader import load_image  # noqa: E402
+from snake_model.network import build_network  # noqa: E402
+from snake_model.preprocess import preprocess  # noqa: E402
+from snake_model.spec import ModelSpec  # noqa: E402
+from train.data import list_images  # noqa: E402
+from train.recipe_fast import random_resized_crop as rrc  # noqa: E402
+
+N_AUG = 4
+TAPS = (4, 5, 6)
+
+
+@torch.inference_mode()
+def features(paths, size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    net = build_network("tf_efficientnet_lite0", 1, pretrained=True).body.eval()
+    spec = ModelSpec(labels=["x"], image_size=size, resize_method="squish")
+    taps: dict[int, torch.Tensor] = {}
+    for i in TAPS:
+        net.blocks[i].register_forward_hook(lambda m, a, out, i=i: taps.__setitem__(i, out.mean((2, 3))))
+    rng = np.random.default_rng(seed)
+    out = {k: [] for k in ["final", *[f"b{i}" for i in TAPS]]}
+    t = time.time()
+    for j, p in enumerate(paths):
+        img = load_image(p)
+        views = [img, None] + [rrc(img, rng) for _ in range(N_AUG)]
+        x = np.stack([preprocess(v, spec) for v in views if v is not None])
+        x = torch.from_numpy(np.concatenate([x[:1], x[:1, :, :, ::-1].copy(), x[1:]]))
+        f = net(x).mean((2, 3))
+        out["final"].append(f.numpy())
+        for i in TAPS:
+            out[f"b{i}"].append(taps[i].numpy())
+        if j % 100 == 0:
+            print(f"  {j}/{len(paths)} {time.time() - t:.0f}s", flush=True)
+    return {k: np.stack(v) for k, v in out.items()}  # (N, nv, d)
+
+
+def cv_error(xtr_views: np.ndarray, xva: np.ndarray, y: np.ndarray, C: float, aug: bool, seed: int = 0):
+    """5-fold error; xtr_views (N, V, d) are extra training rows per image, xva (N, d) the evaluated rows."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.preprocessing import StandardScaler
+
+    wrong = 0
+    nll = 0.0
+    for tr, va in StratifiedKFold(5, shuffle=True, random_state=seed).split(xva, y):
+        xt, yt = xva[tr], y[tr]
+        if aug:
+            v = xtr_views.shape[1]
+            xt = np.concatenate([xt, xtr_views[tr].reshape(-1, xtr_views.shape[2])])
+            yt = np.concatenate([yt, np.repeat(y[tr], v)])
+        sc = StandardScaler().fit(xt)
+        m = LogisticRegression(C=C, max_iter=3000).fit(sc.transform(xt), yt)
+        pr = m.predict_proba(sc.transform(xva[va]))
+        wrong += int((pr.argmax(1) != y[va]).sum())
+        nll -= float(np.log(np.clip(pr[np.arange(len(va)), y[va]], 1e-12, 1)).sum())
+    return wrong / len(y), nll / len(y)
+
+
+def main() -> int:
+    data = Path(sys.argv[1])
+    size = int(sys.argv[2]) if len(sys.argv) > 2 else 288
+    ds = list_images(data)
+    y = np.array(ds.labels)
+    cache = Path("/tmp/exp_views") / f"{data.name}_{size}_{N_AUG}.npz"
+    t = time.time()
+    if cache.is_file():
+        F = dict(np.load(cache))
+    else:
+        F = features(ds.paths, size)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, **F)
+    print(f"{data.name} {size}px: {len(y)} images x {2 + N_AUG} views, features {time.time() - t:.0f}s", flush=True)
+    fin = F["final"]
+    multi = np.concatenate([F["final"], *[F[f"b{i}"] for i in TAPS]], axis=2)
+    for name, arr in (("final", fin), ("multi", multi)):
+        xva = arr[:, :2].mean(1)
+        for aug in (False, True):
+            res = []
+            for C in (0.003, 0.01, 0.03):
+                err, nll = cv_error(arr[:, 2:], xva, y, C, aug)
+                res.append(f"C={C}: {err:.3f} (nll {nll:.3f})")
+            print(f"  {name + ('+aug' if aug else ''):<12} " + "  ".join(res), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
