@@ -11,7 +11,11 @@ import yaml
 from snake_model.artifact import CONFIG, read_json_object
 from snake_model.spec import ModelSpec
 
-CARD_IMAGES = {"confusion_matrix.png": "Confusion matrix", "top_losses.png": "Top losses (predicted / actual)"}
+CARD_IMAGES = {
+    "confusion_matrix.png": "Confusion matrix",
+    "top_losses.png": "Top losses (predicted / actual)",
+    "reliability.png": "Reliability diagram (confidence against accuracy, before and after calibration)",
+}
 MANIFEST = "manifest.csv"
 ATTRIBUTION = "ATTRIBUTION.md"
 SAFETY = (
@@ -147,6 +151,39 @@ def _training_section(spec: ModelSpec, metrics: dict) -> str:
     return f"## Training\n\n| setting | value |\n|---|---|\n{table}\n\n### Reproduce\n\n{repro}"
 
 
+def _calibration_section(spec: ModelSpec, metrics: dict) -> str:
+    """Calibration and abstain numbers from metrics.json, with what they mean."""
+    if not isinstance(metrics.get("ece_after"), int | float):
+        return ""
+    n = metrics.get("n_valid", "n/a")
+    lines = [
+        '## Confidence and "not one of my snakes"',
+        "",
+        f"- Confidences are temperature-scaled (T = {_num(spec.temperature)}, fitted on the validation split). "
+        f"Expected calibration error on those {n} images: {metrics.get('ece_before', float('nan')):.1%} before, "
+        f"{metrics['ece_after']:.1%} after.",
+    ]
+    floor = metrics.get("ece_noise_floor")
+    if isinstance(floor, int | float):
+        lines.append(
+            f"- On {n} images even a perfectly calibrated model would show an ECE of about {floor:.1%} "
+            "(sampling noise), so differences below that are not evidence either way."
+        )
+    if spec.abstain_threshold is not None:
+        score = (
+            "distance from the photo's features to its nearest training photos (kNN)"
+            if spec.abstain_score == "knn"
+            else "1 - the top probability"
+        )
+        rate = metrics.get("valid_abstain_rate")
+        lines.append(
+            f'- The model abstains ("this doesn\'t look like any of the {len(spec.labels)} snakes I know") when the '
+            f"{score} is above {_num(spec.abstain_threshold)}"
+            + (f"; that happened on {rate:.1%} of the validation snakes." if isinstance(rate, int | float) else ".")
+        )
+    return "\n".join(lines)
+
+
 def build_card(artifact_dir: str | Path, repo_id: str | None = None, data_dir: str | Path | None = None) -> str:
     """README.md for an artifact folder; needs config.json, uses metrics.json, pictures and a manifest if present."""
     artifact_dir = Path(artifact_dir)
@@ -187,7 +224,9 @@ def build_card(artifact_dir: str | Path, repo_id: str | None = None, data_dir: s
         "higher.\n"
         "- Juveniles, colour morphs, partial views, night or captive shots may be under-represented.\n"
         f"- {SAFETY}",
+        _calibration_section(spec, metrics),
         _training_section(spec, metrics),
         _data_section(artifact_dir, spec, data_dir),
     ]
+    parts = [p for p in parts if p]
     return "\n\n".join(p.rstrip() for p in parts) + "\n"
