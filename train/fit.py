@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=RESIZE_METHODS,
         default=None,
         help="item resize: crop (centre crop at validation), squish, pad (reflection), rrc (RandomResizedCrop); "
-        "default: rrc for --recipe original, squish for fast",
+        "default: rrc for --recipe original, crop for fast",
     )
     p.add_argument("--min-scale", type=float, default=0.5, help="RandomResizedCrop min_scale (with --resize rrc)")
     p.add_argument(

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 # Defaults chosen by the experiments in bench/RESULTS.md.
 FAST = {
     "size": 288,
+    "resize": "crop",
     "tta_flip": False,
     "Cs": (0.001, 0.003, 0.01, 0.03, 0.1),
     "folds": 5,
@@ -173,7 +174,7 @@ def train_fast(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, devi
         arch=args.arch,
         head="linear",
         image_size=size,
-        resize_method=args.resize or "squish",
+        resize_method=args.resize or FAST["resize"],
         tta_flip=tta,
         mean=tuple(cfg.get("mean", (0.5, 0.5, 0.5))),
         std=tuple(cfg.get("std", (0.5, 0.5, 0.5))),
@@ -202,7 +203,7 @@ def train_fast(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, devi
     _, fva = full_pass(model, va_paths, spec, desc="features (valid)", quiet=args.quiet, runner=runner)
     logits = fva @ w.T + b
     spec.training = {
-        **{k: v for k, v in FAST.items() if k not in ("Cs", "aug_scale")},
+        **{k: v for k, v in FAST.items() if k not in ("Cs", "aug_scale", "resize")},
         "Cs": list(FAST["Cs"]),
         "size": size,
         "tta_flip": tta,

@@ -1,0 +1,71 @@
+"""Does the resize method matter for the default's frozen features? 5-fold CV, Lite0 at 288 px, mirror averaged.
+
+python bench/exp_resize.py DATA_DIR [DATA_DIR ...] : for squish (the default), pad (reflection, keeps the aspect
+ratio) and crop (centre crop), the features of every image through the ONNX Runtime path (cached under
+/tmp/exp_resize), then the 5-fold CV error of a standardised logistic head at three strengths; then squish
+and crop again with the default's 4 random resized crops per training image added to the training folds
+(`train.recipe_fast.augmented_features`, the crops resized by the method under test).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.exp_cv import cv_error  # noqa: E402
+from bench.exp_views import cv_error as cv_error_views  # noqa: E402
+from train.data import list_images  # noqa: E402
+from train.features import extract_features  # noqa: E402
+
+
+def main() -> int:
+    for data in map(Path, sys.argv[1:]):
+        ds = list_images(data)
+        y = np.array(ds.labels)
+        for method in ("squish", "pad", "crop"):
+            t = time.time()
+            x, ok = extract_features(
+                ds.paths, image_size=288, resize_method=method, flip=True, cache_dir="/tmp/exp_resize", progress=False
+            )
+            secs = time.time() - t
+            res = "  ".join(f"C={C}: {cv_error(x[ok], y[ok], C):.3f}" for C in (0.003, 0.01, 0.03))
+            print(f"{data.name:5s} {method:7s} ({secs:.0f} s features)  {res}", flush=True)
+        for method in ("squish", "crop"):
+            x, ok = extract_features(
+                ds.paths, image_size=288, resize_method=method, flip=True, cache_dir="/tmp/exp_resize", progress=False
+            )
+            t = time.time()
+            views = crops(ds.paths, method)
+            secs = time.time() - t
+            res = "  ".join(
+                f"C={C}: {cv_error_views(views[ok], x[ok], y[ok], C, aug=True)[0]:.3f}" for C in (0.003, 0.01, 0.03)
+            )
+            print(f"{data.name:5s} {method + '+crops':13s} ({secs:.0f} s crops)  {res}", flush=True)
+    return 0
+
+
+def crops(paths, method: str) -> np.ndarray:
+    """(N, 4, nf) features of the default's 4 random resized crops per image, cached."""
+    import torch
+
+    from snake_model.network import build_network
+    from snake_model.spec import ModelSpec
+    from train.recipe_fast import FAST, augmented_features
+
+    cache = Path("/tmp/exp_resize") / f"crops_{Path(paths[0]).parent.parent.name}_{method}.npy"
+    if cache.is_file():
+        return np.load(cache)
+    model = build_network("tf_efficientnet_lite0", 1, pretrained=True).eval()
+    spec = ModelSpec(labels=["x"], image_size=288, resize_method=method)
+    f = augmented_features(model, paths, spec, FAST["aug_views"], seed=42, device=torch.device("cpu"))
+    np.save(cache, f)
+    return f
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
