@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -113,17 +114,25 @@ def test_split_after_gather_keeps_manifest_and_attribution_in_step(dataset, tmp_
     out = tmp_path / "gathered"
     assert gather_main(["--folder", str(root), "--out", str(out)]) == 0
     before = mf.read_manifest(out)
-    # a duplicate smuggled in after gathering (by hand) is found by the split and the manifest follows
+    # copies smuggled in after gathering (by hand), named to sort before and after the gathered file: the split
+    # drops both and keeps the gathered file, whose provenance the manifest records
     dup = before[0]
-    (out / dup["class"] / "by_hand.jpg").write_bytes((out / dup["path"]).read_bytes())
+    for name in ("000_by_hand.jpg", "zzz_by_hand.jpg"):
+        (out / dup["class"] / name).write_bytes((out / dup["path"]).read_bytes())
     assert main([str(out)]) == 0
     rows = mf.read_manifest(out)
+    assert dup["path"] in {r["path"] for r in rows}
     assert (
         {r["path"] for r in rows}
         == set(read_split_file(out))
         == {p.relative_to(out).as_posix() for d in mf.class_dirs(out) for p in d.iterdir()}
     )
-    assert "by_hand.jpg" not in (out / "ATTRIBUTION.md").read_text()
+    assert "by_hand" not in (out / "ATTRIBUTION.md").read_text()
+    report = json.loads((out / "split_report.json").read_text())
+    assert {d["dropped"].split("/")[-1] for d in report["exact_duplicates_dropped"]} >= {
+        "000_by_hand.jpg",
+        "zzz_by_hand.jpg",
+    }
 
 
 def test_bad_input_fails_with_a_clear_message(tmp_path, capsys):

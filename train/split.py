@@ -161,16 +161,14 @@ def split_dataset(
     """Verify, dedupe and split root; writes splits.csv, split_report.json and (if present) the manifest."""
     root = Path(root)
     items, bad = scan(root)
-    dropped: list[tuple[str, str]] = []
+    # Of identical files in a class, keep the one the manifest knows (its provenance and licence are recorded),
+    # then the first by path; a copy dropped in by hand never displaces a gathered file.
+    listed = {r["path"] for r in mf.read_manifest(root)}
     first: dict[tuple[str, str], str] = {}
-    kept_items = []
-    for it in items:
-        key = (it.label, it.sha256)
-        if key in first:
-            dropped.append((it.path, first[key]))
-        else:
-            first[key] = it.path
-            kept_items.append(it)
+    for it in sorted(items, key=lambda it: (it.path not in listed, it.path)):
+        first.setdefault((it.label, it.sha256), it.path)
+    kept_items = [it for it in items if first[(it.label, it.sha256)] == it.path]
+    dropped = [(it.path, first[(it.label, it.sha256)]) for it in items if first[(it.label, it.sha256)] != it.path]
     if move:
         for rel in bad:
             mf.quarantine(root, rel, "unreadable")
