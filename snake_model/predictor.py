@@ -15,7 +15,7 @@ from PIL import Image
 
 from .artifact import load_artifact, load_ood_bank
 from .loader import load_image
-from .preprocess import preprocess
+from .preprocess import preprocess_batch
 from .spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -133,12 +133,8 @@ class Predictor:
         return load_image(item)
 
     def batch_array(self, images: Sequence[ImageInput]) -> np.ndarray:
-        """Preprocess a batch into one float32 NCHW array (written in place, no extra copies)."""
-        size = int(self.spec.image_size)
-        x = np.empty((len(images), 3, size, size), np.float32)
-        for i, im in enumerate(images):
-            preprocess(self.to_image(im), self.spec, out=x[i])
-        return x
+        """Preprocess a batch into one float32 NCHW array."""
+        return preprocess_batch(images, self.spec, self.to_image)
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The raw forward pass: preprocessed array -> (logits, pooled backbone features)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -68,3 +69,12 @@ def to_array(img: Image.Image, spec: ModelSpec, out: np.ndarray | None = None) -
 def preprocess(img: Image.Image, spec: ModelSpec, out: np.ndarray | None = None) -> np.ndarray:
     """One RGB image -> the model's input array (3, size, size)."""
     return to_array(resize_for_model(img, spec), spec, out)
+
+
+def preprocess_batch(items: Sequence, spec: ModelSpec, load: Callable[[object], Image.Image]) -> np.ndarray:
+    """load(item) then preprocess every item into one float32 NCHW array, written in place (no extra copies)."""
+    size = int(spec.image_size)
+    x = np.empty((len(items), 3, size, size), np.float32)
+    for i, item in enumerate(items):
+        preprocess(load(item), spec, out=x[i])
+    return x

@@ -33,3 +33,21 @@ def test_knn_score_is_one_minus_the_kth_largest_cosine_similarity():
     expected = 1.0 - np.sort(sims, axis=1)[:, ::-1][:, 2]
     np.testing.assert_allclose(knn_scores(q, bank.astype(np.float16), k=3), expected, atol=2e-3)
     np.testing.assert_allclose(knn_scores(q, bank, k=3), expected, atol=1e-5)
+
+
+def test_extract_features_with_flip_averages_the_image_and_its_mirror(tmp_path):
+    from PIL import Image, ImageOps
+
+    from train.features import extract_features
+
+    rng = np.random.default_rng(2)
+    img = Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8))
+    img.save(tmp_path / "a.png")
+    ImageOps.mirror(img).save(tmp_path / "b.png")
+    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+    plain, ok = extract_features(paths, image_size=64, progress=False)
+    flipped, _ = extract_features(paths, image_size=64, flip=True, progress=False)
+    assert ok.all()
+    np.testing.assert_allclose(flipped[0], flipped[1], atol=1e-4)  # a photo and its mirror: the same features
+    np.testing.assert_allclose(flipped[0], (plain[0] + plain[1]) / 2, atol=1e-4)
+    assert np.abs(plain[0] - plain[1]).max() > 1e-2  # without flip they differ, or the test proves nothing

@@ -71,7 +71,7 @@ def extract_features(
         if cache.is_file():
             z = np.load(cache)
             return z["feats"], z["ok"]
-    net = build_network(arch, 1, pretrained=True).eval()
+    net = build_network(arch, 1, pretrained=True, tta_flip=flip).eval()  # flip: the network averages both views
     spec = ModelSpec(labels=["x"], arch=arch, image_size=image_size, resize_method=resize_method)
     run = FeatureRunner(net, spec, torch.device("cpu"))
     feats = np.zeros((len(paths), net.body.num_features), dtype=np.float32)
@@ -86,11 +86,7 @@ def extract_features(
             except ImageLoadError as e:
                 log.warning("skipping %s: %s", paths[i], e)
         if chunk:
-            x = np.stack(chunk)
-            f = run(x)[1]
-            if flip:
-                f = (f + run(np.ascontiguousarray(x[..., ::-1]))[1]) / 2
-            feats[idx] = f
+            feats[idx] = run(np.stack(chunk))[1]
             ok[idx] = True
         bar.update(min(batch_size, len(paths) - start))
     bar.close()

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from snake_model.loader import load_image
 from snake_model.network import LinearHead, SnakeNet, build_network
-from snake_model.preprocess import preprocess
+from snake_model.preprocess import preprocess, preprocess_batch
 from snake_model.spec import ModelSpec
 
 from .data import Dataset, DatasetError
@@ -92,14 +92,10 @@ def full_pass(
     logits, feats = [], []
     bar = tqdm(total=len(paths), desc=desc, unit="img", disable=quiet)
     for s in range(0, len(paths), bs):
-        chunk = paths[s : s + bs]
-        x = np.empty((len(chunk), 3, spec.image_size, spec.image_size), np.float32)
-        for i, p in enumerate(chunk):
-            preprocess(load_image(p), spec, out=x[i])
-        lg, f = runner(x)
+        lg, f = runner(preprocess_batch(paths[s : s + bs], spec, load_image))
         logits.append(lg)
         feats.append(f)
-        bar.update(len(chunk))
+        bar.update(len(lg))
     bar.close()
     if not logits:
         return np.zeros((0, len(spec.labels)), np.float32), np.zeros((0, 1), np.float32)

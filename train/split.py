@@ -85,9 +85,9 @@ def list_files(root: Path) -> list[tuple[str, str]]:
     return out
 
 
-def scan(root: Path) -> tuple[list[Item], dict[str, str]]:
-    """Hash every image; the manifest's perceptual hash is reused when its sha256 still matches the file."""
-    known = {r["path"]: r for r in mf.read_manifest(root)}
+def scan(root: Path, known: dict[str, dict]) -> tuple[list[Item], dict[str, str]]:
+    """Hash every image; the manifest's perceptual hash (known: its rows by path) is reused when its sha256 still
+    matches the file."""
     items, bad = [], {}
     for rel, label in list_files(root):
         try:
@@ -160,12 +160,12 @@ def split_dataset(
 ) -> SplitResult:
     """Verify, dedupe and split root; writes splits.csv, split_report.json and (if present) the manifest."""
     root = Path(root)
-    items, bad = scan(root)
+    known = {r["path"]: r for r in mf.read_manifest(root)}
+    items, bad = scan(root, known)
     # Of identical files in a class, keep the one the manifest knows (its provenance and licence are recorded),
     # then the first by path; a copy dropped in by hand never displaces a gathered file.
-    listed = {r["path"] for r in mf.read_manifest(root)}
     first: dict[tuple[str, str], str] = {}
-    for it in sorted(items, key=lambda it: (it.path not in listed, it.path)):
+    for it in sorted(items, key=lambda it: (it.path not in known, it.path)):
         first.setdefault((it.label, it.sha256), it.path)
     kept_items = [it for it in items if first[(it.label, it.sha256)] == it.path]
     dropped = [(it.path, first[(it.label, it.sha256)]) for it in items if first[(it.label, it.sha256)] != it.path]
