@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,17 +40,53 @@ def features(paths, arch: str, size: int) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def cv_error(x: np.ndarray, y: np.ndarray, C: float, seed: int = 0) -> float:
+def cached_npz(cache: Path, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """compute() the first time, then the arrays from the .npz cache file."""
+    if cache.is_file():
+        return dict(np.load(cache))
+    out = compute()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, **out)
+    return out
+
+
+def cv_scores(
+    x: np.ndarray,
+    y: np.ndarray,
+    C: float,
+    seed: int = 0,
+    extra: np.ndarray | None = None,
+    folds: int = 5,
+    oof: np.ndarray | None = None,
+) -> tuple[float, float]:
+    """Stratified k-fold error and NLL of a standardised logistic head, evaluated on the rows x (N, d).
+
+    extra (N, V, d) adds V more training rows per image (augmented views), always in their image's fold; oof, when
+    given, is an (N, n_classes) array that receives the out-of-fold probabilities.
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
-    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    wrong = 0
-    for tr, va in StratifiedKFold(5, shuffle=True, random_state=seed).split(x, y):
-        m = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000)).fit(x[tr], y[tr])
-        wrong += int((m.predict(x[va]) != y[va]).sum())
-    return wrong / len(y)
+    wrong, nll = 0, 0.0
+    for tr, va in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
+        xt, yt = x[tr], y[tr]
+        if extra is not None:
+            xt = np.concatenate([xt, extra[tr].reshape(-1, extra.shape[2])])
+            yt = np.concatenate([yt, np.repeat(y[tr], extra.shape[1])])
+        sc = StandardScaler().fit(xt)
+        m = LogisticRegression(C=C, max_iter=3000).fit(sc.transform(xt), yt)
+        pr = m.predict_proba(sc.transform(x[va]))
+        if oof is not None:
+            oof[va] = pr
+        wrong += int((pr.argmax(1) != y[va]).sum())
+        nll -= float(np.log(np.clip(pr[np.arange(len(va)), y[va]], 1e-12, 1)).sum())
+    return wrong / len(y), nll / len(y)
+
+
+def cv_error(x: np.ndarray, y: np.ndarray, C: float, seed: int = 0) -> float:
+    """5-fold error of a standardised logistic head."""
+    return cv_scores(x, y, C, seed)[0]
 
 
 def main() -> int:
@@ -61,12 +98,7 @@ def main() -> int:
     y = np.array(ds.labels)
     cache = Path("/tmp/exp_cv") / f"{data.name}_{arch}_{size}.npz"
     t = time.time()
-    if cache.is_file():
-        F = dict(np.load(cache))
-    else:
-        F = features(ds.paths, arch, size)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, **F)
+    F = cached_npz(cache, lambda: features(ds.paths, arch, size))
     secs = time.time() - t
     variants = {
         "avg (no TTA)": F["avg"],

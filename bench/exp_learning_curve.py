@@ -15,24 +15,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.exp_cv import cv_scores  # noqa: E402
 from bench.exp_resize import crops  # noqa: E402
 from train.data import list_images  # noqa: E402
 from train.features import extract_features  # noqa: E402
-
-
-def kfold_error(views: np.ndarray, x: np.ndarray, y: np.ndarray, k: int, seed: int, C: float = 0.003) -> float:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.preprocessing import StandardScaler
-
-    wrong = 0
-    for tr, va in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y):
-        xt = np.concatenate([x[tr], views[tr].reshape(-1, x.shape[1])])
-        yt = np.concatenate([y[tr], np.repeat(y[tr], views.shape[1])])
-        sc = StandardScaler().fit(xt)
-        m = LogisticRegression(C=C, max_iter=3000).fit(sc.transform(xt), yt)
-        wrong += int((m.predict(sc.transform(x[va])) != y[va]).sum())
-    return wrong / len(y)
 
 
 def main() -> int:
@@ -44,7 +30,7 @@ def main() -> int:
         )
         views = crops(ds.paths, "crop")
         for k in (3, 5, 10):
-            errs = [kfold_error(views[ok], x[ok], y[ok], k, seed) for seed in (0, 1)]
+            errs = [cv_scores(x[ok], y[ok], 0.003, seed, extra=views[ok], folds=k)[0] for seed in (0, 1)]
             print(f"{data.name:5s} {k:2d}-fold (train {int(ok.sum() * (k - 1) / k)}): {np.mean(errs):.3f} {errs}")
     return 0
 

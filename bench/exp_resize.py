@@ -17,8 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.exp_cv import cv_error  # noqa: E402
-from bench.exp_views import cv_error as cv_error_views  # noqa: E402
+from bench.exp_cv import cached_npz, cv_error, cv_scores  # noqa: E402
 from train.data import list_images  # noqa: E402
 from train.features import extract_features  # noqa: E402
 
@@ -42,9 +41,7 @@ def main() -> int:
             t = time.time()
             views = crops(ds.paths, method)
             secs = time.time() - t
-            res = "  ".join(
-                f"C={C}: {cv_error_views(views[ok], x[ok], y[ok], C, aug=True)[0]:.3f}" for C in (0.003, 0.01, 0.03)
-            )
+            res = "  ".join(f"C={C}: {cv_scores(x[ok], y[ok], C, extra=views[ok])[0]:.3f}" for C in (0.003, 0.01, 0.03))
             print(f"{data.name:5s} {method + '+crops':13s} ({secs:.0f} s crops)  {res}", flush=True)
     return 0
 
@@ -57,15 +54,11 @@ def crops(paths, method: str) -> np.ndarray:
     from snake_model.spec import ModelSpec
     from train.recipe_fast import FAST, augmented_features
 
-    cache = Path("/tmp/exp_resize") / f"crops_{Path(paths[0]).parent.parent.name}_{method}.npy"
-    if cache.is_file():
-        return np.load(cache)
-    model = build_network("tf_efficientnet_lite0", 1, pretrained=True).eval()
-    spec = ModelSpec(labels=["x"], image_size=288, resize_method=method)
-    f = augmented_features(model, paths, spec, FAST["aug_views"], seed=42, device=torch.device("cpu"))
-    np.save(cache, f)
-    return f
+    def compute() -> dict[str, np.ndarray]:
+        model = build_network("tf_efficientnet_lite0", 1, pretrained=True).eval()
+        spec = ModelSpec(labels=["x"], image_size=288, resize_method=method)
+        views = augmented_features(model, paths, spec, FAST["aug_views"], seed=42, device=torch.device("cpu"))
+        return {"crops": views}
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    cache = Path("/tmp/exp_resize") / f"crops_{Path(paths[0]).parent.parent.name}_{method}.npz"
+    return cached_npz(cache, compute)["crops"]

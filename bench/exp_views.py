@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.exp_cv import cached_npz, cv_scores  # noqa: E402
 from snake_model.loader import load_image  # noqa: E402
 from snake_model.network import build_network  # noqa: E402
 from snake_model.preprocess import preprocess  # noqa: E402
@@ -57,32 +58,6 @@ def features(paths, size: int, seed: int = 0) -> dict[str, np.ndarray]:
     return {k: np.stack(v) for k, v in out.items()}  # (N, nv, d)
 
 
-def cv_error(xtr_views: np.ndarray, xva: np.ndarray, y: np.ndarray, C: float, aug: bool, seed: int = 0, oof=None):
-    """5-fold error and NLL; xtr_views (N, V, d) are extra training rows per image, xva (N, d) the evaluated rows.
-
-    oof, when given, is an (N, n_classes) array that receives the out-of-fold probabilities."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.preprocessing import StandardScaler
-
-    wrong = 0
-    nll = 0.0
-    for tr, va in StratifiedKFold(5, shuffle=True, random_state=seed).split(xva, y):
-        xt, yt = xva[tr], y[tr]
-        if aug:
-            v = xtr_views.shape[1]
-            xt = np.concatenate([xt, xtr_views[tr].reshape(-1, xtr_views.shape[2])])
-            yt = np.concatenate([yt, np.repeat(y[tr], v)])
-        sc = StandardScaler().fit(xt)
-        m = LogisticRegression(C=C, max_iter=3000).fit(sc.transform(xt), yt)
-        pr = m.predict_proba(sc.transform(xva[va]))
-        if oof is not None:
-            oof[va] = pr
-        wrong += int((pr.argmax(1) != y[va]).sum())
-        nll -= float(np.log(np.clip(pr[np.arange(len(va)), y[va]], 1e-12, 1)).sum())
-    return wrong / len(y), nll / len(y)
-
-
 def main() -> int:
     data = Path(sys.argv[1])
     size = int(sys.argv[2]) if len(sys.argv) > 2 else 288
@@ -90,12 +65,7 @@ def main() -> int:
     y = np.array(ds.labels)
     cache = Path("/tmp/exp_views") / f"{data.name}_{size}_{N_AUG}.npz"
     t = time.time()
-    if cache.is_file():
-        F = dict(np.load(cache))
-    else:
-        F = features(ds.paths, size)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, **F)
+    F = cached_npz(cache, lambda: features(ds.paths, size))
     print(f"{data.name} {size}px: {len(y)} images x {2 + N_AUG} views, features {time.time() - t:.0f}s", flush=True)
     fin = F["final"]
     multi = np.concatenate([F["final"], *[F[f"b{i}"] for i in TAPS]], axis=2)
@@ -104,7 +74,7 @@ def main() -> int:
         for aug in (False, True):
             res = []
             for C in (0.003, 0.01, 0.03):
-                err, nll = cv_error(arr[:, 2:], xva, y, C, aug)
+                err, nll = cv_scores(xva, y, C, extra=arr[:, 2:] if aug else None)
                 res.append(f"C={C}: {err:.3f} (nll {nll:.3f})")
             print(f"  {name + ('+aug' if aug else ''):<12} " + "  ".join(res), flush=True)
     calibration(fin, y)
@@ -118,18 +88,17 @@ def calibration(fin: np.ndarray, y: np.ndarray) -> None:
     calibrated ECE is not measured on the data the temperature saw."""
     from sklearn.model_selection import StratifiedKFold
 
+    from snake_model.predictor import softmax
     from train import metrics as M
 
     xva = fin[:, :2].mean(1)
     for C in (0.003, 0.01, 0.03):
         oof = np.zeros((len(y), int(y.max()) + 1))
-        cv_error(fin[:, 2:], xva, y, C, True, oof=oof)
+        cv_scores(xva, y, C, extra=fin[:, 2:], oof=oof)
         logits = np.log(np.clip(oof, 1e-12, 1))
         cal = np.zeros_like(oof)
         for tr, va in StratifiedKFold(5, shuffle=True, random_state=1).split(xva, y):
-            t = M.fit_temperature(logits[tr], y[tr])
-            z = logits[va] / t
-            cal[va] = np.exp(z - z.max(1, keepdims=True)) / np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)
+            cal[va] = softmax(logits[va], M.fit_temperature(logits[tr], y[tr]))
         print(
             f"  final+aug C={C}: out-of-fold ECE {M.ece(oof, y):.3f} -> {M.ece(cal, y):.3f} after temperature "
             f"(T={M.fit_temperature(logits, y):.2f} on all); noise floor at n={len(y)}: {M.ece_noise_floor(cal):.3f}",
