@@ -104,3 +104,25 @@ def test_ece_noise_floor_is_what_a_perfectly_calibrated_model_shows_and_shrinks_
     assert abs(np.mean(seen) - floor_small) < 0.01
     # a miscalibrated model (labels independent of the confidences) is far above the floor
     assert ece(small, rng.integers(0, 4, len(small))) > floor_small + 0.1
+
+
+def test_temperature_pools_the_out_of_fold_training_logits_with_the_validation_ones():
+    from train.fit import calibration_temperature
+
+    rng = np.random.default_rng(1)
+    c = 4
+
+    def sample(n, scale):
+        true = rng.normal(0, 1, (n, c))
+        true[np.arange(n), rng.integers(0, c, n)] += 1.5
+        y = np.array([rng.choice(c, p=row) for row in softmax(true)])
+        return true * scale, y
+
+    valid, yv = sample(150, 3.0)  # a small, 3x overconfident validation split
+    oof, yo = sample(3000, 1.0)  # many calibrated out-of-fold rows
+    t_valid, on_valid = calibration_temperature(valid, yv, {})
+    assert on_valid == {"valid": 150} and t_valid == pytest.approx(M.fit_temperature(valid, yv))
+    t, on = calibration_temperature(valid, yv, {"oof_logits": oof, "oof_y": yo})
+    assert on == {"valid": 150, "out_of_fold_train": 3000}
+    assert t == pytest.approx(M.fit_temperature(np.concatenate([valid, oof]), np.concatenate([yv, yo])))
+    assert t_valid > 2.0 and 1.0 < t < t_valid - 0.5  # pulled towards the many calibrated rows

@@ -62,6 +62,9 @@ def test_fast_recipe_learns_the_synthetic_classes(tmp_path, synth_data):
     assert m["valid_error"] <= 0.34  # chance is 0.67; the pretrained early layers make this easy
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["training"]["recipe"] == "fast" and cfg["abstain_threshold"] is not None
+    # the temperature was fitted on the validation images and the head's out-of-fold training predictions
+    assert m["temperature_fit_on"] == {"valid": m["n_valid"], "out_of_fold_train": m["n_train"]}
+    assert "out-of-fold predictions" in (out / "README.md").read_text()
     p = Predictor(out)
     probs = p.predict_proba([sorted((synth_data / c).iterdir())[-1] for c in cfg["labels"]])
     assert probs.shape == (3, 3)

@@ -151,6 +151,17 @@ def _training_section(spec: ModelSpec, metrics: dict) -> str:
     return f"## Training\n\n| setting | value |\n|---|---|\n{table}\n\n### Reproduce\n\n{repro}"
 
 
+def _fit_on(metrics: dict) -> str:
+    """Where the temperature was fitted, from metrics.json's temperature_fit_on (older artifacts lack it)."""
+    f = metrics.get("temperature_fit_on")
+    if isinstance(f, dict) and f.get("out_of_fold_train"):
+        return (
+            f"the {f.get('valid', 'n/a')} validation images plus out-of-fold predictions on the "
+            f"{f['out_of_fold_train']} training images"
+        )
+    return "the validation split"
+
+
 def _calibration_section(spec: ModelSpec, metrics: dict) -> str:
     """Calibration and abstain numbers from metrics.json, with what they mean."""
     if not isinstance(metrics.get("ece_after"), int | float):
@@ -159,7 +170,7 @@ def _calibration_section(spec: ModelSpec, metrics: dict) -> str:
     lines = [
         '## Confidence and "not one of my snakes"',
         "",
-        f"- Confidences are temperature-scaled (T = {_num(spec.temperature)}, fitted on the validation split). "
+        f"- Confidences are temperature-scaled (T = {_num(spec.temperature)}, fitted on {_fit_on(metrics)}). "
         f"Expected calibration error on those {n} images: {metrics.get('ece_before', float('nan')):.1%} before, "
         f"{metrics['ece_after']:.1%} after.",
     ]

@@ -151,7 +151,7 @@ def _full_proba(m, z: np.ndarray, n_classes: int) -> np.ndarray:
     """predict_proba with a column for every class, also those missing from a fold's training rows."""
     out = np.zeros((len(z), n_classes))
     out[:, m.classes_] = m.predict_proba(z)
-    return out
+    return out / out.sum(1, keepdims=True)  # float32 features give float32 rows, off 1 by more than float64 allows
 
 
 def train_fast(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, device):
@@ -189,7 +189,7 @@ def train_fast(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, devi
         groups = np.concatenate([groups, np.repeat(groups, views)])
     scored = np.arange(len(yy)) < len(ytr)
     w, b, fit_log = fit_linear_head(x, yy, groups, len(ds.classes), args.seed, scored)
-    fit_log.pop("oof_probs", None)
+    oof = fit_log.pop("oof_probs", None)
     assert isinstance(model.head, LinearHead)
     with torch.no_grad():
         model.head.fc.weight.copy_(torch.from_numpy(w))
@@ -209,4 +209,10 @@ def train_fast(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, devi
         "pretrained": not args.no_pretrained,
     }
     print(f"linear head: C={fit_log['C']} (chosen by {fit_log['folds']}-fold log-loss)")
-    return model, spec, logits, {"train_feats": ftr, "valid_feats": fva}
+    extras = {"train_feats": ftr, "valid_feats": fva}
+    if oof is not None:
+        # Out-of-fold predictions on the training images, as logits (log-probabilities: softmax is unchanged), so
+        # the temperature can be fitted on them too (bench/RESULTS.md section 1e).
+        extras["oof_logits"] = np.log(np.clip(oof, 1e-12, 1.0))
+        extras["oof_y"] = ytr
+    return model, spec, logits, extras
