@@ -365,6 +365,10 @@ def test_the_default_config_names_the_four_species():
         ("sources=['bing']\n[[classes]]\nname='a'", "unknown source 'bing'"),
         ("out = [", "is not valid TOML"),
         ("sources=['urls']\n[urls]\nfile='/nonexistent/urls.txt'\n[[classes]]\nname='a'", "cannot read the URL list"),
+        ("workers = 0\n[[classes]]\nname='a'", "workers must be a positive integer, not 0"),
+        ("[download]\nread_timeout = -1\n[[classes]]\nname='a'", "read_timeout must be a number more than 0"),
+        ("[download]\nmax_bytes = 'big'\n[[classes]]\nname='a'", "max_bytes must be a whole number at least 1"),
+        ("[download]\nper_host = 0\n[[classes]]\nname='a'", "per_host must be a whole number at least 1"),
     ],
 )
 def test_bad_configs_fail_with_a_clear_message_and_no_traceback(tmp_path, capsys, content, message):

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from train.cli import int_at_least
 from train.data import IMAGE_SUFFIXES, SKIP_DIRS, DatasetError
 from train.decisions import MANIFEST, NOT_SNAKE_DIR, DecisionError, Decisions
 from train.quality import DUP_COS, DUP_HAMMING, Thresholds, duplicate_clusters, image_checks, quality_severity
@@ -348,22 +349,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("data_dir", type=Path, help="dataset folder: one sub-folder of images per class")
     p.add_argument("--out", type=Path, help="scores table (default DATA_DIR/.clean/scores.csv)")
-    p.add_argument("--folds", type=int, default=FOLDS, help=f"cross-validation folds (default {FOLDS})")
-    p.add_argument("--image-size", type=int, default=IMAGE_SIZE, help=f"feature image size (default {IMAGE_SIZE})")
+    p.add_argument("--folds", type=int_at_least(2), default=FOLDS, help=f"cross-validation folds (default {FOLDS})")
+    p.add_argument(
+        "--image-size", type=int_at_least(32), default=IMAGE_SIZE, help=f"feature image size (default {IMAGE_SIZE})"
+    )
     p.add_argument("--seed", type=int, default=SEED, help="fold shuffling seed")
     p.add_argument(
         "--dup-bits",
-        type=int,
+        type=int_at_least(0, 64),
         default=DUP_HAMMING,
         help=f"phash Hamming distance for duplicates (default {DUP_HAMMING})",
     )
     p.add_argument(
         "--not-snake-dir", default=NOT_SNAKE_DIR, help=f"folder for 'not a snake' images (default {NOT_SNAKE_DIR})"
     )
-    p.add_argument("--top", type=int, default=5, help="queue entries to print")
+    p.add_argument("--top", type=int_at_least(0), default=5, help="queue entries to print")
     act = p.add_mutually_exclusive_group()
     act.add_argument("--ui", action="store_true", help="open the review workbench (scores first if missing)")
-    act.add_argument("--undo", type=int, metavar="N", help="undo the last N decisions")
+    act.add_argument("--undo", type=int_at_least(1), metavar="N", help="undo the last N decisions")
     act.add_argument("--replay", type=Path, metavar="LOG", help="re-apply a decisions.jsonl onto DATA_DIR")
     act.add_argument(
         "--compare",
@@ -374,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rescore", action="store_true", help="with --ui: recompute scores even if the table exists")
     p.add_argument("--host", default="127.0.0.1", help="with --ui: address to listen on")
-    p.add_argument("--port", type=int, default=None, help="with --ui: port (default: gradio's)")
+    p.add_argument("--port", type=int_at_least(1, 65535), default=None, help="with --ui: port (default: gradio's)")
     p.add_argument("--share", action="store_true", help="with --ui: a public gradio.live link")
     return p
 

@@ -22,6 +22,7 @@ from snake_model.predictor import Predictor
 
 from . import metrics as M
 from . import plots
+from .cli import FRACTION
 from .data import IMAGE_SUFFIXES, DatasetError, list_images, random_split, read_splits
 
 BATCH = 32
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="which images to use: all, or the training run's valid/train split (from DATA_DIR/splits.csv, "
         "else re-drawn with the artifact's seed and --valid-pct, as train.fit does)",
     )
-    p.add_argument("--valid-pct", type=float, default=0.2, help="validation share used by train.fit (with --split)")
+    p.add_argument("--valid-pct", type=FRACTION, default=0.2, help="validation share used by train.fit (with --split)")
     p.add_argument("--ood", type=Path, default=None, help="folder of photos of none of the classes (any layout)")
     p.add_argument("--batch-size", type=int, default=BATCH, help="images per predictor call")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -19,6 +19,7 @@ from snake_model.spec import RESIZE_METHODS, ModelSpec
 
 from . import metrics as M
 from . import plots
+from .cli import FRACTION, NON_NEGATIVE, POSITIVE, int_at_least, number
 from .data import Dataset, DatasetError, list_images, random_split, read_splits
 
 log = logging.getLogger("train.fit")
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--size",
-        type=int,
+        type=int_at_least(32),
         default=None,
         help="image size fed to the network, square pixels (default: 224 original, 288 fast)",
     )
@@ -58,7 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="item resize: crop (centre crop at validation), squish, pad (reflection), rrc (RandomResizedCrop); "
         "default: rrc for --recipe original, crop for fast",
     )
-    p.add_argument("--min-scale", type=float, default=0.5, help="RandomResizedCrop min_scale (with --resize rrc)")
+    p.add_argument(
+        "--min-scale",
+        type=number(0, 1, lo_open=True),
+        default=0.5,
+        help="RandomResizedCrop min_scale (with --resize rrc)",
+    )
     p.add_argument(
         "--aug",
         action=argparse.BooleanOptionalAction,
@@ -72,15 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="fast recipe: the network averages the image and its mirror image (2x serving compute)",
     )
-    p.add_argument("--aug-mult", type=float, default=1.0, help="aug_transforms mult (strength of augmentation)")
-    p.add_argument("--epochs", type=int, default=None, help="fine_tune epochs (original recipe; default 4)")
-    p.add_argument("--freeze-epochs", type=int, default=1, help="frozen epochs before unfreezing (original recipe)")
-    p.add_argument("--lr", type=float, default=2e-3, help="base learning rate for fine_tune (original recipe)")
+    p.add_argument("--aug-mult", type=NON_NEGATIVE, default=1.0, help="aug_transforms mult (strength of augmentation)")
+    p.add_argument("--epochs", type=int_at_least(1), default=None, help="fine_tune epochs (original recipe; default 4)")
+    p.add_argument(
+        "--freeze-epochs", type=int_at_least(0), default=1, help="frozen epochs before unfreezing (original recipe)"
+    )
+    p.add_argument("--lr", type=POSITIVE, default=2e-3, help="base learning rate for fine_tune (original recipe)")
     p.add_argument("--head", choices=("fastai", "linear"), default=None, help="classifier head (default: by recipe)")
-    p.add_argument("--valid-pct", type=float, default=0.2, help="validation share when DATA_DIR has no splits.csv")
+    p.add_argument("--valid-pct", type=FRACTION, default=0.2, help="validation share when DATA_DIR has no splits.csv")
     p.add_argument("--seed", type=int, default=42, help="random seed for the split and training")
-    p.add_argument("--bs", type=int, default=32, help="batch size")
-    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    p.add_argument("--bs", type=int_at_least(1), default=32, help="batch size")
+    p.add_argument("--workers", type=int_at_least(0), default=0, help="data loader worker processes")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="cuda uses mixed precision")
     p.add_argument("--no-pretrained", action="store_true", help="start from random weights (tests, ablations)")
     p.add_argument(
@@ -89,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=Path, default=None, help="JSON {label: {display_name, scientific_name, venomous}}")
     p.add_argument(
         "--max-false-abstain",
-        type=float,
+        type=number(0, 1, hi_open=True),
         default=0.03,
         help="abstain threshold: share of valid images abstained at most",
     )
@@ -269,9 +277,6 @@ def minimal_card(out: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    args.size_given = args.size is not None
-    if args.size is None:
-        args.size = 224
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     t0 = time.time()
     try:

@@ -32,6 +32,7 @@ from snake_model.loader import (
     sniff_format,
 )
 from train import manifest as mf
+from train.cli import NON_NEGATIVE, POSITIVE, int_at_least
 from train.download import FetchError, HostGate, HttpConfig, fetch
 from train.sources import (
     INATURALIST_API,
@@ -122,8 +123,38 @@ def http_config(table: dict, allow_hosts: list[str] | None = None) -> HttpConfig
     names = {f.name for f in fields(HttpConfig)} - {"resolver", "allow_hosts"}
     _check_keys(table, names | {"allow_hosts"}, "[download]")
     kw = {k: table[k] for k in names if k in table}
+    for k, v in kw.items():
+        _check_download_value(k, v)
     hosts = list(table.get("allow_hosts", [])) + list(allow_hosts or [])
     return HttpConfig(**kw, allow_hosts=frozenset(h.lower() for h in hosts))
+
+
+# [download] numbers: (smallest allowed, whether it must be a whole number, whether the smallest is excluded)
+_DOWNLOAD_LIMITS = {
+    "connect_timeout": (0, False, True),
+    "read_timeout": (0, False, True),
+    "total_timeout": (0, False, True),
+    "max_bytes": (1, True, False),
+    "max_redirects": (0, True, False),
+    "retries": (0, True, False),
+    "backoff": (0, False, False),
+    "max_retry_wait": (0, False, False),
+    "per_host": (1, True, False),
+    "host_interval": (0, False, False),
+}
+
+
+def _check_download_value(key: str, v) -> None:
+    if key == "user_agent":
+        if not isinstance(v, str) or not v.strip():
+            raise ConfigError(f"[download] user_agent must be a non-empty string, not {v!r}")
+        return
+    lo, whole, open_ = _DOWNLOAD_LIMITS[key]
+    kinds = (int,) if whole else (int, float)
+    if isinstance(v, bool) or not isinstance(v, kinds) or v != v or (v <= lo if open_ else v < lo):
+        what = "a whole number" if whole else "a number"
+        bound = f"more than {lo}" if open_ else f"at least {lo}"
+        raise ConfigError(f"[download] {key} must be {what} {bound}, not {v!r}")
 
 
 def parse_classes(items: list) -> list[ClassSpec]:
@@ -212,12 +243,15 @@ def load_config(path: Path, allow_hosts: list[str] | None = None) -> GatherConfi
     count = doc.get("count", 150)
     if not isinstance(count, int) or count < 1:
         raise ConfigError(f"count must be a positive integer, not {count!r}")
+    workers = doc.get("workers", 8)
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ConfigError(f"workers must be a positive integer, not {workers!r}")
     return GatherConfig(
         out=Path(doc.get("out", "data/gathered")),
         classes=classes,
         sources=sources,
         count=count,
-        workers=int(doc.get("workers", 8)),
+        workers=workers,
         publishable=frozenset(mf.normalise_licence(x) for x in lic.get("publishable", mf.PUBLISHABLE)),
         include_train_only=bool(lic.get("include_train_only", True)),
         http=http,
@@ -535,8 +569,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class", dest="label", help="the class of URL-list lines that name none (default: the file name)")
     p.add_argument("--source", action="append", choices=SOURCE_NAMES, help="use only these config sources")
     p.add_argument("--out", type=Path, help="output folder (default: the config's out, else data/gathered)")
-    p.add_argument("--count", type=int, help="images per class (default: config count; all for a folder or URL list)")
-    p.add_argument("--workers", type=int, help="concurrent downloads (default 8)")
+    p.add_argument(
+        "--count", type=int_at_least(1), help="images per class (default: config count; all for a folder or URL list)"
+    )
+    p.add_argument("--workers", type=int_at_least(1), help="concurrent downloads (default 8)")
     p.add_argument("--licence", default="unknown", help="licence to record for --folder / URL-list images")
     p.add_argument("--publishable-only", action="store_true", help="skip NC and unknown-licence images")
     p.add_argument(
@@ -546,11 +582,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST",
         help="allow this exact host even if private (tests: 127.0.0.1)",
     )
-    p.add_argument("--timeout", type=float, help="read timeout in seconds (default 20)")
-    p.add_argument("--connect-timeout", type=float, help="connect timeout in seconds (default 10)")
-    p.add_argument("--max-bytes", type=int, help="byte cap per image (default 20 MB)")
-    p.add_argument("--retries", type=int, help="retries on 429, 5xx and timeouts (default 3)")
-    p.add_argument("--max-retry-wait", type=float, help="longest Retry-After honoured, seconds (default 60)")
+    p.add_argument("--timeout", type=POSITIVE, help="read timeout in seconds (default 20)")
+    p.add_argument("--connect-timeout", type=POSITIVE, help="connect timeout in seconds (default 10)")
+    p.add_argument("--max-bytes", type=int_at_least(1), help="byte cap per image (default 20 MB)")
+    p.add_argument("--retries", type=int_at_least(0), help="retries on 429, 5xx and timeouts (default 3)")
+    p.add_argument("--max-retry-wait", type=NON_NEGATIVE, help="longest Retry-After honoured, seconds (default 60)")
     p.add_argument("--retry-failed", action="store_true", help="try again URLs that failed for good in earlier runs")
     p.add_argument("-v", "--verbose", action="store_true", help="log every failure")
     return p

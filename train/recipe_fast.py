@@ -160,7 +160,7 @@ def train_fast(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, devi
     head = args.head or "linear"
     if head != "linear":
         raise DatasetError("the fast recipe trains a linear head; use --recipe original for --head fastai")
-    size = args.size if args.size_given else FAST["size"]
+    size = args.size or FAST["size"]
     tta = FAST["tta_flip"] if args.tta is None else args.tta
     model = build_network(args.arch, len(ds.classes), head="linear", pretrained=not args.no_pretrained, tta_flip=tta)
     model.eval()

@@ -12,6 +12,8 @@ from snake_model.spec import ModelSpec
 
 from .data import Dataset
 
+ORIGINAL_SIZE = 224  # the lesson's RandomResizedCrop(224)
+
 
 def open_pil(path):
     """fastai type transform through the project's one loader (EXIF, modes, format allowlist)."""
@@ -53,7 +55,7 @@ def make_dls(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, device
         get_x=ItemGetter(0),
         get_y=ItemGetter(1),
         splitter=splitter,
-        item_tfms=item_transform(resize, args.size, args.min_scale),
+        item_tfms=item_transform(resize, args.size or ORIGINAL_SIZE, args.min_scale),
         batch_tfms=batch_tfms,
     )
     return block.dataloaders(items, bs=args.bs, num_workers=args.workers, device=device)
@@ -125,7 +127,7 @@ def train_original(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, 
         labels=list(dls.vocab),
         arch=args.arch,
         head=head,
-        image_size=args.size,
+        image_size=args.size or ORIGINAL_SIZE,
         resize_method=resize,
         mean=mean,
         std=std,
