@@ -171,7 +171,7 @@ def _calibration_section(spec: ModelSpec, metrics: dict) -> str:
         '## Confidence and "not one of my snakes"',
         "",
         f"- Confidences are temperature-scaled (T = {_num(spec.temperature)}, fitted on {_fit_on(metrics)}). "
-        f"Expected calibration error on those {n} images: {metrics.get('ece_before', float('nan')):.1%} before, "
+        f"Expected calibration error on the {n} validation images: {metrics.get('ece_before', float('nan')):.1%} before, "
         f"{metrics['ece_after']:.1%} after.",
     ]
     floor = metrics.get("ece_noise_floor")
