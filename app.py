@@ -25,6 +25,13 @@ from snake_model.loader import ImageLoadError, load_image
 
 log = logging.getLogger("app")
 
+
+def _refuse(message: str) -> gr.Error:
+    """The error the user sees in the page or the API. Gradio would also print a stack trace for it on the
+    server; bad input is not a server fault, and real failures are logged with their trace by the caller."""
+    return gr.Error(message, print_exception=False)
+
+
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # launch(max_file_size): gradio refuses bigger uploads with HTTP 413
 HEATMAP_TTL_S = 600  # gradio copies a heatmap into its own cache when it is returned
 MAX_PIXELS = 40_000_000
@@ -54,7 +61,7 @@ class SafeImage(gr.Image):
 
     async def async_move_resource_to_block_cache(self, url_or_file_path):
         if isinstance(url_or_file_path, str) and re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", url_or_file_path):
-            raise gr.Error("Image URLs are not fetched by this app: upload the image file itself.")
+            raise _refuse("Image URLs are not fetched by this app: upload the image file itself.")
         return await super().async_move_resource_to_block_cache(url_or_file_path)
 
     def preprocess(self, payload):
@@ -64,7 +71,7 @@ class SafeImage(gr.Image):
             try:
                 return super().preprocess(payload)
             except Exception as e:  # noqa: BLE001 - base64 webcam data that does not decode
-                raise gr.Error(f"could not read the image data ({e})") from e
+                raise _refuse(f"could not read the image data ({e})") from e
         return str(payload.path)
 
 
@@ -132,12 +139,12 @@ class App:
 
     def _load(self, path):
         if path is None:
-            raise gr.Error("No image given: upload a photo, take one with the webcam or paste one.")
+            raise _refuse("No image given: upload a photo, take one with the webcam or paste one.")
         try:
             return load_image(path, max_pixels=MAX_PIXELS, max_bytes=MAX_UPLOAD_BYTES)
         except ImageLoadError as e:
             msg = str(e).replace(str(Path(path).name) + ": ", "")
-            raise gr.Error(msg[:1].upper() + msg[1:]) from e
+            raise _refuse(msg[:1].upper() + msg[1:]) from e
 
     def classify(self, path):
         """Label dict (display name -> calibrated confidence) and a decision record."""
@@ -146,7 +153,7 @@ class App:
             pred = self.p.predict(img)
         except Exception as e:  # noqa: BLE001 - a clear message, never a stack trace or a dead worker
             log.exception("predict failed")
-            raise gr.Error(f"The model failed on this image ({type(e).__name__}); try another photo.") from e
+            raise _refuse(f"The model failed on this image ({type(e).__name__}); try another photo.") from e
         ranked = sorted(pred.probs.items(), key=lambda kv: -kv[1])
         decision = {
             "label": None if pred.abstain else pred.label,
@@ -203,14 +210,14 @@ class App:
         if target and target != PREDICTED:
             lab = self.by_name.get(target, target)
             if lab not in self.spec.labels:
-                raise gr.Error(f"unknown class {target!r}; choose one of: {', '.join(self.names.values())}")
+                raise _refuse(f"unknown class {target!r}; choose one of: {', '.join(self.names.values())}")
             idx = self.spec.labels.index(lab)
         try:
             cam, idx = gradcam(self.p.model, self.spec, img, idx)
             out = overlay(img, self.spec, cam)
         except Exception as e:  # noqa: BLE001 - a clear message, never a stack trace or a dead worker
             log.exception("Grad-CAM failed")
-            raise gr.Error(f"Grad-CAM failed on this image ({type(e).__name__}); try another photo.") from e
+            raise _refuse(f"Grad-CAM failed on this image ({type(e).__name__}); try another photo.") from e
         name = self.names[self.spec.labels[idx]]
         return self._heatmap_file(out), f"Heatmap for **{name}**: warm colours mark the pixels that raised its score."
 

@@ -203,7 +203,7 @@ def test_an_unrecognised_image_gets_the_abstain_message(tiny_artifact, good_imag
 
 @pytest.mark.parametrize("case", list(HOSTILE))
 def test_a_hostile_upload_gets_a_clear_message_or_a_valid_answer_and_the_server_survives(
-    client, good_image, tmp_path, case
+    client, good_image, tmp_path, case, capfd
 ):
     c, pred = client
     name, make, words = HOSTILE[case]
@@ -224,6 +224,8 @@ def test_a_hostile_upload_gets_a_clear_message_or_a_valid_answer_and_the_server_
             assert any(w in str(info.value) for w in words), str(info.value)
             assert "Traceback" not in str(info.value)
     _assert_healthy(c, good_image)
+    # bad input is the user's, not a server fault: no stack trace in the server's log either
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_a_file_over_max_file_size_is_refused_by_client_and_server(server, good_image, tmp_path):
