@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 FAST = {
     "size": 288,
     "resize": "crop",
-    "tta_flip": False,
+    "tta_flip": True,  # the same default as train.fit --tta
     "Cs": (0.001, 0.003, 0.01, 0.03, 0.1),
     "folds": 5,
     "max_iter": 3000,
