@@ -40,6 +40,16 @@ def features(paths, arch: str, size: int) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
+def labelled_sets(args: list[str]):
+    """(folder, Dataset, labels array) for every class folder named in args; a missing one is reported and skipped."""
+    for data in map(Path, args):
+        if not data.is_dir():
+            print(f"skip: {data} not found")
+            continue
+        ds = list_images(data)
+        yield data, ds, np.array(ds.labels)
+
+
 def cached_npz(cache: Path, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """compute() the first time, then the arrays from the .npz cache file."""
     if cache.is_file():

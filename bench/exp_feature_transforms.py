@@ -16,10 +16,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.exp_cv import cv_scores  # noqa: E402
-from bench.exp_resize import crops  # noqa: E402
-from train.data import list_images  # noqa: E402
-from train.features import extract_features  # noqa: E402
+from bench.exp_cv import cv_scores, labelled_sets  # noqa: E402
+from bench.exp_resize import crops, served  # noqa: E402
 
 
 def ssqrt(a: np.ndarray) -> np.ndarray:
@@ -45,18 +43,8 @@ def row(x: np.ndarray, y: np.ndarray, extra: np.ndarray | None) -> str:
 
 
 def main() -> int:
-    for data in map(Path, sys.argv[1:]):
-        if not data.is_dir():
-            print(f"skip: {data} not found")
-            continue
-        ds = list_images(data)
-        y = np.array(ds.labels)
-        feats = {
-            m: extract_features(
-                ds.paths, image_size=288, resize_method=m, flip=True, cache_dir="/tmp/exp_resize", progress=False
-            )[0]
-            for m in ("crop", "squish", "pad")
-        }
+    for data, ds, y in labelled_sets(sys.argv[1:]):
+        feats = {m: served(ds.paths, m)[0] for m in ("crop", "squish", "pad")}
         v = crops(ds.paths, "crop")
         for name, f in TRANSFORMS.items():
             print(f"{data.name:5s} {name:18s} {row(f(feats['crop']), y, f(v))}", flush=True)

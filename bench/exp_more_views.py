@@ -14,10 +14,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.exp_cv import cached_npz, cv_scores  # noqa: E402
-from bench.exp_resize import crops  # noqa: E402
-from train.data import list_images  # noqa: E402
-from train.features import extract_features  # noqa: E402
+from bench.exp_cv import cached_npz, cv_scores, labelled_sets  # noqa: E402
+from bench.exp_resize import crops, served  # noqa: E402
 
 
 def main() -> int:
@@ -27,15 +25,8 @@ def main() -> int:
     from snake_model.spec import ModelSpec
     from train.recipe_fast import augmented_features
 
-    for data in map(Path, sys.argv[1:]):
-        if not data.is_dir():
-            print(f"skip: {data} not found")
-            continue
-        ds = list_images(data)
-        y = np.array(ds.labels)
-        x, _ = extract_features(
-            ds.paths, image_size=288, resize_method="crop", flip=True, cache_dir="/tmp/exp_resize", progress=False
-        )
+    for data, ds, y in labelled_sets(sys.argv[1:]):
+        x, _ = served(ds.paths, "crop")
         v42 = crops(ds.paths, "crop")
 
         def compute(ds=ds) -> dict[str, np.ndarray]:

@@ -28,22 +28,25 @@ def main() -> int:
         y = np.array(ds.labels)
         for method in ("squish", "pad", "crop"):
             t = time.time()
-            x, ok = extract_features(
-                ds.paths, image_size=288, resize_method=method, flip=True, cache_dir="/tmp/exp_resize", progress=False
-            )
+            x, ok = served(ds.paths, method)
             secs = time.time() - t
             res = "  ".join(f"C={C}: {cv_error(x[ok], y[ok], C):.3f}" for C in (0.003, 0.01, 0.03))
             print(f"{data.name:5s} {method:7s} ({secs:.0f} s features)  {res}", flush=True)
         for method in ("squish", "crop"):
-            x, ok = extract_features(
-                ds.paths, image_size=288, resize_method=method, flip=True, cache_dir="/tmp/exp_resize", progress=False
-            )
+            x, ok = served(ds.paths, method)
             t = time.time()
             views = crops(ds.paths, method)
             secs = time.time() - t
             res = "  ".join(f"C={C}: {cv_scores(x[ok], y[ok], C, extra=views[ok])[0]:.3f}" for C in (0.003, 0.01, 0.03))
             print(f"{data.name:5s} {method + '+crops':13s} ({secs:.0f} s crops)  {res}", flush=True)
     return 0
+
+
+def served(paths, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """(features, readable) of every image as served: Lite0 at 288 px, mirror averaged; cached in /tmp/exp_resize."""
+    return extract_features(
+        paths, image_size=288, resize_method=method, flip=True, cache_dir="/tmp/exp_resize", progress=False
+    )
 
 
 def crops(paths, method: str) -> np.ndarray:

@@ -18,23 +18,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.exp_resize import crops  # noqa: E402
+from bench.exp_cv import labelled_sets  # noqa: E402
+from bench.exp_resize import crops, served  # noqa: E402
 from snake_model.predictor import softmax  # noqa: E402
 from train import metrics as M  # noqa: E402
-from train.data import list_images  # noqa: E402
-from train.features import extract_features  # noqa: E402
 from train.recipe_fast import fit_linear_head  # noqa: E402
 
 
-def run(data: Path) -> None:
+def run(data: Path, ds, y: np.ndarray) -> None:
     from sklearn.model_selection import StratifiedKFold, train_test_split
 
-    ds = list_images(data)
-    y = np.array(ds.labels)
     n = len(ds.classes)
-    x, ok = extract_features(
-        ds.paths, image_size=288, resize_method="crop", flip=True, cache_dir="/tmp/exp_resize", progress=False
-    )
+    x, ok = served(ds.paths, "crop")
     v = crops(ds.paths, "crop")
     x, v, y = x[ok], v[ok], y[ok]
     ways = ("none", "valid", "oof", "valid+oof")
@@ -70,11 +65,8 @@ def run(data: Path) -> None:
 
 
 def main() -> int:
-    for d in map(Path, sys.argv[1:]):
-        if not d.is_dir():
-            print(f"skip: {d} not found")
-            continue
-        run(d)
+    for data, ds, y in labelled_sets(sys.argv[1:]):
+        run(data, ds, y)
     return 0
 
 
