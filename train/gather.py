@@ -633,8 +633,6 @@ def config_from_args(args: argparse.Namespace) -> GatherConfig:
     for key in ("out", "count", "workers"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
-    if cfg.count is not None and cfg.count < 1:
-        raise ConfigError("--count must be at least 1")
     if args.publishable_only:
         cfg.include_train_only = False
     cfg.retry_failed = args.retry_failed
