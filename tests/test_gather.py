@@ -311,7 +311,8 @@ def test_a_crash_between_writing_an_image_and_recording_it_is_repaired_on_resume
             fh.write("x,urls,torn")  # a kill in the middle of an append
         monkeypatch.setattr(mf, "append_row", real_append)
         rep = gather(cfg)
-    assert rep["reconciled"] == {"temp_files_removed": 1, "orphans_removed": 1}
+    assert rep["reconciled"] == {"temp_files_removed": 1, "orphans_quarantined": 1}
+    assert len(list((out / mf.QUARANTINE / "orphans").rglob("*.jpg"))) == 1  # kept, not deleted
     assert rep["per_class"] == {"x": 6}
     assert len(assert_manifest_matches_disk(out)) == 6
 
@@ -400,6 +401,25 @@ def test_files_dropped_into_the_output_by_hand_are_adopted_or_set_aside(tmp_path
     adopted = [r for r in rows if r["source"] == "adopted"]
     assert [r["path"] for r in adopted] == ["cobra/mine.jpg"] and adopted[0]["use"] == "train-only"
     assert (out / "_quarantine" / "unrecorded" / "cobra" / "notes.jpg").is_file()
+
+
+def test_a_manifest_not_in_gathers_format_stops_the_run_before_any_image_moves(tmp_path, capsys):
+    src = tmp_path / "scrape"
+    (src / "cobra").mkdir(parents=True)
+    (src / "cobra" / "a.jpg").write_bytes(image_bytes("JPEG", seed=1))
+    out = tmp_path / "out"
+    assert main(["--folder", str(src), "--out", str(out)]) == 0
+    before = files_on_disk(out)
+    manifest = out / "manifest.csv"
+    text = manifest.read_text().replace(",", ";")  # re-saved by a spreadsheet with another separator
+    manifest.write_text(text)
+    assert main(["--folder", str(src), "--out", str(out)]) == 1
+    assert "not in gather's format" in capsys.readouterr().err
+    assert files_on_disk(out) == before and manifest.read_text() == text
+    manifest.unlink()  # no manifest at all: the gathered images are set aside, never deleted
+    assert main(["--folder", str(src), "--out", str(out)]) == 0
+    kept = {p.name for p in (out / mf.QUARANTINE / "orphans").rglob("*.jpg")}
+    assert kept == {Path(p).name for p in before}
 
 
 def test_a_url_file_without_labels_names_its_class_after_itself(tmp_path):

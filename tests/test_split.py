@@ -108,6 +108,15 @@ def test_an_image_filed_under_two_classes_is_reported_and_kept_on_one_side(datas
     assert (root / "krait" / "odd.jpg").is_file()  # a label conflict is for a person to settle
 
 
+def test_split_keeps_the_rows_and_columns_of_a_hand_edited_manifest(dataset):
+    root, _ = dataset
+    (root / "cobra" / "5_again.jpg").write_bytes((root / "cobra" / "5.jpg").read_bytes())
+    lines = ["path,class,my_notes", "cobra/5_again.jpg,cobra,copy", "cobra/1.jpg,cobra,keep me", "krait/1.jpg,krait,"]
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+    assert main([str(root)]) == 0
+    assert (root / "manifest.csv").read_text() == "\n".join(lines[:1] + lines[2:]) + "\n"
+
+
 def test_split_after_gather_keeps_manifest_and_attribution_in_step(dataset, tmp_path):
     root, _ = dataset
     (root / "cobra" / "3_again.jpg").write_bytes(near_copy(photo(3)))

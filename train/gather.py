@@ -647,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_from_args(args)
         rep = gather(cfg)
-    except (ConfigError, SourceError) as e:
+    except (ConfigError, SourceError, mf.ManifestError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except OSError as e:

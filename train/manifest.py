@@ -129,21 +129,64 @@ def rows_to_csv(rows: Iterable[dict], columns: list[str] = COLUMNS) -> bytes:
 # ---------------------------------------------------------------- the manifest
 
 
-def read_manifest(out: Path) -> list[dict]:
-    """Rows of out/manifest.csv; a torn last line (a kill mid-append) and malformed rows are dropped."""
-    f = Path(out) / MANIFEST
-    if not f.is_file():
-        return []
+class ManifestError(ValueError):
+    """manifest.csv is not in gather's format, so nothing that depends on it can be trusted to change the disk."""
+
+
+def _manifest_text(f: Path) -> str:
+    """The file's text without a torn last line (a kill in the middle of an append)."""
     text = f.read_text(encoding="utf-8", errors="replace")
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
-    rows = []
-    for r in csv.DictReader(io.StringIO(text)):
+    return text
+
+
+def read_manifest(out: Path, strict: bool = False) -> list[dict]:
+    """Rows of out/manifest.csv; a torn last line (a kill mid-append) is dropped.
+
+    Malformed rows (not gather's columns, a bad sha256) are dropped with a warning, or, with strict, make it
+    raise ManifestError: a caller that deletes or moves files by the manifest must not act on a half-read one.
+    """
+    f = Path(out) / MANIFEST
+    if not f.is_file():
+        return []
+    rows, bad = [], 0
+    for r in csv.DictReader(io.StringIO(_manifest_text(f))):
         if None in r or any(r.get(c) is None for c in COLUMNS) or not _SHA.match(r["sha256"] or ""):
             log.warning("dropping a malformed manifest row: %s", r)
+            bad += 1
             continue
         rows.append(r)
+    if strict and bad:
+        raise ManifestError(
+            f"{f}: {bad} of {bad + len(rows)} rows are not in gather's format (comma-separated, with the columns "
+            f"{', '.join(COLUMNS)}). Nothing was changed. Restore the file from a backup, or move it aside to "
+            "re-import the images with --folder."
+        )
     return rows
+
+
+def drop_rows(out: Path, paths: set[str]) -> bool:
+    """Remove the rows of `paths` from out/manifest.csv, keeping every other row and column exactly as it was.
+
+    Returns whether the file is in gather's format (then the caller may rewrite ATTRIBUTION.md from it). A file
+    without a `path` column is left alone.
+    """
+    f = Path(out) / MANIFEST
+    if not f.is_file():
+        return False
+    reader = csv.DictReader(io.StringIO(_manifest_text(f)))
+    fields = list(reader.fieldnames or [])
+    if "path" not in fields:
+        log.warning("%s has no 'path' column; left unchanged", f)
+        return False
+    kept = [r for r in reader if r.get("path") not in paths]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", restval="", lineterminator="\n")
+    w.writeheader()
+    w.writerows(kept)
+    atomic_write(f, buf.getvalue().encode("utf-8"))
+    return set(COLUMNS) <= set(fields)
 
 
 def write_manifest(out: Path, rows: list[dict]) -> None:
@@ -184,17 +227,19 @@ def reconcile(out: Path, adopt=None) -> tuple[list[dict], dict[str, int]]:
     """Make the manifest match the disk after any interruption; returns (rows, counts of what was fixed).
 
     Stale temp files are deleted; rows whose file is gone are dropped; a file gather wrote but had no time to
-    record (an orphan named like ours) is deleted so it is fetched again with its provenance; any other
-    unrecorded file is adopted through `adopt(path) -> row | None` (None: it is quarantined).
+    record (an orphan named like ours) is moved to _quarantine/orphans/ so it is fetched again with its
+    provenance; any other unrecorded file is adopted through `adopt(path) -> row | None` (None: it is
+    quarantined). No image is ever deleted. A manifest with rows not in gather's format raises ManifestError
+    before anything is touched (it may be a hand-edited file, and every image would look unrecorded).
     """
     out = Path(out)
-    fixed = {"temp_files_removed": 0, "rows_without_file": 0, "orphans_removed": 0, "adopted": 0, "quarantined": 0}
+    fixed = {"temp_files_removed": 0, "rows_without_file": 0, "orphans_quarantined": 0, "adopted": 0, "quarantined": 0}
     if not out.is_dir():
         return [], fixed
+    on_disk = read_manifest(out, strict=True)
     for tmp in list(out.glob(f"{TMP_PREFIX}*")) + list(out.glob(f"*/{TMP_PREFIX}*")):
         tmp.unlink(missing_ok=True)
         fixed["temp_files_removed"] += 1
-    on_disk = read_manifest(out)
     raw_lines = max(0, len((out / MANIFEST).read_bytes().splitlines()) - 1) if (out / MANIFEST).exists() else 0
     rows, seen = [], set()
     for r in on_disk:
@@ -209,8 +254,8 @@ def reconcile(out: Path, adopt=None) -> tuple[list[dict], dict[str, int]]:
             if not p.is_file() or p.name.startswith(".") or rel in seen:
                 continue
             if OWN_NAME.match(p.name):
-                p.unlink()
-                fixed["orphans_removed"] += 1
+                quarantine(out, rel, "orphans")
+                fixed["orphans_quarantined"] += 1
                 continue
             row = adopt(p) if adopt else None
             if row is None:

@@ -175,10 +175,8 @@ def split_dataset(
         for rel, _ in dropped:
             mf.quarantine(root, rel, "duplicates")
         gone = set(bad) | {d for d, _ in dropped}
-        if gone and (root / mf.MANIFEST).exists():
-            rows = [r for r in mf.read_manifest(root) if r["path"] not in gone]
-            mf.write_manifest(root, rows)
-            mf.write_attribution(root, rows)
+        if gone and mf.drop_rows(root, gone):  # other rows and columns (a hand-edited manifest) stay as they were
+            mf.write_attribution(root, mf.read_manifest(root))
     else:
         kept_items = items  # nothing moves: exact duplicates simply share a group
     groups = near_duplicate_groups([it.phash for it in kept_items], threshold)
