@@ -159,3 +159,26 @@ def test_background_folder_adds_a_not_a_snake_class(tmp_path, synth_data):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["labels"][-1] == fit.BACKGROUND_LABEL and len(cfg["labels"]) == 4
     assert "notes.txt" in " ".join(json.loads((out / "metrics.json").read_text())["skipped_images"])
+
+
+def test_original_recipe_with_a_background_class_scores_each_photo_against_its_own_label(tmp_path, synth_data):
+    # fastai sorts a vocabulary it is given: "not_a_snake" would land between the class names, while the
+    # dataset lists it last; the metrics must still pair every logit column with the right label
+    from PIL import Image
+
+    bg = tmp_path / "decoys"
+    bg.mkdir()
+    for i in range(10):
+        Image.new("RGB", (70, 50), (20 * i, 200 - 10 * i, 90)).save(bg / f"d{i}.png")
+    out = tmp_path / "orig_bg"
+    args = [str(synth_data), "--out", str(out), "--recipe", "original", "--size", "48", "--epochs", "1"]
+    assert fit.main([*args, "--bs", "8", "--quiet", "--background", str(bg), "--no-photo-previews"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["labels"][-1] == fit.BACKGROUND_LABEL
+    assert metrics["labels"] != sorted(metrics["labels"])  # the order fastai would have imposed differs
+    pred = Predictor(out, backend="torch")
+    for row in metrics["top_losses"]:
+        path = Path(row["path"]) if Path(row["path"]).is_absolute() else synth_data / row["path"]
+        p = pred.predict_proba([path])[0]
+        assert abs(p[pred.labels.index(row["actual"])] - row["prob_actual"]) < 1e-3, row
+        assert pred.labels[int(p.argmax())] == row["predicted"], row

@@ -179,7 +179,9 @@ def write_outputs(
 
     from .recipe_fast import full_pass
 
-    y = np.asarray([ds.labels[i] for i in valid_idx])
+    # y indexes the model's labels (its logits' columns), whatever order the dataset listed its classes in
+    column = {name: j for j, name in enumerate(spec.labels)}
+    y = np.asarray([column[ds.classes[ds.labels[i]]] for i in valid_idx])
     probs_raw = softmax(logits)
     spec.temperature, t_fit_on = calibration_temperature(logits, y, extra)
     probs = softmax(logits, spec.temperature)
