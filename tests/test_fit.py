@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from snake_model.predictor import Predictor
 from train import fit
@@ -182,3 +183,87 @@ def test_original_recipe_with_a_background_class_scores_each_photo_against_its_o
         p = pred.predict_proba([path])[0]
         assert abs(p[pred.labels.index(row["actual"])] - row["prob_actual"]) < 1e-3, row
         assert pred.labels[int(p.argmax())] == row["predicted"], row
+
+
+def fast_fit(data: Path, out: Path, *more: str) -> int:
+    return fit.main([str(data), "--out", str(out), "--size", "48", "--quiet", *more])
+
+
+def test_a_rerun_replaces_the_model_but_keeps_your_files_and_a_failed_run_changes_nothing(tmp_path, monkeypatch):
+    from tests.conftest import make_dataset
+
+    data = make_dataset(tmp_path / "data", per_class=8)
+    out = tmp_path / "model"
+    assert fast_fit(data, out) == 0
+    assert (out / "top_losses.png").is_file()
+    (out / "my_notes.txt").write_text("mine")
+    assert fast_fit(data, out, "--no-photo-previews", "--seed", "7") == 0
+    assert not (out / "top_losses.png").exists()  # the old model's photo grid must not stay behind
+    assert (out / "my_notes.txt").read_text() == "mine"
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def broken(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(fit, "write_outputs", broken)
+    with pytest.raises(RuntimeError):
+        fast_fit(data, out, "--seed", "8")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model"]  # no staging folder left behind
+    Predictor(out)  # still loads
+
+
+def test_bad_out_arch_classes_and_splits_files_stop_fit_before_training(tmp_path, capsys):
+    from tests.conftest import make_dataset
+
+    data = make_dataset(tmp_path / "data", per_class=6)
+    assert fast_fit(data, data) == 2  # the data folder itself, by mistake
+    assert "not a model folder" in capsys.readouterr().err
+    assert not (data / "config.json").exists() and not (data / "README.md").exists()
+    out = tmp_path / "o"
+    assert fast_fit(data, out, "--arch", "no_such_net") == 2
+    assert "unknown --arch 'no_such_net'" in capsys.readouterr().err
+    assert fast_fit(data, out, "--classes", str(tmp_path / "clases.json")) == 2
+    assert "is not a file" in capsys.readouterr().err
+    (data / "classes.json").write_text('["red_disc", "green_bar"]')
+    assert fast_fit(data, out) == 2
+    assert "should be an object" in capsys.readouterr().err
+    (data / "classes.json").unlink()
+    (data / "splits.csv").write_text("file,fold\nred_disc/red_disc_000.jpg,1\n")
+    assert fast_fit(data, out) == 2
+    assert "needs the columns path,split" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_background_photos_keep_the_data_folders_splits_csv(tmp_path):
+    from PIL import Image
+
+    from tests.conftest import make_dataset
+
+    data = make_dataset(tmp_path / "data", per_class=6)
+    files = sorted(p.relative_to(data).as_posix() for p in data.rglob("*.jpg"))
+    valid = set(files[::3])
+    rows = [f"{f},{'valid' if f in valid else 'train'}" for f in files]
+    (data / "splits.csv").write_text("path,split\n" + "\n".join(rows) + "\n")
+    bg = tmp_path / "decoys"
+    bg.mkdir()
+    for i in range(5):
+        Image.new("RGB", (60, 40), (30 * i, 90, 200 - 30 * i)).save(bg / f"d{i}.png")
+    out = tmp_path / "bg"
+    assert fast_fit(data, out, "--background", str(bg)) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_valid"] == len(valid) + 1 and metrics["n_train"] == len(files) - len(valid) + 4
+
+
+def test_the_card_of_a_model_trained_on_gathered_photos_gives_their_licences(tmp_path):
+    from tests.conftest import make_dataset
+    from train import gather
+
+    src = make_dataset(tmp_path / "src", per_class=5)
+    data = tmp_path / "gathered"
+    assert gather.main(["--folder", str(src), "--out", str(data), "--licence", "CC BY 4.0"]) == 0
+    out = tmp_path / "m"
+    assert fast_fit(data, out) == 0
+    card = (out / "README.md").read_text()
+    assert "| folder | cc-by | 15 |" in card and "**unknown**" not in card
+    assert (out / "ATTRIBUTION.md").read_bytes() == (data / "ATTRIBUTION.md").read_bytes()

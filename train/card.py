@@ -28,9 +28,9 @@ def _num(x, fmt: str = ".3f") -> str:
     return format(x, fmt) if isinstance(x, int | float) else "n/a"
 
 
-def find_manifest(artifact_dir: Path, spec: ModelSpec, data_dir: str | Path | None) -> Path | None:
-    """manifest.csv from gather: in data_dir, the artifact folder, or the training data folder recorded in config."""
-    for d in (data_dir, artifact_dir, spec.training.get("data_dir")):
+def find_manifest(artifact_dir: Path, data_dir: str | Path | None) -> Path | None:
+    """manifest.csv from gather: in data_dir (train.fit passes its DATA_DIR, push its --data) or the artifact folder."""
+    for d in (data_dir, artifact_dir):
         if d and (Path(d) / MANIFEST).is_file():
             return Path(d) / MANIFEST
     return None
@@ -99,7 +99,7 @@ def _data_section(artifact_dir: Path, spec: ModelSpec, data_dir) -> str:
         lines += [f"Trained on the image folder `{spec.training['data_dir_name']}`.", ""]
     if spec.training.get("data_source"):
         lines += [spec.training["data_source"], ""]
-    manifest = find_manifest(artifact_dir, spec, data_dir)
+    manifest = find_manifest(artifact_dir, data_dir)
     if manifest is None:
         lines += [
             "Sources and licences: **unknown**. No gather manifest was found for this model, so the origin and "

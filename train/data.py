@@ -89,8 +89,15 @@ def read_splits(ds: Dataset) -> tuple[list[int], list[int]] | None:
     f = ds.root / SPLITS_FILE
     if not f.is_file():
         return None
-    with open(f, newline="", encoding="utf-8") as fh:
-        rows = {r["path"]: r["split"].strip().lower() for r in csv.DictReader(fh)}
+    redo = "delete it, or write it again with `python -m train.split DATA_DIR`"
+    try:
+        with open(f, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if not {"path", "split"} <= set(reader.fieldnames or []):
+                raise DatasetError(f"{f} needs the columns path,split (found {reader.fieldnames}); {redo}")
+            rows = {r["path"]: (r["split"] or "").strip().lower() for r in reader}
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DatasetError(f"cannot read {f} ({e}); {redo}") from e
     train, valid = [], []
     for i, p in enumerate(ds.paths):
         s = rows.get(ds.rel(p))

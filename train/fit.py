@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
+import shutil
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -85,11 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--lr", type=POSITIVE, default=2e-3, help="base learning rate for fine_tune (original recipe)")
     p.add_argument("--head", choices=("fastai", "linear"), default=None, help="classifier head (default: by recipe)")
-    p.add_argument("--valid-pct", type=FRACTION, default=0.2, help="validation share when DATA_DIR has no splits.csv")
+    p.add_argument(
+        "--valid-pct",
+        type=FRACTION,
+        default=0.2,
+        help="validation share when DATA_DIR has no splits.csv (and of --background photos)",
+    )
     p.add_argument("--seed", type=int, default=42, help="random seed for the split and training")
-    p.add_argument("--bs", type=int_at_least(1), default=32, help="batch size")
-    p.add_argument("--workers", type=int_at_least(0), default=0, help="data loader worker processes")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="cuda uses mixed precision")
+    p.add_argument("--bs", type=int_at_least(1), default=32, help="batch size (original recipe)")
+    p.add_argument("--workers", type=int_at_least(0), default=0, help="data loader worker processes (original recipe)")
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto: cuda when there is a GPU; the original recipe trains there with mixed precision",
+    )
     p.add_argument("--no-pretrained", action="store_true", help="start from random weights (tests, ablations)")
     p.add_argument(
         "--background", type=Path, default=None, help=f"folder of decoy photos: adds a {BACKGROUND_LABEL!r} class"
@@ -116,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
 def load_dataset(args: argparse.Namespace) -> tuple[Dataset, list[int], list[int]]:
     """List and verify DATA_DIR (+ background), then split by splits.csv or stratified random."""
     ds = list_images(args.data_dir, verify=True)
+    split = read_splits(ds)  # the data folder's own images only
     if args.background is not None:
+        n_data = len(ds.paths)
         bg = sorted(p for p in Path(args.background).rglob("*") if p.is_file())
         ok = []
         for p in bg:
@@ -130,7 +145,11 @@ def load_dataset(args: argparse.Namespace) -> tuple[Dataset, list[int], list[int
         ds.classes.append(BACKGROUND_LABEL)
         ds.paths += ok
         ds.labels += [len(ds.classes) - 1] * len(ok)
-    split = read_splits(ds) if args.background is None else None
+        if split is not None:  # splits.csv keeps its leak-free split; the decoys are split at random
+            bg_idx = list(range(n_data, len(ds.paths)))
+            np.random.default_rng(args.seed).shuffle(bg_idx)
+            k = max(1, round(len(bg_idx) * args.valid_pct)) if len(bg_idx) > 1 else 0
+            split = (split[0] + sorted(bg_idx[k:]), split[1] + sorted(bg_idx[:k]))
     if split is None:
         split = random_split(ds, args.valid_pct, args.seed)
     return ds, split[0], split[1]
@@ -147,13 +166,84 @@ def pick_device(choice: str):
 
 
 def load_class_info(args: argparse.Namespace) -> dict:
-    f = args.classes or (args.data_dir / "classes.json")
-    if f and Path(f).is_file():
+    """--classes (which must exist) or DATA_DIR/classes.json (when present): {label: {display_name, ...}}."""
+    if args.classes is not None and not Path(args.classes).is_file():
+        raise DatasetError(f"--classes {args.classes} is not a file")
+    f = Path(args.classes or (args.data_dir / "classes.json"))
+    if not f.is_file():
+        return {}
+    layout = 'an object {"label": {"display_name": ..., "scientific_name": ..., "venomous": true|false}}'
+    try:
+        info = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(f"{f} is not readable JSON ({e}); it should be {layout}") from e
+    if not isinstance(info, dict) or not all(isinstance(v, dict) for v in info.values()):
+        raise DatasetError(f"{f} should be {layout}")
+    return info
+
+
+def check_arch(arch: str, pretrained: bool) -> None:
+    """Refuse an unknown --arch, or offline weights whose package is missing, before any work is done."""
+    import timm
+
+    from snake_model.network import _LITE_WHEELS, lite_weights_path
+
+    if not timm.is_model(arch):
+        raise DatasetError(f"unknown --arch {arch!r}: use a timm model name such as {DEFAULT_ARCH}")
+    if pretrained and arch in _LITE_WHEELS:
         try:
-            return json.loads(Path(f).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"{f} is not valid JSON: {e}") from e
-    return {}
+            lite_weights_path(arch)
+        except ValueError as e:
+            raise DatasetError(str(e)) from e
+
+
+# The files a model folder holds; a re-run into the same --out replaces them all (a stale top_losses.png of the
+# previous model must not stay behind, linked from the new card).
+ARTIFACT_FILES = (
+    "model.safetensors",
+    "ood.safetensors",
+    "metrics.json",
+    "confusion_matrix.png",
+    "top_losses.png",
+    "reliability.png",
+    "batch_preview.png",
+    "README.md",
+    "ATTRIBUTION.md",
+    "config.json",
+)
+
+
+def check_out_dir(out: Path) -> None:
+    """--out must be new, empty or an earlier model folder: never a data folder given by mistake."""
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"--out {out} is a file; give a folder for the model")
+    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
+        raise DatasetError(
+            f"--out {out} already holds files and is not a model folder (it has no config.json); give a new or "
+            "empty folder, so that nothing in it is overwritten"
+        )
+
+
+def staging_dir(out: Path) -> Path:
+    """A hidden sibling of out, on the same file system, where the new model is written before it replaces out."""
+    d = out.resolve().parent / f".{out.name}.fit-{uuid.uuid4().hex[:8]}"
+    d.mkdir(parents=True)
+    return d
+
+
+def publish(staging: Path, out: Path) -> None:
+    """Move a finished model from staging into out, config.json last: until then out holds the previous model.
+
+    Files that are not part of a model (notes of yours, a push-dry-run folder) stay as they are.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    new = {p.name for p in staging.iterdir()}
+    for name in ARTIFACT_FILES:
+        if name not in new and (out / name).is_file():
+            (out / name).unlink()
+    for p in sorted(staging.iterdir(), key=lambda p: p.name == "config.json"):
+        os.replace(p, out / p.name)
+    staging.rmdir()
 
 
 def calibration_temperature(logits: np.ndarray, y: np.ndarray, extra: dict) -> tuple[float, dict[str, int]]:
@@ -245,16 +335,19 @@ def write_outputs(
         caps = [f"{t['predicted']} / {t['actual']}\n{t['loss']:.2f} / {t['prob_actual']:.2f}" for t in top[:9]]
         plots.top_losses_png(ims, caps, out / "top_losses.png")
     plots.reliability_png(M.reliability_bins(probs_raw, y), M.reliability_bins(probs, y), out / "reliability.png")
-    write_card(out)
+    data_dir = extra.get("data_dir")
+    if data_dir is not None and (Path(data_dir) / "ATTRIBUTION.md").is_file():  # the card links to it
+        shutil.copyfile(Path(data_dir) / "ATTRIBUTION.md", out / "ATTRIBUTION.md")
+    write_card(out, data_dir)
     return metrics
 
 
-def write_card(out: Path) -> None:
-    """README.md model card from the real numbers (the full builder lives in train.card when present)."""
+def write_card(out: Path, data_dir: Path | None = None) -> None:
+    """README.md model card from the real numbers and data_dir's gather manifest (licences), when it has one."""
     try:
         from .card import build_card
 
-        text = build_card(out)
+        text = build_card(out, data_dir=data_dir)
     except ImportError:
         text = minimal_card(out)
     (out / "README.md").write_text(text, encoding="utf-8")
@@ -282,9 +375,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     t0 = time.time()
     try:
+        check_out_dir(args.out)
+        check_arch(args.arch, pretrained=not args.no_pretrained)
+        class_info = load_class_info(args)
         ds, train_idx, valid_idx = load_dataset(args)
         device = pick_device(args.device)
-        class_info = load_class_info(args)
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -293,14 +388,27 @@ def main(argv: list[str] | None = None) -> int:
             f"skipping {len(ds.skipped)} unreadable file(s), listed in metrics.json; first: "
             f"{next(iter(ds.skipped.items()))}"
         )
+    mixed = device.type == "cuda" and args.recipe == "original"  # the fast recipe's frozen features run in fp32
     print(
         f"{len(ds.classes)} classes, {len(train_idx)} train / {len(valid_idx)} valid images, device {device}"
-        + (" (mixed precision)" if device.type == "cuda" else "")
+        + (" (mixed precision)" if mixed else "")
     )
     if args.recipe == "original":
         from .recipe_original import train_original as trainer
     else:
         from .recipe_fast import train_fast as trainer
+    out = args.out
+    args.out = staging_dir(out)  # everything is written there first: a failed run leaves out as it was
+    try:
+        return finish(args, argv, out, ds, train_idx, valid_idx, device, mixed, class_info, trainer, t0)
+    finally:
+        args.out, staging = out, args.out
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def finish(args, argv, out: Path, ds, train_idx, valid_idx, device, mixed: bool, class_info, trainer, t0) -> int:
+    """Train into the staging folder args.out, write the outputs, then publish them into out."""
     try:
         model, spec, logits, feats = trainer(ds, train_idx, valid_idx, args, device)
     except DatasetError as e:
@@ -312,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
             "recipe": args.recipe,
             "command": "python -m train.fit " + " ".join(shlex.quote(a) for a in argv),
             "device": str(device),
-            "mixed_precision": device.type == "cuda",
+            "mixed_precision": mixed,
             "seed": args.seed,
             "n_train": len(train_idx),
             "n_valid": len(valid_idx),
@@ -325,11 +433,13 @@ def main(argv: list[str] | None = None) -> int:
     extra["train_paths"] = [ds.paths[i] for i in train_idx]
     extra["quiet"] = args.quiet
     extra["photo_previews"] = not args.no_photo_previews
+    extra["data_dir"] = args.data_dir
     m = write_outputs(model, spec, ds, valid_idx, logits, args.out, extra)
+    publish(args.out, out)
     print(
         f"valid error {m['valid_error']:.1%} | ECE {m['ece_before']:.3f} -> {m['ece_after']:.3f} "
         f"(T={m['temperature']:.2f}; a perfectly calibrated model would show {m['ece_noise_floor']:.3f} on this "
-        f"many images) | {time.time() - t0:.0f} s | artifact in {args.out}"
+        f"many images) | {time.time() - t0:.0f} s | artifact in {out}"
     )
     return 0
 

@@ -51,7 +51,10 @@ def make_dls(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, device
     batch_tfms = [*aug_transforms(mult=args.aug_mult)] if args.aug else []
     batch_tfms.append(Normalize.from_stats(list(mean), list(std)))
     block = DataBlock(
-        blocks=(TransformBlock(type_tfms=open_pil, batch_tfms=IntToFloatTensor), CategoryBlock(vocab=ds.classes, sort=False)),
+        blocks=(
+            TransformBlock(type_tfms=open_pil, batch_tfms=IntToFloatTensor),
+            CategoryBlock(vocab=ds.classes, sort=False),
+        ),
         get_x=ItemGetter(0),
         get_y=ItemGetter(1),
         splitter=splitter,
