@@ -147,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     n_err = n_abstain = 0
-    out = sys.stdout if str(args.csv) == "-" else open(args.csv, "w", newline="", encoding="utf-8")
+    try:
+        out = sys.stdout if str(args.csv) == "-" else open(args.csv, "w", newline="", encoding="utf-8")
+    except OSError as e:
+        print(f"error: cannot write --csv {args.csv}: {e.strerror or e}", file=sys.stderr)
+        return 2
     try:
         writer = csv.DictWriter(out, fieldnames=columns(predictor.labels), restval="")
         writer.writeheader()

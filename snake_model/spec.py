@@ -39,6 +39,13 @@ class ModelSpec:
 
     def validate(self) -> None:
         """Raise SpecError when a field is out of range."""
+        if not isinstance(self.labels, list) or not all(isinstance(x, str) for x in self.labels):
+            raise SpecError(f"labels must be a list of names, got {self.labels!r}")
+        for name in ("class_info", "ood", "training", "versions"):
+            if not isinstance(getattr(self, name), dict):
+                raise SpecError(f"{name} must be a JSON object, got {getattr(self, name)!r}")
+        if not all(isinstance(v, dict) for v in self.class_info.values()):
+            raise SpecError("class_info must map each label to an object {display_name, scientific_name, venomous}")
         if not self.labels or len(set(self.labels)) != len(self.labels):
             raise SpecError(f"labels must be a non-empty list of unique names, got {self.labels!r}")
         if self.resize_method not in RESIZE_METHODS:
@@ -83,9 +90,14 @@ class ModelSpec:
         missing = [k for k in ("labels", "arch", "image_size", "resize_method", "weights_sha256") if k not in d]
         if missing:
             raise SpecError(f"config.json lacks required fields: {', '.join(missing)}")
-        spec = cls(**{k: v for k, v in d.items() if k in known})
-        spec.mean, spec.std = tuple(spec.mean), tuple(spec.std)
-        spec.validate()
+        try:
+            spec = cls(**{k: v for k, v in d.items() if k in known})
+            spec.mean, spec.std = tuple(spec.mean), tuple(spec.std)
+            spec.validate()
+        except SpecError:
+            raise
+        except (TypeError, ValueError, AttributeError) as e:  # a field of the wrong type: "image_size": "big"
+            raise SpecError(f"config.json has a field of the wrong type or value ({e})") from e
         return spec
 
     @classmethod

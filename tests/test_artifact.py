@@ -93,6 +93,18 @@ def test_unknown_arch_and_bad_spec_fields_are_clear_errors(artifact):
     (d / "config.json").write_text(json.dumps({**cfg, "arch": "no_such_net"}))
     with pytest.raises(ArtifactError, match="unknown arch"):
         load_artifact(d)
+    for field, value in [
+        ("image_size", "big"),
+        ("temperature", "hot"),
+        ("mean", 0.5),
+        ("labels", "abc"),
+        ("class_info", ["a"]),
+        ("class_info", {"a": "cobra"}),
+        ("ood", None),
+    ]:
+        (d / "config.json").write_text(json.dumps({**cfg, field: value}))
+        with pytest.raises(ArtifactError, match="config.json|labels|class_info|ood"):
+            load_artifact(d)
 
 
 def test_offline_lite0_weights_load_strictly_into_timm_and_recognise_a_cat():

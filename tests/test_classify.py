@@ -114,3 +114,9 @@ def test_snake_model_never_imports_gradio(tiny_artifact, photos, tmp_path):
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.strip().endswith("False")
+
+
+def test_a_csv_path_in_a_missing_folder_is_a_clear_error(tiny_artifact, photos, tmp_path, capsys):
+    out = tmp_path / "no" / "such" / "dir" / "out.csv"
+    assert classify.main([str(photos), "--csv", str(out), "--model", str(tiny_artifact), "--quiet"]) == 2
+    assert "cannot write --csv" in capsys.readouterr().err

@@ -342,6 +342,19 @@ def test_compare_prints_a_before_after_table(tmp_path, capsys):
     assert "| cobra | 0.500 | 0.700 | +0.200 | 0.600 | 0.600 | +0.000 | 10 | 10 |" in out
 
 
+def test_compare_refuses_files_that_are_not_fit_metrics(tmp_path, capsys):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"valid_error": 0.2, "labels": ["a"], "per_class": {"a": {"precision": 0.5}}}))
+    for name, text in [
+        ("list.json", "[1, 2]"),
+        ("noerr.json", '{"labels": ["a"]}'),
+        ("pc.json", '{"valid_error": 0.1, "per_class": [1]}'),
+    ]:
+        (tmp_path / name).write_text(text)
+        assert clean.main(["unused", "--compare", str(good), str(tmp_path / name)]) == 2
+        assert "train.fit" in capsys.readouterr().err
+
+
 def test_bad_input_gives_a_clear_message_and_no_traceback(tmp_path, capsys):
     assert clean.main([str(tmp_path / "missing")]) == 2
     assert "is not a directory" in capsys.readouterr().err

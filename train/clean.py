@@ -297,9 +297,14 @@ def compare_metrics(before: str | Path, after: str | Path) -> str:
         if not f.is_file():
             raise DatasetError(f"{f} not found; give artifact folders written by train.fit")
         try:
-            return json.loads(f.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
+            m = json.loads(f.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DatasetError(f"{f} is not valid JSON ({e})") from e
+        if not isinstance(m, dict) or not isinstance(m.get("valid_error"), int | float):
+            raise DatasetError(f"{f} has no valid_error number; give metrics.json files written by train.fit")
+        if not isinstance(m.get("per_class", {}), dict) or not isinstance(m.get("labels", []), list):
+            raise DatasetError(f"{f}: per_class must be an object and labels a list, as train.fit writes them")
+        return m
 
     a, b = load(before), load(after)
     ea, eb = float(a["valid_error"]), float(b["valid_error"])
@@ -314,7 +319,7 @@ def compare_metrics(before: str | Path, after: str | Path) -> str:
     pa, pb = a.get("per_class", {}), b.get("per_class", {})
     labels = list(dict.fromkeys([*a.get("labels", pa), *b.get("labels", pb)]))
     for lab in labels:
-        x, z = pa.get(lab, {}), pb.get(lab, {})
+        x, z = (d if isinstance(d, dict) else {} for d in (pa.get(lab, {}), pb.get(lab, {})))
         lines.append(
             f"| {lab} | {_cell(x, 'precision')} | {_cell(z, 'precision')} | {_delta(x, z, 'precision')} | "
             f"{_cell(x, 'recall')} | {_cell(z, 'recall')} | {_delta(x, z, 'recall')} | "
