@@ -233,7 +233,21 @@ def test_undo_and_replay_round_trip_to_byte_identical_folders(tmp_path):
     apply_some(root)
     decided = snapshot(root)
     assert decided != before
-    assert clean.main([str(fresh), "--replay", str(root / ".clean" / "decisions.jsonl")]) == 0
+    log = root / ".clean" / "decisions.jsonl"
+    recs = [json.loads(line) for line in log.read_text().splitlines()]
+    hostile = tmp_path / "hostile.jsonl"
+    for key, value in (("new_path", "../outside.jpg"), ("old_path", "/etc/passwd"), ("sha256", None)):
+        last = dict(recs[-1])  # a done record
+        if value is None:
+            del last[key]
+        else:
+            last[key] = value
+        hostile.write_text("\n".join(json.dumps(r) for r in [*recs[:-1], last]) + "\n")
+        assert clean.main([str(fresh), "--replay", str(hostile)]) == 2
+        assert snapshot(fresh) == before  # checked before the first move: nothing replayed
+    hostile.write_text('["not", "a", "record"]\n')
+    assert clean.main([str(fresh), "--replay", str(hostile)]) == 2
+    assert clean.main([str(fresh), "--replay", str(log)]) == 0
     assert snapshot(fresh) == decided
     assert clean.main([str(root), "--undo", "5"]) == 0
     assert snapshot(root) == before

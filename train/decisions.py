@@ -307,8 +307,21 @@ class Decisions:
             raise DecisionError(f"{src} does not exist; give a decisions.jsonl written by train.clean")
         try:
             recs = Decisions._fold(src)
-        except (json.JSONDecodeError, KeyError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
             raise DecisionError(f"{src} is not a decisions log ({e})") from e
+        need = ("status", "action", "sha256", "old_label", "new_label", "old_path", "new_path")
+        for rec in recs:  # check the whole log before the first file moves
+            if rec.get("status") != "done":
+                continue
+            if missing := [k for k in need if k not in rec]:
+                raise DecisionError(f"{src}: decision {rec['id']} lacks {', '.join(missing)}; nothing was replayed")
+            for k in ("old_path", "new_path"):
+                rel = PurePosixPath(str(rec[k]).replace("\\", "/"))
+                if not rec[k] or rel.is_absolute() or ".." in rel.parts or len(rel.parts) < 2:
+                    raise DecisionError(
+                        f"{src}: decision {rec['id']} has {k} {rec[k]!r}, not a path inside the dataset; "
+                        "nothing was replayed"
+                    )
         ids: dict[int, int] = {}
         out = []
         for rec in recs:
@@ -352,6 +365,8 @@ class Decisions:
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 rec = json.loads(line)
+                if not isinstance(rec, dict) or not isinstance(rec.get("id"), int):
+                    raise TypeError(f"a line without an integer id: {line[:80]}")
                 by_id[rec["id"]] = rec
         return [by_id[i] for i in sorted(by_id)]
 
