@@ -370,6 +370,11 @@ def test_the_default_config_names_the_four_species():
         ("[download]\nread_timeout = -1\n[[classes]]\nname='a'", "read_timeout must be a number more than 0"),
         ("[download]\nmax_bytes = 'big'\n[[classes]]\nname='a'", "max_bytes must be a whole number at least 1"),
         ("[download]\nper_host = 0\n[[classes]]\nname='a'", "per_host must be a whole number at least 1"),
+        ("download = 5\n[[classes]]\nname='a'", "[download] must be a table"),
+        ("[inaturalist]\nper_page = 'lots'\n[[classes]]\nname='a'", "per_page must be a whole number of at least 1"),
+        ("sources=['ddgs']\n[ddgs]\noversample = 'x'\n[[classes]]\nname='a'", "oversample must be a number"),
+        ("[[classes]]\nlabel='../escape'", "cannot be a folder name"),
+        ("sources = [1]\n[[classes]]\nname='a'", "sources must be a list of names"),
     ],
 )
 def test_bad_configs_fail_with_a_clear_message_and_no_traceback(tmp_path, capsys, content, message):
@@ -420,6 +425,31 @@ def test_a_manifest_not_in_gathers_format_stops_the_run_before_any_image_moves(t
     assert main(["--folder", str(src), "--out", str(out)]) == 0
     kept = {p.name for p in (out / mf.QUARANTINE / "orphans").rglob("*.jpg")}
     assert kept == {Path(p).name for p in before}
+
+
+def test_url_list_labels_that_are_not_folder_names_are_refused(tmp_path, capsys):
+    for line in (
+        "../../etc http://127.0.0.1:9/a.jpg",
+        "_trash http://127.0.0.1:9/a.jpg",
+        ".hidden http://127.0.0.1:9/a.jpg",
+    ):
+        urls = tmp_path / "u.txt"
+        urls.write_text(line + "\n")
+        assert main(["--urls", str(urls), "--out", str(tmp_path / "o"), "--allow-host", "127.0.0.1"]) == 1
+        assert "cannot be a folder name" in capsys.readouterr().err
+    assert not (tmp_path / "etc").exists()
+
+
+def test_a_broken_classes_json_is_reported_not_replaced(tmp_path, capsys):
+    src = tmp_path / "scrape"
+    (src / "cobra").mkdir(parents=True)
+    (src / "cobra" / "a.jpg").write_bytes(image_bytes("JPEG", seed=1))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "classes.json").write_text('{"cobra": {"venomous": true},')  # a hand edit gone wrong
+    assert main(["--folder", str(src), "--out", str(out)]) == 1
+    assert "classes.json is not valid JSON" in capsys.readouterr().err
+    assert (out / "classes.json").read_text() == '{"cobra": {"venomous": true},'
 
 
 def test_a_url_file_without_labels_names_its_class_after_itself(tmp_path):

@@ -44,6 +44,7 @@ from train.sources import (
     Source,
     SourceError,
     URLListSource,
+    check_label,
     slug,
 )
 
@@ -99,11 +100,15 @@ def write_classes_json(out: Path, classes: list[ClassSpec]) -> None:
 
     path = Path(out) / "classes.json"
     old = {}
-    if path.is_file():
+    if path.is_file():  # it may hold hand-added venomous flags: never silently replaced
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            old = {}
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{path} is not valid JSON ({e}); fix it or move it aside, then run again") from e
+        if not isinstance(old, dict) or not all(isinstance(v, dict) for v in old.values()):
+            raise ConfigError(
+                f'{path} should be an object {{"label": {{"display_name": ...}}}}; fix it or move it aside'
+            )
     for c in classes:
         entry = old.get(c.label, {})
         entry.update({k: v for k, v in (("display_name", c.name), ("scientific_name", c.scientific)) if v})
@@ -114,6 +119,8 @@ def write_classes_json(out: Path, classes: list[ClassSpec]) -> None:
 
 
 def _check_keys(table: dict, allowed: set[str], where: str) -> None:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table (a [section] of key = value lines), not {table!r}")
     unknown = sorted(set(table) - allowed)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
@@ -157,6 +164,16 @@ def _check_download_value(key: str, v) -> None:
         raise ConfigError(f"[download] {key} must be {what} {bound}, not {v!r}")
 
 
+def _table_num(table: dict, key: str, default, lo, whole: bool, where: str):
+    """table[key] (or default) when it is a number of the right kind and at least lo; else a ConfigError."""
+    v = table.get(key, default)
+    kinds = (int,) if whole else (int, float)
+    if isinstance(v, bool) or not isinstance(v, kinds) or v != v or v < lo:
+        what = "a whole number" if whole else "a number"
+        raise ConfigError(f"{where} {key} must be {what} of at least {lo}, not {v!r}")
+    return v
+
+
 def parse_classes(items: list) -> list[ClassSpec]:
     classes = []
     for i, c in enumerate(items):
@@ -166,6 +183,12 @@ def parse_classes(items: list) -> list[ClassSpec]:
         label = c.get("label") or slug(c.get("scientific") or c.get("name") or "")
         if not label:
             raise ConfigError(f"[[classes]] entry {i + 1} needs a name or a scientific name")
+        if not isinstance(label, str):
+            raise ConfigError(f"[[classes]] entry {i + 1}: label must be a string, not {label!r}")
+        try:
+            check_label(label, f"[[classes]] entry {i + 1}")
+        except SourceError as e:
+            raise ConfigError(str(e)) from e
         queries = c.get("queries", [])
         if isinstance(queries, str):
             queries = [queries]
@@ -187,10 +210,10 @@ def build_source(kind: str, table: dict, http: HttpConfig) -> Source:
             base_url=table.get("base_url", INATURALIST_API),
             licences=tuple(table.get("licences", ("cc0", "cc-by", "cc-by-sa"))),
             photo_size=table.get("photo_size", "medium"),
-            per_page=int(table.get("per_page", 100)),
-            max_pages=int(table.get("max_pages", 50)),
-            min_interval=float(table.get("min_interval", 1.0)),
-            photos_per_observation=int(table.get("photos_per_observation", 1)),
+            per_page=_table_num(table, "per_page", 100, 1, True, "[inaturalist]"),
+            max_pages=_table_num(table, "max_pages", 50, 1, True, "[inaturalist]"),
+            min_interval=_table_num(table, "min_interval", 1.0, 0, False, "[inaturalist]"),
+            photos_per_observation=_table_num(table, "photos_per_observation", 1, 1, True, "[inaturalist]"),
             http=http,
         )
     if kind == "ddgs":
@@ -199,9 +222,9 @@ def build_source(kind: str, table: dict, http: HttpConfig) -> Source:
             license_image=table.get("license_image", "any") or None,
             region=table.get("region", "wt-wt"),
             safesearch=table.get("safesearch", "moderate"),
-            oversample=float(table.get("oversample", 2.0)),
-            retries=int(table.get("retries", 4)),
-            backoff=float(table.get("backoff", 5.0)),
+            oversample=_table_num(table, "oversample", 2.0, 1, False, "[ddgs]"),
+            retries=_table_num(table, "retries", 4, 0, True, "[ddgs]"),
+            backoff=_table_num(table, "backoff", 5.0, 0, False, "[ddgs]"),
         )
     if kind == "urls":
         _check_keys(table, {"file", "label"}, "[urls]")
@@ -236,6 +259,8 @@ def load_config(path: Path, allow_hosts: list[str] | None = None) -> GatherConfi
     kinds = doc.get("sources", ["inaturalist"])
     if isinstance(kinds, str):
         kinds = [kinds]
+    if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
+        raise ConfigError(f"sources must be a list of names from {', '.join(SOURCE_NAMES)}, not {kinds!r}")
     sources = [build_source(k, doc.get(k, {}), http) for k in kinds]
     classes = parse_classes(doc.get("classes", []))
     if not classes:
@@ -432,6 +457,7 @@ class Run:
 
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
+        write_classes_json(self.out, cfg.classes)  # a broken classes.json stops the run before any download
         self.rows, fixed = mf.reconcile(self.out, adopt=_adopt)
         self.shas = {(r["class"], r["sha256"]) for r in self.rows}
         self.done_urls = {(r["class"], r["image_url"]) for r in self.rows}

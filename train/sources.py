@@ -64,6 +64,24 @@ class Source(Protocol):
     def candidates(self, cls: ClassSpec, want: int) -> Iterator[Candidate]: ...
 
 
+def check_label(label: str, where: str) -> str:
+    """A class label becomes a folder name: it must be one plain path component inside the output folder."""
+    from train.data import SKIP_DIRS
+
+    if (
+        not label
+        or label != label.strip()
+        or label.startswith(".")
+        or label in SKIP_DIRS
+        or any(ch in label for ch in "/\\\0:")
+    ):
+        raise SourceError(
+            f"{where}: the class label {label!r} cannot be a folder name; use letters, digits, spaces, - and _ "
+            "(no slashes, not starting with a dot)"
+        )
+    return label
+
+
 def slug(text: str) -> str:
     """'Atheris squamigera' -> 'atheris_squamigera' (the class folder name)."""
     return re.sub(r"[^a-z0-9]+", "_", text.strip().lower()).strip("_")
@@ -268,7 +286,7 @@ class URLListSource:
                     continue
                 if not label:
                     raise SourceError(f"{p}: a row has no label/class column value; add one or pass --class")
-                rows.append({**r, "label": label})
+                rows.append({**r, "label": check_label(label, str(p))})
             return rows
         rows = []
         for n, line in enumerate(text.splitlines(), 1):
@@ -277,9 +295,9 @@ class URLListSource:
                 continue
             parts = line.split()
             if len(parts) == 1 and self.default_label:
-                rows.append({"label": self.default_label, "url": parts[0]})
+                rows.append({"label": check_label(self.default_label, "--class"), "url": parts[0]})
             elif len(parts) == 2:
-                rows.append({"label": parts[0], "url": parts[1]})
+                rows.append({"label": check_label(parts[0], f"{p} line {n}"), "url": parts[1]})
             else:
                 raise SourceError(f"{p} line {n}: expected 'URL' (with --class) or 'LABEL URL', got {line[:80]!r}")
         return rows
