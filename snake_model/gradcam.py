@@ -14,24 +14,33 @@ from .spec import ModelSpec
 def gradcam(
     model: SnakeNet, spec: ModelSpec, img: Image.Image, class_index: int | None = None
 ) -> tuple[np.ndarray, int]:
-    """A (H, W) map in [0, 1] over the model's input view of img, and the class it explains."""
+    """A (H, W) map in [0, 1] over the model's input view of img, and the class it explains.
+
+    With tta_flip the network answers with the average over the image and its mirror image, so the map explains
+    that answer: the class is the averaged logits' argmax, and the mirror view's map is flipped back and averaged
+    in. The explained class is then always the one the classifier shows.
+    """
     view = resize_for_model(img, spec)
     x = torch.from_numpy(to_array(view, spec))[None]
+    if model.tta_flip:
+        x = torch.cat([x, torch.flip(x, dims=[3])])
     model.eval()
     with torch.enable_grad():
         feats = model.body(x)
         if not feats.requires_grad:  # frozen weights: the feature map becomes the leaf we differentiate
             feats = feats.detach().requires_grad_()
-        logits = model.head(feats)
-        n = logits.shape[1]
-        idx = int(logits.argmax(1)) if class_index is None else int(class_index)
+        logits = model.head(feats).mean(0)  # one view, or both averaged as the network serves them
+        n = logits.shape[0]
+        idx = int(logits.argmax()) if class_index is None else int(class_index)
         if not 0 <= idx < n:
             raise ValueError(f"class_index {idx} is out of range 0..{n - 1}")
         # Gradient with respect to the feature map only: no parameter .grad is written, so concurrent calls
         # on one shared model do not interfere.
-        (grad,) = torch.autograd.grad(logits[0, idx], feats)
-    a, g = feats.detach()[0], grad[0]
-    cam = torch.relu((g.mean(dim=(1, 2))[:, None, None] * a).sum(0))
+        (grad,) = torch.autograd.grad(logits[idx], feats)
+    cams = torch.relu((grad.mean(dim=(2, 3))[:, :, None, None] * feats.detach()).sum(1))  # (views, h, w)
+    if model.tta_flip:
+        cams[1] = torch.flip(cams[1], dims=[1])
+    cam = cams.mean(0)
     cam = cam / cam.max() if float(cam.max()) > 0 else cam
     return cam.numpy(), idx
 
