@@ -112,7 +112,14 @@ def load_artifact(model_dir: str | Path, *, verify_sha: bool = True) -> tuple[Sn
     except (SafetensorError, OSError, ValueError) as e:
         raise ArtifactError(f"{weights} is not a readable safetensors file: {e}") from e
     try:
-        model = build_network(spec.arch, len(spec.labels), head=spec.head, pretrained=False, tta_flip=spec.tta_flip)
+        model = build_network(
+            spec.arch,
+            len(spec.labels),
+            head=spec.head,
+            pretrained=False,
+            tta_flip=spec.tta_flip,
+            tta_zoom=spec.tta_zoom,
+        )
     except ValueError as e:
         raise ArtifactError(f"config.json: {e}") from e
     expected = model.state_dict()

@@ -23,7 +23,7 @@ def gradcam(
     view = resize_for_model(img, spec)
     x = torch.from_numpy(to_array(view, spec))[None]
     if model.tta_flip:
-        x = torch.cat([x, torch.flip(x, dims=[3])])
+        x = torch.cat([x, model.second_view(x)])
     model.eval()
     with torch.enable_grad():
         feats = model.body(x)
@@ -39,10 +39,26 @@ def gradcam(
         (grad,) = torch.autograd.grad(logits[idx], feats)
     cams = torch.relu((grad.mean(dim=(2, 3))[:, :, None, None] * feats.detach()).sum(1))  # (views, h, w)
     if model.tta_flip:
-        cams[1] = torch.flip(cams[1], dims=[1])
-    cam = cams.mean(0)
+        cam = _combine_views(cams, model.tta_zoom, x.shape[2], x.shape[3])
+    else:
+        cam = cams[0]
     cam = cam / cam.max() if float(cam.max()) > 0 else cam
     return cam.numpy(), idx
+
+
+def _combine_views(cams: torch.Tensor, zoom: float, h: int, w: int) -> torch.Tensor:
+    """Average the plain view's map and the second view's, mirrored back and put back where its crop came from."""
+    resize = torch.nn.functional.interpolate
+    plain = resize(cams[None, :1], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+    second = torch.flip(cams[1], dims=[1])[None, None]
+    if zoom >= 1:
+        return (plain + resize(second, size=(h, w), mode="bilinear", align_corners=False)[0, 0]) / 2
+    ch, cw = max(1, int(h * zoom + 0.5)), max(1, int(w * zoom + 0.5))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    total, weight = plain.clone(), torch.ones_like(plain)
+    total[top : top + ch, left : left + cw] += resize(second, size=(ch, cw), mode="bilinear", align_corners=False)[0, 0]
+    weight[top : top + ch, left : left + cw] += 1
+    return total / weight
 
 
 def overlay(img: Image.Image, spec: ModelSpec, cam: np.ndarray, alpha: float = 0.45) -> Image.Image:

@@ -122,20 +122,34 @@ def fastai_head(nf: int, n_out: int, ps: float = 0.5) -> nn.Sequential:
 class SnakeNet(nn.Module):
     """body (timm features, unpooled) followed by head (pooling + classifier).
 
-    With tta_flip the network also looks at the mirror image and averages the two answers: test-time
-    augmentation built into the model, so every runtime (PyTorch, ONNX, fastai) computes the same thing.
+    With tta_flip the network looks at the image twice and averages the two answers: test-time augmentation built
+    into the model, so every runtime (PyTorch, ONNX, fastai) computes the same thing. The second view is the mirror
+    image of the central tta_zoom part of the image, resized back to full size: tta_zoom 1 is the plain mirror
+    image; the fast recipe's 0.8 looks closer at the middle, where the snake usually is (bench/RESULTS.md 1i).
     """
 
-    def __init__(self, body: nn.Module, head: nn.Module, tta_flip: bool = False):
+    def __init__(self, body: nn.Module, head: nn.Module, tta_flip: bool = False, tta_zoom: float = 1.0):
         super().__init__()
         self.body = body
         self.head = head
         self.tta_flip = tta_flip
+        self.tta_zoom = float(tta_zoom)
+
+    def second_view(self, x: torch.Tensor) -> torch.Tensor:
+        """The mirror image of the central tta_zoom part of x, at x's size."""
+        if self.tta_zoom < 1:
+            h, w = int(x.shape[2]), int(x.shape[3])  # constants in an exported graph (one fixed size)
+            ch, cw = max(1, int(h * self.tta_zoom + 0.5)), max(1, int(w * self.tta_zoom + 0.5))
+            top, left = (h - ch) // 2, (w - cw) // 2
+            x = nn.functional.interpolate(
+                x[:, :, top : top + ch, left : left + cw], size=(h, w), mode="bilinear", align_corners=False
+            )
+        return torch.flip(x, dims=[3])
 
     def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and average-pooled body features (both averaged over the mirror view with tta_flip)."""
+        """Logits and average-pooled body features (both averaged over the two views with tta_flip)."""
         if self.tta_flip:
-            f = self.body(torch.cat([x, torch.flip(x, dims=[3])]))
+            f = self.body(torch.cat([x, self.second_view(x)]))
             n = x.shape[0]
             logits = self.head(f)
             pooled = f.mean(dim=(2, 3))
@@ -150,7 +164,12 @@ class SnakeNet(nn.Module):
 
 
 def build_network(
-    arch: str, n_classes: int, head: str = "linear", pretrained: bool = False, tta_flip: bool = False
+    arch: str,
+    n_classes: int,
+    head: str = "linear",
+    pretrained: bool = False,
+    tta_flip: bool = False,
+    tta_zoom: float = 1.0,
 ) -> SnakeNet:
     """Build body + head; pretrained=True loads ImageNet weights (offline for tf_efficientnet_lite0)."""
     if n_classes < 1:
@@ -174,4 +193,4 @@ def build_network(
             nn.init.kaiming_normal_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-    return SnakeNet(model, h, tta_flip=tta_flip)
+    return SnakeNet(model, h, tta_flip=tta_flip, tta_zoom=tta_zoom)

@@ -24,6 +24,7 @@ class ModelSpec:
     resize_method: str = "squish"
     pad_mode: str = "reflection"
     tta_flip: bool = False  # the network averages its answer over the image and its mirror image
+    tta_zoom: float = 1.0  # with tta_flip: the mirror view shows the central tta_zoom part (1: all of it)
     val_xtra: float = 0.14  # fastai RandomResizedCrop's extra margin at validation
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -56,6 +57,8 @@ class ModelSpec:
             raise SpecError(f"image_size {self.image_size} is out of range 16..2048")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise SpecError("mean and std need three values each, std > 0")
+        if not 0.3 <= float(self.tta_zoom) <= 1:
+            raise SpecError(f"tta_zoom must be between 0.3 and 1, got {self.tta_zoom}")
         if not self.temperature > 0:
             raise SpecError(f"temperature must be > 0, got {self.temperature}")
         if self.abstain_score not in ("max_softmax", "knn"):

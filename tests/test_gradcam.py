@@ -27,7 +27,9 @@ def nets():
     plain = build_network("tf_efficientnet_lite0", 4, pretrained=False).eval()
     tta = build_network("tf_efficientnet_lite0", 4, pretrained=False, tta_flip=True).eval()
     tta.load_state_dict(plain.state_dict())
-    return plain, tta
+    zoom = build_network("tf_efficientnet_lite0", 4, pretrained=False, tta_flip=True, tta_zoom=0.8).eval()
+    zoom.load_state_dict(plain.state_dict())
+    return plain, tta, zoom
 
 
 SPEC = ModelSpec(labels=["a", "b", "c", "d"], image_size=64, resize_method="squish")
@@ -44,7 +46,7 @@ def test_the_map_is_a_normalised_grid_and_the_class_is_the_networks_answer(nets)
 
 
 def test_with_mirror_averaging_the_mirror_image_gets_the_mirrored_map(nets):
-    plain, tta = nets
+    plain, tta, _ = nets
     cam, idx = gradcam(tta, SPEC, picture())
     cam_m, idx_m = gradcam(tta, SPEC, ImageOps.mirror(picture()))
     assert idx == idx_m
@@ -58,3 +60,22 @@ def test_with_mirror_averaging_the_mirror_image_gets_the_mirrored_map(nets):
 def test_a_class_index_out_of_range_is_refused(nets):
     with pytest.raises(ValueError, match="out of range"):
         gradcam(nets[0], SPEC, picture(), class_index=4)
+
+
+def test_the_zoomed_view_adds_its_map_to_the_middle_only(nets):
+    plain, tta, zoom = nets
+    # the second view's map is put back where its crop came from: outside the central 80 % only the plain view
+    # counts, so there the combined map is the plain view's map
+    cam, idx = gradcam(zoom, SPEC, picture())
+    only_plain, _ = gradcam(plain, SPEC, picture(), class_index=idx)
+    up = torch.nn.functional.interpolate(torch.from_numpy(only_plain)[None, None], size=cam.shape, mode="bilinear")[
+        0, 0
+    ]
+    from snake_model.gradcam import _combine_views
+
+    views = torch.stack([torch.from_numpy(only_plain), torch.zeros_like(torch.from_numpy(only_plain))])
+    combined = _combine_views(views, 0.8, *cam.shape)
+    edge = np.ones(cam.shape, bool)
+    edge[6:57, 6:57] = False  # 64 px: the central 51 px (80 %) start at 6
+    np.testing.assert_allclose(combined.numpy()[edge], up.numpy()[edge], atol=1e-6)
+    assert (combined.numpy()[~edge] <= up.numpy()[~edge] + 1e-6).all()  # averaged with an empty map there

@@ -1,6 +1,7 @@
 """The ONNX Runtime forward used for serving and feature extraction: same numbers as PyTorch, any batch size."""
 
 import numpy as np
+import pytest
 import torch
 
 from snake_model.network import build_network
@@ -8,9 +9,10 @@ from snake_model.ood import knn_scores
 from snake_model.predictor import OnnxNet
 
 
-def test_onnx_net_equals_torch_for_every_batch_size_including_empty():
+@pytest.mark.parametrize("zoom", [1.0, 0.8])
+def test_onnx_net_equals_torch_for_every_batch_size_including_empty(zoom):
     torch.manual_seed(0)
-    model = build_network("tf_efficientnet_lite0", 3, head="linear", pretrained=False, tta_flip=True).eval()
+    model = build_network("tf_efficientnet_lite0", 3, pretrained=False, tta_flip=True, tta_zoom=zoom).eval()
     net = OnnxNet(model, 64, threads=1)
     x = np.random.default_rng(0).normal(size=(3, 3, 64, 64)).astype(np.float32)
     with torch.inference_mode():
@@ -51,3 +53,18 @@ def test_extract_features_with_flip_averages_the_image_and_its_mirror(tmp_path):
     np.testing.assert_allclose(flipped[0], flipped[1], atol=1e-4)  # a photo and its mirror: the same features
     np.testing.assert_allclose(flipped[0], (plain[0] + plain[1]) / 2, atol=1e-4)
     assert np.abs(plain[0] - plain[1]).max() > 1e-2  # without flip they differ, or the test proves nothing
+
+
+def test_the_second_view_is_the_mirrored_central_crop_at_full_size():
+    model = build_network("tf_efficientnet_lite0", 2, pretrained=False, tta_flip=True, tta_zoom=0.75).eval()
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    crop = x[:, :, 1:7, 1:7]  # 75 % of 8 px: 6 px, starting at 1
+    expected = torch.flip(torch.nn.functional.interpolate(crop, size=(8, 8), mode="bilinear"), dims=[3])
+    torch.testing.assert_close(model.second_view(x), expected)
+    model.tta_zoom = 1.0
+    torch.testing.assert_close(model.second_view(x), torch.flip(x, dims=[3]))
+    with torch.no_grad():  # two views averaged: the logits are the mean of the two single-view logits
+        plain = model.head(model.body(x))
+        model.tta_zoom = 0.75
+        second = model.head(model.body(model.second_view(x)))
+        torch.testing.assert_close(model(x), (plain + second) / 2, atol=1e-5, rtol=1e-5)

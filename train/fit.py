@@ -79,7 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--tta",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="fast recipe: the network averages the image and its mirror image (2x serving compute)",
+        help="fast recipe: the network averages two views of every photo, the photo and a mirror image (2x "
+        "serving compute)",
+    )
+    p.add_argument(
+        "--tta-zoom",
+        type=number(0.3, 1),
+        default=None,
+        help="fast recipe with --tta: the mirror view shows the central part of this size, zoomed to full size "
+        "(default 0.8, chosen in bench/RESULTS.md 1i; 1 = the whole photo mirrored)",
     )
     p.add_argument("--aug-mult", type=NON_NEGATIVE, default=1.0, help="aug_transforms mult (strength of augmentation)")
     p.add_argument("--epochs", type=int_at_least(1), default=None, help="fine_tune epochs (original recipe; default 4)")

@@ -33,6 +33,7 @@ FAST = {
     "size": 288,
     "resize": "crop",
     "tta_flip": True,  # the same default as train.fit --tta
+    "tta_zoom": 0.8,  # the second view: the mirror image of the central 80 % (bench/RESULTS.md section 1i)
     "Cs": (0.001, 0.003, 0.01, 0.03, 0.1),
     "folds": 5,
     "max_iter": 3000,
@@ -162,7 +163,11 @@ def train_fast(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, devi
         raise DatasetError("the fast recipe trains a linear head; use --recipe original for --head fastai")
     size = args.size or FAST["size"]
     tta = FAST["tta_flip"] if args.tta is None else args.tta
-    model = build_network(args.arch, len(ds.classes), head="linear", pretrained=not args.no_pretrained, tta_flip=tta)
+    zoom = FAST["tta_zoom"] if getattr(args, "tta_zoom", None) is None else args.tta_zoom
+    zoom = zoom if tta else 1.0
+    model = build_network(
+        args.arch, len(ds.classes), head="linear", pretrained=not args.no_pretrained, tta_flip=tta, tta_zoom=zoom
+    )
     model.eval()
     cfg = getattr(model.body, "pretrained_cfg", {}) or {}
     spec = ModelSpec(
@@ -172,6 +177,7 @@ def train_fast(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, devi
         image_size=size,
         resize_method=args.resize or FAST["resize"],
         tta_flip=tta,
+        tta_zoom=zoom,
         mean=tuple(cfg.get("mean", (0.5, 0.5, 0.5))),
         std=tuple(cfg.get("std", (0.5, 0.5, 0.5))),
     )
@@ -203,6 +209,7 @@ def train_fast(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, devi
         "Cs": list(FAST["Cs"]),
         "size": size,
         "tta_flip": tta,
+        "tta_zoom": zoom,
         "head_fit": fit_log,
         "aug_views": views,
         "aug_scale": list(FAST["aug_scale"]),
