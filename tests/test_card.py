@@ -78,9 +78,20 @@ def test_the_card_has_the_reproduce_command_training_config_safety_line_and_inte
     card = build_card(artifact, "alice/snakes")
     assert "```bash\npython -m train.fit data/in4 --out runs/in4 --epochs 3\n```" in card
     assert "| seed | `7` |" in card and "| recipe | `fast` |" in card
+    assert "| views per photo | 1 (the photo) |" in card
     assert "Not for snakebite or medical decisions" in card
     assert "## Intended use" in card and "## Limitations" in card
     assert 'pull_model("alice/snakes"' in card
+
+
+def test_the_card_says_which_two_views_the_network_averages(artifact):
+    from snake_model.spec import ModelSpec
+
+    spec = ModelSpec.load(artifact / "config.json")
+    for zoom, text in [(1.0, "the photo and its mirror image |"), (0.8, "the mirror image of its central 80%, zoomed")]:
+        spec.tta_flip, spec.tta_zoom = True, zoom
+        spec.save(artifact / "config.json")
+        assert text in build_card(artifact)
 
 
 def test_without_a_manifest_the_licences_are_stated_as_unknown(artifact):

@@ -124,11 +124,22 @@ def _data_section(artifact_dir: Path, spec: ModelSpec, data_dir) -> str:
     return "\n".join(lines)
 
 
+def _views(spec: ModelSpec) -> str:
+    if not spec.tta_flip:
+        return "1 (the photo)"
+    if spec.tta_zoom >= 1:
+        return "2, answers averaged: the photo and its mirror image"
+    return (
+        f"2, answers averaged: the photo and the mirror image of its central {spec.tta_zoom:.0%}, zoomed to full size"
+    )
+
+
 def _training_section(spec: ModelSpec, metrics: dict) -> str:
     rows = [
         ("arch", f"`{spec.arch}` (head `{spec.head}`)"),
         ("image size", f"{spec.image_size} px, resize `{spec.resize_method}`"),
         ("normalisation", f"mean {list(spec.mean)}, std {list(spec.std)}"),
+        ("views per photo", _views(spec)),
         ("temperature", _num(spec.temperature)),
         ("abstain threshold", _num(spec.abstain_threshold) + f" ({spec.abstain_score})"),
     ]
