@@ -6,7 +6,8 @@ split, the logistic head fitted on the training images plus their 4 crops, C cho
 (`train.recipe_fast.fit_linear_head`, which also gives the out-of-fold predictions on the training images). The
 temperature is then fitted four ways (none, the validation split alone, the out-of-fold training predictions
 alone, both pooled), and each is applied to the held-out fifth. The test ECE, NLL and error are pooled over all five
-folds, so every image is a test image once. Features: Lite0, 288 px centre crop, mirror averaged, cached.
+folds, so every image is a test image once. Features: Lite0, 288 px centre crop, mirror averaged, cached; with
+--tta-zoom Z first, averaged with the mirrored central part instead, as train.fit --tta-zoom Z serves them.
 """
 
 from __future__ import annotations
@@ -25,11 +26,15 @@ from train import metrics as M  # noqa: E402
 from train.recipe_fast import fit_linear_head  # noqa: E402
 
 
-def run(data: Path, ds, y: np.ndarray) -> None:
+def run(data: Path, ds, y: np.ndarray, zoom: float = 1.0) -> None:
     from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    from bench.exp_zoom_view import network_view
 
     n = len(ds.classes)
     x, ok = served(ds.paths, "crop")
+    if zoom < 1:
+        x = network_view(ds.paths, zoom)
     v = crops(ds.paths, "crop")
     x, v, y = x[ok], v[ok], y[ok]
     ways = ("none", "valid", "oof", "valid+oof")
@@ -65,8 +70,11 @@ def run(data: Path, ds, y: np.ndarray) -> None:
 
 
 def main() -> int:
-    for data, ds, y in labelled_sets(sys.argv[1:]):
-        run(data, ds, y)
+    args, zoom = sys.argv[1:], 1.0
+    if args[:1] == ["--tta-zoom"]:
+        zoom, args = float(args[1]), args[2:]
+    for data, ds, y in labelled_sets(args):
+        run(data, ds, y, zoom)
     return 0
 
 

@@ -406,7 +406,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from .recipe_fast import train_fast as trainer
     out = args.out
-    args.out = staging_dir(out)  # everything is written there first: a failed run leaves out as it was
+    try:
+        args.out = staging_dir(out)  # everything is written there first: a failed run leaves out as it was
+    except OSError as e:
+        print(f"error: cannot write next to --out {out}: {e.strerror or e}", file=sys.stderr)
+        return 2
     try:
         return finish(args, argv, out, ds, train_idx, valid_idx, device, mixed, class_info, trainer, t0)
     finally:
