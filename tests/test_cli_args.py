@@ -22,6 +22,8 @@ from train.cli import FRACTION, int_at_least, number
         (fit.main, ["--lr", "nan"], "--lr"),
         (fit.main, ["--min-scale", "0"], "--min-scale"),
         (fit.main, ["--max-false-abstain", "1"], "--max-false-abstain"),
+        (fit.main, ["--tta-zoom", "1.2"], "--tta-zoom"),
+        (fit.main, ["--tta-zoom", "0.1"], "--tta-zoom"),
         (clean.main, ["--folds", "1"], "--folds"),
         (clean.main, ["--image-size", "0"], "--image-size"),
         (clean.main, ["--dup-bits", "65"], "--dup-bits"),
