@@ -63,8 +63,8 @@ def classify_paths(predictor, paths: Iterable[Path], batch: int = BATCH, progres
             return
         images = [im for _, im in pending]
         try:
-            probs = predictor.predict_proba(images)
-            rows = [_row(predictor, p, predictor.decide(pr)) for (p, _), pr in zip(pending, probs, strict=True)]
+            preds = predictor.predict_batch(images)  # the app's decision: the artifact's own abstain score
+            rows = [_row(predictor, p, pr) for (p, _), pr in zip(pending, preds, strict=True)]
         except Exception as e:  # noqa: BLE001 - one bad batch must not stop the run: retry one by one
             log.warning("batch failed (%s); retrying its images one by one", e)
             rows = []
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         from .predictor import Predictor
 
         predictor = Predictor(model_dir)
-    except ArtifactError as e:
+    except (ArtifactError, OSError) as e:
         print(f"error: cannot load the model: {e}", file=sys.stderr)
         return 2
     paths = list(iter_inputs(args.inputs))

@@ -183,6 +183,8 @@ class Predictor:
         from .ood import abstains, ood_score
 
         i = int(np.argmax(probs))
+        if score is None and self.spec.abstain_score == "knn":
+            raise ValueError("this model abstains by kNN distance of its features: use predict or predict_batch")
         score = ood_score(probs) if score is None else float(score)
         return Prediction(
             probs={lab: float(p) for lab, p in zip(self.labels, probs, strict=True)},

@@ -122,3 +122,26 @@ def test_a_csv_path_in_a_missing_folder_is_a_clear_error(tiny_artifact, photos, 
     out = tmp_path / "no" / "such" / "dir" / "out.csv"
     assert classify.main([str(photos), "--csv", str(out), "--model", str(tiny_artifact), "--quiet"]) == 2
     assert "cannot write --csv" in capsys.readouterr().err
+
+
+def test_cli_rows_give_the_apps_decision_with_the_artifacts_own_abstain_score(tiny_artifact, photos, tmp_path):
+    from snake_model.predictor import Predictor
+
+    pred = Predictor(tiny_artifact)
+    assert pred.spec.abstain_score == "knn"  # train.fit's models abstain by kNN distance, not max-softmax
+    out = tmp_path / "out.csv"
+    assert classify.main([str(photos), "--csv", str(out), "--model", str(tiny_artifact), "--quiet"]) == 0
+    for r in _rows(out):
+        if r["error"]:
+            continue
+        ref = pred.predict(Path(r["path"]))
+        assert float(r["ood_score"]) == pytest.approx(ref.ood_score, abs=1e-5)
+        assert r["abstain"] == str(ref.abstain).lower()
+    with pytest.raises(ValueError, match="kNN"):
+        pred.decide(np.array([0.5, 0.3, 0.2]))
+
+
+def test_a_model_path_that_is_a_file_is_a_clear_error(photos, tmp_path, capsys):
+    out = tmp_path / "out.csv"
+    assert classify.main([str(photos), "--csv", str(out), "--model", str(photos / "a_red.jpg"), "--quiet"]) == 2
+    assert "cannot load the model" in capsys.readouterr().err
