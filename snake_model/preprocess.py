@@ -11,6 +11,9 @@ from PIL import Image
 from .spec import ModelSpec
 
 _NP_PAD = {"reflection": "reflect", "zeros": "constant", "border": "edge"}
+# "pad" pads to a square of the longer side before resizing, as fastai does: a 65000 x 615 upload would need a
+# 65000 x 65000 intermediate (12 GB). Longer sides beyond this are shrunk first (photos up to it are exact).
+PAD_MAX_SIDE = 4096
 
 
 def _crop_pad(img: Image.Image, sz: tuple[int, int], tl: tuple[int, int], pad_mode: str) -> Image.Image:
@@ -45,6 +48,10 @@ def resize_for_model(img: Image.Image, spec: ModelSpec) -> Image.Image:
             img = img.crop((off, off, off + size, off + size))
         return img
     # crop / pad: keep the aspect ratio, centre, then resize.
+    if spec.resize_method == "pad" and max(w, h) > PAD_MAX_SIDE:
+        f = PAD_MAX_SIDE / max(w, h)
+        img = img.resize((max(1, round(w * f)), max(1, round(h * f))), Image.BILINEAR)
+        w, h = img.size
     pick = min if spec.resize_method == "crop" else max
     m = pick(w / size, h / size)
     cp = (int(m * size), int(m * size))

@@ -49,3 +49,29 @@ def test_predictor_probabilities_equal_fastai_get_preds(tmp_path, odd_shapes, re
         pred = Predictor(tmp_path, backend=backend)
         ours = pred.predict_proba([ds.paths[i] for i in idx])
         np.testing.assert_allclose(ours, fa_probs.numpy(), atol=1e-4, err_msg=f"{resize}/{backend}")
+
+
+def test_pad_never_builds_a_square_of_a_huge_longer_side(monkeypatch):
+    from PIL import Image
+
+    from snake_model import preprocess as pp
+    from snake_model.spec import ModelSpec
+
+    shapes = []
+    real_pad = np.pad
+
+    def recording_pad(arr, *a, **k):
+        out = real_pad(arr, *a, **k)
+        shapes.append(out.shape)
+        return out
+
+    monkeypatch.setattr(pp.np, "pad", recording_pad)
+    spec = ModelSpec(labels=["a", "b"], image_size=64, resize_method="pad")
+    strip = Image.new("RGB", (30000, 40), (200, 30, 30))  # 1.2 MP: an upload the app accepts
+    view = pp.resize_for_model(strip, spec)
+    assert view.size == (64, 64)
+    assert shapes and max(max(s[:2]) for s in shapes) <= pp.PAD_MAX_SIDE  # not a 30000 x 30000 square (2.7 GB)
+    small = Image.new("RGB", (300, 40), (200, 30, 30))  # under the cap: exactly fastai's pad-then-resize
+    shapes.clear()
+    pp.resize_for_model(small, spec)
+    assert shapes == [(300, 300, 3)]
