@@ -285,8 +285,15 @@ def licensed_thumbnails(model_dir: Path, top: list[dict]) -> list[tuple[str, str
         if not path.is_relative_to(root) or not path.is_file():
             continue
         who = f" by {t['author']}" if t.get("author") else ""
-        out.append((str(path), f"{t.get('actual')} → {t.get('predicted')}, loss {t.get('loss', 0):.2f}; {lic}{who}"))
+        out.append(
+            (str(path), f"{t.get('actual')} → {t.get('predicted')}, loss {_number(t.get('loss')):.2f}; {lic}{who}")
+        )
     return out
+
+
+def _number(x) -> float:
+    """x as a float, or NaN when metrics.json holds something else there (it is not covered by any hash)."""
+    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else float("nan")
 
 
 def model_tab(app: App, model_dir: Path | None) -> None:
@@ -298,8 +305,8 @@ def model_tab(app: App, model_dir: Path | None) -> None:
     )
     if metrics:
         gr.Markdown(
-            f"Validation error **{metrics.get('valid_error', float('nan')):.1%}** on {metrics.get('n_valid', '?')} "
-            f"images · ECE {metrics.get('ece_before', float('nan')):.3f} → {metrics.get('ece_after', float('nan')):.3f} "
+            f"Validation error **{_number(metrics.get('valid_error')):.1%}** on {metrics.get('n_valid', '?')} "
+            f"images · ECE {_number(metrics.get('ece_before')):.3f} → {_number(metrics.get('ece_after')):.3f} "
             f"after temperature scaling (T = {spec.temperature:.2f})"
         )
     else:
@@ -311,15 +318,16 @@ def model_tab(app: App, model_dir: Path | None) -> None:
         ):
             if model_dir and (model_dir / name).is_file():
                 gr.Image(str(model_dir / name), label=title, interactive=False, buttons=["fullscreen"])
+    per_class = metrics.get("per_class")
     rows = [
         [
             app.names.get(lab, lab),
-            round(v["precision"], 3),
-            round(v["recall"], 3),
-            round(v.get("f1", 0.0), 3),
+            round(_number(v["precision"]), 3),
+            round(_number(v["recall"]), 3),
+            round(_number(v.get("f1")), 3),
             v["support"],
         ]
-        for lab, v in metrics.get("per_class", {}).items()
+        for lab, v in (per_class.items() if isinstance(per_class, dict) else [])
         if isinstance(v, dict) and {"precision", "recall", "support"} <= set(v)
     ]
     if rows:
@@ -329,7 +337,8 @@ def model_tab(app: App, model_dir: Path | None) -> None:
             label="Per-class metrics",
             interactive=False,
         )
-    _top_losses(app, model_dir, metrics.get("top_losses") or [])
+    top = metrics.get("top_losses")
+    _top_losses(app, model_dir, top if isinstance(top, list) else [])
     card = _read_text(model_dir / "README.md") if model_dir else ""
     sections = card_sections(card) if card else {}
     with gr.Accordion("Training config", open=False):
@@ -369,8 +378,8 @@ def _top_losses(app: App, model_dir: Path | None, top: list) -> None:
             [
                 app.names.get(t.get("actual"), t.get("actual")),
                 app.names.get(t.get("predicted"), t.get("predicted")),
-                round(float(t.get("loss", 0)), 3),
-                round(float(t.get("prob_actual", 0)), 3),
+                round(_number(t.get("loss")), 3),
+                round(_number(t.get("prob_actual")), 3),
             ]
             for t in top
         ],

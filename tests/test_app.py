@@ -390,3 +390,23 @@ def test_a_broken_model_folder_is_shown_on_the_page_not_a_crash(tmp_path):
     pred, origin, err = app.load_predictor({"MODEL_DIR": str(tmp_path)})
     assert pred is None and "config.json" in err
     assert "could not be loaded" in _texts(app.build_demo(pred, origin, err))
+
+
+def test_a_metrics_json_with_nulls_and_strings_still_builds_the_page(tmp_path, tiny_artifact):
+    import shutil
+
+    import app
+    from snake_model.predictor import Predictor
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_artifact, d)
+    m = json.loads((d / "metrics.json").read_text())
+    m["valid_error"], m["ece_after"] = None, "low"
+    m["per_class"] = {lab: {"precision": None, "recall": "x", "support": 3} for lab in m["labels"]}
+    m["top_losses"] = [{"actual": "a", "predicted": "b", "loss": None, "prob_actual": "?", "path": "a/x.jpg"}]
+    (d / "metrics.json").write_text(json.dumps(m))
+    pred = Predictor(d)
+    demo = app.build_demo(pred, "test", None, d)  # metrics.json is not hashed: a bad one must not take the Space down
+    assert "Validation error **nan%**" in _texts(demo)
+    (d / "metrics.json").write_text(json.dumps({**m, "per_class": [1, 2], "top_losses": {"a": 1}}))
+    app.build_demo(Predictor(d), "test", None, d)
