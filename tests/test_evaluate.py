@@ -193,6 +193,7 @@ def test_default_out_is_inside_the_artifact(fixed_case):
         ("label_mismatch", "model labels: ['a', 'b', 'c']"),
         ("bad_map", "--map"),
         ("ood_missing", "--ood"),
+        ("out_is_the_model", "is a model folder"),
     ],
 )
 def test_bad_inputs_exit_2_with_a_clear_message(fixed_case, tmp_path, capsys, case, needle):
@@ -210,7 +211,13 @@ def test_bad_inputs_exit_2_with_a_clear_message(fixed_case, tmp_path, capsys, ca
         args += ["--map", "a"]
     elif case == "ood_missing":
         args += ["--ood", str(tmp_path / "nope")]
+    elif case == "out_is_the_model":
+        args += ["--out", str(art)]
+        before = (art / "confusion_matrix.png").read_bytes() if (art / "confusion_matrix.png").exists() else None
     assert evaluate.main(args) == 2
+    if case == "out_is_the_model":
+        after = (art / "confusion_matrix.png").read_bytes() if (art / "confusion_matrix.png").exists() else None
+        assert after == before
     err = capsys.readouterr().err
     assert err.startswith("error: ") and needle in err and "Traceback" not in err
 

@@ -374,6 +374,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.out is None:
         args.out = args.artifact_dir / f"eval-{args.data_dir.resolve().name}"
+    if (args.out / "config.json").is_file() or args.out.resolve() == args.artifact_dir.resolve():
+        print(
+            f"error: --out {args.out} is a model folder; the report's confusion_matrix.png and reliability.png would "
+            "replace the model's own. Give another folder (the default is ARTIFACT_DIR/eval-<DATA_DIR name>).",
+            file=sys.stderr,
+        )
+        return 2
     try:
         report = evaluate(args)
     except (EvalError, DatasetError, ArtifactError) as e:
