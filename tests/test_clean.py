@@ -379,3 +379,29 @@ def test_bad_input_gives_a_clear_message_and_no_traceback(tmp_path, capsys):
     assert "need at least 2" in capsys.readouterr().err
     assert clean.main([str(tmp_path / "one"), "--replay", str(tmp_path / "nolog.jsonl")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_decisions_made_at_the_same_time_all_land_in_the_log_with_their_own_ids(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    root, _ = make_dataset(tmp_path / "d")
+    real_read = Decisions._read
+
+    def slow_read(self):  # widen the gap between reading the log and appending to it
+        recs = real_read(self)
+        time.sleep(0.02)
+        return recs
+
+    monkeypatch.setattr(Decisions, "_read", slow_read)
+    dec = Decisions(root)  # one workbench, many request threads
+    paths = [pick(root, "yellow_cross", i) for i in range(6)]
+    threads = [threading.Thread(target=dec.decide, args=(p, "delete")) for p in paths]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done = Decisions(root).done()
+    assert sorted(r["old_path"] for r in done) == sorted(paths)
+    assert len({r["id"] for r in done}) == 6
+    assert Decisions(root).undo(6) and all((root / p).is_file() for p in paths)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import csv
 import errno
+import functools
 import io
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -31,6 +33,20 @@ MANIFEST = "manifest.csv"
 TRASH_DIR = "_trash"
 NOT_SNAKE_DIR = "_not_snake"
 ACTIONS = ("keep", "delete", "relabel", "not_snake")
+
+
+# One writer at a time: the workbench serves every button and API call on its own thread, and a decision's id is the
+# log's largest id + 1, so two decisions at once could get the same id and one would vanish from the log.
+_WRITE_LOCK = threading.RLock()
+
+
+def _one_writer(method):
+    @functools.wraps(method)
+    def locked(*args, **kwargs):
+        with _WRITE_LOCK:
+            return method(*args, **kwargs)
+
+    return locked
 
 
 class DecisionError(ValueError):
@@ -195,6 +211,7 @@ class Decisions:
         self._append(rec)
         return rec
 
+    @_one_writer
     def recover(self) -> list[dict]:
         """Finish or roll back decisions left pending by a crash; return the records written."""
         out = []
@@ -233,6 +250,7 @@ class Decisions:
             raise DecisionError(f"{rel} does not exist in {self.root}; was it already moved?")
         return rel, p
 
+    @_one_writer
     def decide(self, rel_path: str, action: str, new_label: str | None = None) -> dict:
         """Apply one decision to the image at rel_path (relative to the dataset) and log it."""
         if action not in ACTIONS:
@@ -269,6 +287,7 @@ class Decisions:
         }
         return self._commit(rec, change)
 
+    @_one_writer
     def undo(self, n: int = 1) -> list[dict]:
         """Reverse the last n live decisions, newest first; each reversal is itself logged as an undo."""
         if n < 1:
@@ -300,6 +319,7 @@ class Decisions:
             out.append(self._commit(undo, change))
         return out
 
+    @_one_writer
     def replay(self, log_file: str | Path) -> list[dict]:
         """Re-apply the done decisions of another log (e.g. from a copy of this dataset), in order."""
         src = Path(log_file)
