@@ -111,10 +111,9 @@ def test_a_pushed_model_pulled_by_its_commit_sha_predicts_exactly_like_the_local
         "config.json",
         "metrics.json",
         "confusion_matrix.png",
-        "top_losses.png",
         "README.md",
         "ATTRIBUTION.md",
-    }
+    }  # top_losses.png shows training photos that no manifest marks publishable: not uploaded
 
 
 def test_the_push_is_one_commit_with_weights_config_metrics_pictures_attribution_and_card(fake_hub, artifact):
@@ -129,7 +128,6 @@ def test_the_push_is_one_commit_with_weights_config_metrics_pictures_attribution
         "config.json",
         "metrics.json",
         "confusion_matrix.png",
-        "top_losses.png",
         "ATTRIBUTION.md",
         "README.md",
     }
@@ -374,3 +372,31 @@ def test_the_cli_in_a_subprocess_uses_hf_endpoint_and_hf_token_and_never_shows_t
     assert TOKEN not in r.stdout + r.stderr  # ...without the token
     unauthenticated = {r.path for r in fake_hub.requests if r.authorization != f"Bearer {TOKEN}"}
     assert unauthenticated <= {"/api/agent-harnesses"}  # huggingface_hub's own user-agent registry fetch
+
+
+def test_photo_montages_are_uploaded_only_when_the_manifest_marks_their_photos_publishable(
+    fake_hub, artifact, tmp_path, capsys
+):
+    import shutil
+
+    from train import manifest as mf
+
+    art = tmp_path / "art"
+    shutil.copytree(artifact, art)
+    m = json.loads((art / "metrics.json").read_text())
+    m["top_losses"] = [{"path": f"a/{i}.jpg", "actual": "a", "predicted": "b", "loss": 1.0} for i in range(3)]
+    (art / "metrics.json").write_text(json.dumps(m))
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"path": f"a/{i}.jpg", "class": "a", "use": "publishable", "sha256": "0" * 64} for i in range(3)]
+    (data / "manifest.csv").write_bytes(mf.rows_to_csv(rows))
+    assert do_push(fake_hub, art, "--data", str(data)) == 0
+    files = fake_hub.files(REPO)
+    assert "top_losses.png" in files and "top_losses.png" in files["README.md"].decode()
+    rows[1]["use"] = "train-only"  # one photo in the montage may not be published
+    (data / "manifest.csv").write_bytes(mf.rows_to_csv(rows))
+    (art / "top_losses.png").write_bytes((art / "confusion_matrix.png").read_bytes())  # a new picture to commit
+    assert do_push(fake_hub, art, "--data", str(data)) == 0
+    assert "not uploading top_losses.png" in capsys.readouterr().out
+    card = fake_hub.files(REPO)["README.md"].decode()
+    assert "top_losses.png" not in card  # the card links only what the repo can show

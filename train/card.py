@@ -36,6 +36,30 @@ def find_manifest(artifact_dir: Path, data_dir: str | Path | None) -> Path | Non
     return None
 
 
+PHOTO_MONTAGES = ("top_losses.png", "batch_preview.png")  # pictures made of training photos
+
+
+def publishable_montages(artifact_dir: Path, data_dir: str | Path | None) -> set[str]:
+    """The photo montages that may be published: those whose every photo the gather manifest marks publishable.
+
+    top_losses.png shows the first 9 of metrics.json's top losses; batch_preview.png shows any training photos, so
+    it needs every photo in the manifest to be publishable. Without a manifest, none.
+    """
+    manifest = find_manifest(artifact_dir, data_dir)
+    if manifest is None:
+        return set()
+    with open(manifest, newline="", encoding="utf-8", errors="replace") as f:
+        use = {r.get("path"): (r.get("use") or "").strip() for r in csv.DictReader(f)}
+    ok = set()
+    if use and all(u == "publishable" for u in use.values()):
+        ok.add("batch_preview.png")
+    top = read_json_object(artifact_dir / "metrics.json").get("top_losses")
+    paths = [t.get("path") for t in (top if isinstance(top, list) else [])[:9] if isinstance(t, dict)]
+    if paths and all(use.get(p) == "publishable" for p in paths):
+        ok.add("top_losses.png")
+    return ok
+
+
 def licence_breakdown(manifest: Path) -> dict[str, Counter]:
     """Counts of images per licence, overall and per source, from a gather manifest."""
     out: dict[str, Counter] = {"all": Counter()}
@@ -206,9 +230,15 @@ def _calibration_section(spec: ModelSpec, metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def build_card(artifact_dir: str | Path, repo_id: str | None = None, data_dir: str | Path | None = None) -> str:
-    """README.md for an artifact folder; needs config.json, uses metrics.json, pictures and a manifest if present."""
+def build_card(
+    artifact_dir: str | Path, repo_id: str | None = None, data_dir: str | Path | None = None, for_upload: bool = False
+) -> str:
+    """README.md for an artifact folder; needs config.json, uses metrics.json, pictures and a manifest if present.
+
+    for_upload: link a photo montage only when `publishable_montages` allows it (train.push uploads only those).
+    """
     artifact_dir = Path(artifact_dir)
+    allowed = publishable_montages(artifact_dir, data_dir) if for_upload else set(PHOTO_MONTAGES)
     spec = ModelSpec.load(artifact_dir / CONFIG)
     metrics = read_json_object(artifact_dir / "metrics.json")
     name = repo_id.split("/")[-1] if repo_id else "snake-classifier"
@@ -228,7 +258,11 @@ def build_card(artifact_dir: str | Path, repo_id: str | None = None, data_dir: s
         "preprocessing and the sha256 of the weights.",
         "## Classes\n\n" + _classes_table(spec, metrics),
     ]
-    pics = [f"![{alt}]({f})" for f, alt in CARD_IMAGES.items() if (artifact_dir / f).is_file()]
+    pics = [
+        f"![{alt}]({f})"
+        for f, alt in CARD_IMAGES.items()
+        if (artifact_dir / f).is_file() and (f not in PHOTO_MONTAGES or f in allowed)
+    ]
     if pics:
         parts.append("## Validation pictures\n\n" + "\n\n".join(pics))
     parts += [

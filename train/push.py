@@ -18,7 +18,7 @@ from pathlib import Path
 from snake_model.artifact import CONFIG, WEIGHTS, ArtifactError, load_spec, sha256_file
 from snake_model.hub import CARD_IMAGES, METRICS, OOD_BANK, REPO_ID, is_commit_sha
 
-from .card import ATTRIBUTION, build_card
+from .card import ATTRIBUTION, PHOTO_MONTAGES, build_card, publishable_montages
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,14 @@ def model_files(artifact_dir: Path, data_dir: Path | None, also_pkl: bool) -> di
     files = {
         f: artifact_dir / f for f in (WEIGHTS, CONFIG, OOD_BANK, METRICS, *CARD_IMAGES) if (artifact_dir / f).is_file()
     }
+    allowed = publishable_montages(artifact_dir, data_dir)
+    for f in PHOTO_MONTAGES:  # pictures made of training photos: only when every photo in them may be published
+        if f in files and f not in allowed:
+            del files[f]
+            print(
+                f"not uploading {f}: it shows training photos that the gather manifest (--data) does not mark "
+                "publishable"
+            )
     for d in (artifact_dir, data_dir):
         if d is not None and (d / ATTRIBUTION).is_file():
             files[ATTRIBUTION] = d / ATTRIBUTION
@@ -207,7 +215,7 @@ def run(args, token: str | None) -> int:
         if args.artifact_dir is None:
             raise PushError("--dry-run needs ARTIFACT_DIR")
         files = model_files(args.artifact_dir, args.data, args.also_pkl)
-        card = build_card(args.artifact_dir, args.repo, args.data)
+        card = build_card(args.artifact_dir, args.repo, args.data, for_upload=True)
         out = args.dry_run_dir or args.artifact_dir / DRY_RUN_DIR
         write_dry_run(out, card, files, args)
         print(f"dry run: nothing sent. Card and file list in {out}/ ({len(files) + 1} files would be committed)")
@@ -220,7 +228,7 @@ def run(args, token: str | None) -> int:
     model_revision = args.model_revision
     if args.artifact_dir is not None:
         files = model_files(args.artifact_dir, args.data, args.also_pkl)
-        card = build_card(args.artifact_dir, args.repo, args.data)
+        card = build_card(args.artifact_dir, args.repo, args.data, for_upload=True)
         args.message = args.message or default_message(args.artifact_dir)
         model_revision = push_model(api, args, files, card)
         print(f"pushed {len(files) + 1} files to {endpoint}/{args.repo} in commit {model_revision}")
