@@ -6,6 +6,7 @@ login), so tests and mirrors point it anywhere. Nothing happens at import time; 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -85,7 +86,23 @@ def _cached_snapshot(repo_id: str, revision: str, cache_dir: str | Path | None) 
     if not isinstance(found, str):
         return None
     snapshot = Path(found).parent
-    return snapshot if (snapshot / WEIGHTS).is_file() else None
+    return snapshot if _complete(snapshot) else None
+
+
+def _complete(snapshot: Path) -> bool:
+    """The weights and every file config.json names (the kNN feature bank) are in the snapshot.
+
+    A pull killed half-way leaves config.json without the rest; such a snapshot is pulled again, not served.
+    """
+    if not (snapshot / WEIGHTS).is_file():
+        return False
+    try:
+        cfg = json.loads((snapshot / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True  # _verified reports the broken config.json
+    ood = cfg.get("ood") if isinstance(cfg, dict) else None
+    name = ood.get("file") if isinstance(ood, dict) else None
+    return not isinstance(name, str) or (snapshot / name).is_file()
 
 
 def _verified(snapshot: Path, repo_id: str, revision: str) -> Path:

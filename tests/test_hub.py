@@ -400,3 +400,21 @@ def test_photo_montages_are_uploaded_only_when_the_manifest_marks_their_photos_p
     assert "not uploading top_losses.png" in capsys.readouterr().out
     card = fake_hub.files(REPO)["README.md"].decode()
     assert "top_losses.png" not in card  # the card links only what the repo can show
+
+
+def test_a_pull_cut_short_is_pulled_again_not_served_without_its_feature_bank(tmp_path):
+    d = tmp_path / "art"
+    spec = ModelSpec(labels=["a", "b"], image_size=64)
+    bank = np.random.default_rng(0).normal(size=(6, 1280)).astype(np.float32)
+    save_artifact(build_network("tf_efficientnet_lite0", 2, pretrained=False), spec, d, ood_bank=bank)
+    (d / "metrics.json").write_text(json.dumps({"valid_error": 0.5}))
+    with FakeHub(tokens={TOKEN: USER}) as hub:
+        assert do_push(hub, d) == 0
+        sha = hub.head(REPO)
+        first = H.pull_model(REPO, sha, cache_dir=tmp_path / "cache", endpoint=hub.url)
+        (first / "ood.safetensors").unlink()  # as if the pull had been killed before the bank arrived
+        again = H.pull_model(REPO, sha, cache_dir=tmp_path / "cache", endpoint=hub.url)
+        assert again == first and (again / "ood.safetensors").is_file()
+    from snake_model.predictor import Predictor
+
+    assert Predictor(again).spec.abstain_score == "knn"
