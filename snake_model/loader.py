@@ -181,3 +181,13 @@ def load_image(
         except (OSError, ValueError) as e:
             raise TruncatedImageError(f"{name}: the image cannot be converted to RGB ({e})") from e
     return out
+
+
+def normalise_image(img: Image.Image) -> Image.Image:
+    """An already-open PIL image made what load_image returns: EXIF-oriented, 8-bit RGB, alpha on white."""
+    try:
+        oriented = ImageOps.exif_transpose(img)
+        img = oriented if oriented is not None else img
+    except Exception:  # noqa: BLE001 - a corrupt EXIF block must not lose a good picture
+        pass
+    return _to_rgb(img)

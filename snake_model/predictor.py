@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from .artifact import load_artifact, load_ood_bank
-from .loader import load_image
+from .loader import load_image, normalise_image
 from .preprocess import preprocess_batch
 from .spec import ModelSpec
 
@@ -128,8 +128,8 @@ class Predictor:
 
     def to_image(self, item: ImageInput) -> Image.Image:
         """Any accepted input -> RGB image through the one loader."""
-        if isinstance(item, Image.Image):
-            return item if item.mode == "RGB" else item.convert("RGB")
+        if isinstance(item, Image.Image):  # treated as the loader treats a file: EXIF turn, alpha on white
+            return normalise_image(item)
         return load_image(item)
 
     def batch_array(self, images: Sequence[ImageInput]) -> np.ndarray:

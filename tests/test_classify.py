@@ -145,3 +145,26 @@ def test_a_model_path_that_is_a_file_is_a_clear_error(photos, tmp_path, capsys):
     out = tmp_path / "out.csv"
     assert classify.main([str(photos), "--csv", str(out), "--model", str(photos / "a_red.jpg"), "--quiet"]) == 2
     assert "cannot load the model" in capsys.readouterr().err
+
+
+def test_an_open_pil_image_gets_the_same_answer_as_its_file(tiny_artifact, tmp_path):
+    import io
+
+    from PIL import Image
+
+    from snake_model.predictor import Predictor
+
+    pred = Predictor(tiny_artifact)
+    rng = np.random.default_rng(3)
+    rgba = Image.fromarray(rng.integers(0, 255, (50, 70, 4), dtype=np.uint8), "RGBA")  # half-transparent pixels
+    rgba.save(tmp_path / "a.png")
+    rot = Image.fromarray(rng.integers(0, 255, (40, 90, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees": a phone photo held upright
+    buf = io.BytesIO()
+    rot.save(buf, "JPEG", exif=exif)
+    (tmp_path / "r.jpg").write_bytes(buf.getvalue())
+    for name in ("a.png", "r.jpg"):
+        from_file = pred.predict_proba([tmp_path / name])
+        from_pil = pred.predict_proba([Image.open(tmp_path / name)])
+        np.testing.assert_allclose(from_pil, from_file, atol=1e-6)
