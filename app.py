@@ -90,7 +90,8 @@ def describe_origin(model_dir: Path, env: Mapping[str, str]) -> str:
 def model_revision(model_dir: Path | None, env: Mapping[str, str]) -> str:
     """MODEL_REVISION, the Hub commit the snapshot folder is named after, or 'local'."""
     commit = model_dir.name if model_dir and re.fullmatch(r"[0-9a-f]{40}", model_dir.name) else None
-    asked = (env.get("MODEL_REVISION") or "").strip()
+    from_hub = bool((env.get("MODEL_REPO") or "").strip()) and not env.get("MODEL_DIR")
+    asked = (env.get("MODEL_REVISION") or "").strip() if from_hub else ""  # ignored for a local model
     if asked and commit and asked != commit:
         return f"{asked} (commit {commit})"
     return asked or commit or "local (not from the Hub)"

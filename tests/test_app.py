@@ -329,8 +329,12 @@ def test_the_model_tab_reads_everything_from_the_artifact(server):
     galleries = [b for b in demo.blocks.values() if isinstance(b, gr.Gallery)]
     assert len(galleries) == 1 and len(galleries[0].value) == 1  # only the CC-BY thumbnail
     assert "CC-BY" in galleries[0].value[0]["caption"].upper()
-    assert app.model_revision(Path("/x/snapshots/" + "a" * 40), {"MODEL_REVISION": "v1"}) == f"v1 (commit {'a' * 40})"
+    hub = {"MODEL_REPO": "alice/snakes", "MODEL_REVISION": "v1"}
+    assert app.model_revision(Path("/x/snapshots/" + "a" * 40), hub) == f"v1 (commit {'a' * 40})"
     assert app.model_revision(Path("/x/snapshots/" + "b" * 40), {}) == "b" * 40
+    # MODEL_REVISION means nothing for a local folder (MODEL_DIR wins, or no MODEL_REPO): not shown as its revision
+    assert app.model_revision(Path("/my/model"), {**hub, "MODEL_DIR": "/my/model"}) == "local (not from the Hub)"
+    assert app.model_revision(Path("/my/model"), {"MODEL_REVISION": "v1"}) == "local (not from the Hub)"
 
 
 def test_without_licensed_thumbnails_top_losses_are_labels_and_losses_only(tiny_artifact):
