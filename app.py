@@ -67,12 +67,31 @@ class SafeImage(gr.Image):
     def preprocess(self, payload):
         if payload is None:
             return None
+        url = getattr(payload, "url", None)
+        if payload.path is None and isinstance(url, str) and url.startswith("data:"):
+            return _data_url_bytes(url)  # gradio would decode it with PIL itself, past load_image's caps
         if payload.path is None:
             try:
                 return super().preprocess(payload)
             except Exception as e:  # noqa: BLE001 - base64 webcam data that does not decode
                 raise _refuse(f"could not read the image data ({e})") from e
         return str(payload.path)
+
+
+def _data_url_bytes(url: str) -> bytes:
+    """The bytes of a base64 data: URL, refused before decoding when over the upload cap; load_image checks them."""
+    import base64
+    import binascii
+
+    head, _, data = url.partition(",")
+    if ";base64" not in head:
+        raise _refuse("could not read the image data: send the image file, or a base64 data URL")
+    if len(data) > MAX_UPLOAD_BYTES * 4 // 3 + 4:
+        raise _refuse(f"the image is over the {MAX_UPLOAD_BYTES / 1e6:.0f} MB limit; send a smaller image")
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise _refuse(f"could not read the image data ({e})") from e
 
 
 # ---------------------------------------------------------------- model selection
@@ -144,7 +163,7 @@ class App:
         try:
             return load_image(path, max_pixels=MAX_PIXELS, max_bytes=MAX_UPLOAD_BYTES)
         except ImageLoadError as e:
-            msg = str(e).replace(str(Path(path).name) + ": ", "")
+            msg = str(e).replace(str(Path(path).name) + ": ", "") if isinstance(path, str | Path) else str(e)
             raise _refuse(msg[:1].upper() + msg[1:]) from e
 
     def classify(self, path):

@@ -414,3 +414,29 @@ def test_a_metrics_json_with_nulls_and_strings_still_builds_the_page(tmp_path, t
     assert "Validation error **nan%**" in _texts(demo)
     (d / "metrics.json").write_text(json.dumps({**m, "per_class": [1, 2], "top_losses": {"a": 1}}))
     app.build_demo(Predictor(d), "test", None, d)
+
+
+def test_a_base64_data_url_payload_goes_through_the_loaders_caps_too(tiny_artifact, good_image):
+    import base64
+
+    import gradio as gr
+    from gradio.data_classes import ImageData
+
+    import app
+    from snake_model.predictor import Predictor
+
+    box = app.SafeImage(type="filepath")
+    b64 = base64.b64encode(good_image.read_bytes()).decode()
+    data = box.preprocess(ImageData(path=None, url="data:image/jpeg;base64," + b64))
+    assert data == good_image.read_bytes()  # the bytes themselves, not an image gradio decoded and re-encoded
+    a = app.App(Predictor(tiny_artifact), "test")
+    assert abs(sum(a.ui_classify(data)[0].values()) - 1) < 1e-6
+    bomb = _bytes(Image.new("L", (9000, 9000)), "PNG")  # 81 MP of zeros: a few hundred kB compressed
+    with pytest.raises(gr.Error, match="megapixel"):
+        a.ui_classify(
+            box.preprocess(ImageData(path=None, url="data:image/png;base64," + base64.b64encode(bomb).decode()))
+        )
+    with pytest.raises(gr.Error, match="MB limit"):
+        box.preprocess(ImageData(path=None, url="data:image/png;base64," + "A" * (app.MAX_UPLOAD_BYTES * 2)))
+    with pytest.raises(gr.Error, match="could not read"):
+        box.preprocess(ImageData(path=None, url="data:image/png;base64,@@@not base64@@@"))
