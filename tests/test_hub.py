@@ -347,6 +347,8 @@ def test_space_upload_sends_the_app_and_pins_the_model_commit(fake_hub, artifact
     assert {"app.py", "requirements.txt", "README.md", "snake_model/__init__.py"} <= set(files)
     assert not any("__pycache__" in f for f in files)
     assert space.variables == {"MODEL_REPO": REPO, "MODEL_REVISION": fake_hub.head(REPO)}
+    readme = files["README.md"].decode()
+    assert readme.startswith("---\nsdk: gradio\napp_file: app.py\nmodels:\n  - alice/snakes\n---\n# app")
     # later, the app alone, pinned to the model repo's current head
     os.environ["HF_TOKEN"] = TOKEN
     args = ["--repo", REPO, "--space", "alice/snake-space", "--app-dir", str(app), "--endpoint", fake_hub.url]
@@ -418,3 +420,10 @@ def test_a_pull_cut_short_is_pulled_again_not_served_without_its_feature_bank(tm
     from snake_model.predictor import Predictor
 
     assert Predictor(again).spec.abstain_score == "knn"
+
+
+def test_the_space_readme_names_the_model_it_serves():
+    text = "---\ntitle: x\nmodels:\n  - snake-classifier/placeholder\nlicense: mit\n---\n# body\n---\nmore\n"
+    out = push.space_readme(text, "bob/snakes")
+    assert out == "---\ntitle: x\nlicense: mit\nmodels:\n  - bob/snakes\n---\n# body\n---\nmore\n"
+    assert push.space_readme("# no front matter\n", "bob/snakes") == "# no front matter\n"

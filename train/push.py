@@ -180,13 +180,38 @@ def push_space(api, args, model_revision: str) -> str:
 
     files = space_files(args.app_dir)
     api.create_repo(args.space, repo_type="space", space_sdk="gradio", private=args.private, exist_ok=True)
-    ops = [CommitOperationAdd(path_in_repo=n, path_or_fileobj=str(p)) for n, p in sorted(files.items())]
+    ops = [
+        CommitOperationAdd(
+            path_in_repo=n,
+            path_or_fileobj=space_readme(p.read_text(encoding="utf-8"), args.repo).encode()
+            if n == "README.md"
+            else str(p),
+        )
+        for n, p in sorted(files.items())
+    ]
+    if args.private:
+        print(
+            f"note: a private model needs a token in the Space to be pulled: add HF_TOKEN as a secret of {args.space} "
+            "(Settings > Variables and secrets)"
+        )
     info = api.create_commit(
         args.space, ops, repo_type="space", commit_message=f"App serving {args.repo}@{model_revision[:12]}"
     )
     api.add_space_variable(args.space, "MODEL_REPO", args.repo, description="model repo the app pulls")
     api.add_space_variable(args.space, "MODEL_REVISION", model_revision, description="pinned model commit")
     return info.oid
+
+
+def space_readme(text: str, model_repo: str) -> str:
+    """The app's README with the front matter's `models:` list naming the model this Space serves."""
+    import re
+
+    if not text.startswith("---\n") or "\n---" not in text[4:]:
+        return text
+    end = text.index("\n---", 4)
+    front, rest = text[4:end], text[end:]
+    front = re.sub(r"(?m)^models:\n(?:[ \t]+-.*\n?)*", "", front).rstrip("\n")
+    return f"---\n{front}\nmodels:\n  - {model_repo}{rest}"
 
 
 def default_message(artifact_dir: Path) -> str:
