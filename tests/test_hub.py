@@ -427,3 +427,11 @@ def test_the_space_readme_names_the_model_it_serves():
     out = push.space_readme(text, "bob/snakes")
     assert out == "---\ntitle: x\nlicense: mit\nmodels:\n  - bob/snakes\n---\n# body\n---\nmore\n"
     assert push.space_readme("# no front matter\n", "bob/snakes") == "# no front matter\n"
+
+
+def test_private_into_an_existing_public_repo_uploads_nothing(fake_hub, artifact, capsys):
+    assert do_push(fake_hub, artifact) == 0  # creates alice/snakes, public
+    head = fake_hub.head(REPO)
+    assert do_push(fake_hub, artifact, "--private") != 0
+    assert "already exists and is public" in capsys.readouterr().err
+    assert fake_hub.head(REPO) == head

@@ -166,6 +166,11 @@ def push_model(api, args, files: dict[str, Path], card: str) -> str:
     from huggingface_hub import CommitOperationAdd
 
     api.create_repo(args.repo, private=args.private, exist_ok=True)
+    if args.private and getattr(api.model_info(args.repo), "private", None) is False:
+        raise PushError(
+            f"{args.repo} already exists and is public: --private cannot change that, and nothing was uploaded. "
+            "Make it private in its Settings on the Hub first, or push without --private."
+        )
     if args.revision != "main":
         api.create_branch(args.repo, branch=args.revision, exist_ok=True)
     ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in sorted(files.items())]
