@@ -400,8 +400,9 @@ def test_photo_montages_are_uploaded_only_when_the_manifest_marks_their_photos_p
     (art / "top_losses.png").write_bytes((art / "confusion_matrix.png").read_bytes())  # a new picture to commit
     assert do_push(fake_hub, art, "--data", str(data)) == 0
     assert "not uploading top_losses.png" in capsys.readouterr().out
-    card = fake_hub.files(REPO)["README.md"].decode()
-    assert "top_losses.png" not in card  # the card links only what the repo can show
+    files = fake_hub.files(REPO)
+    assert "top_losses.png" not in files["README.md"].decode()  # the card links only what the repo can show
+    assert "top_losses.png" not in files  # and the earlier push's copy is deleted in the same commit
 
 
 def test_a_pull_cut_short_is_pulled_again_not_served_without_its_feature_bank(tmp_path):

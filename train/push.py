@@ -161,9 +161,16 @@ def check_token(api, token: str | None, endpoint: str) -> str:
     return who.get("name", "?")
 
 
+def _repo_files(api, repo: str, revision: str) -> set[str]:
+    try:
+        return {s.rfilename for s in (api.model_info(repo, revision=revision).siblings or [])}
+    except Exception:  # noqa: BLE001 - a new branch or repo has nothing to clean up
+        return set()
+
+
 def push_model(api, args, files: dict[str, Path], card: str) -> str:
     """Create the repo (and branch) if needed; one commit with every file. Returns the commit sha."""
-    from huggingface_hub import CommitOperationAdd
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
     api.create_repo(args.repo, private=args.private, exist_ok=True)
     if args.private and getattr(api.model_info(args.repo), "private", None) is False:
@@ -175,6 +182,9 @@ def push_model(api, args, files: dict[str, Path], card: str) -> str:
         api.create_branch(args.repo, branch=args.revision, exist_ok=True)
     ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in sorted(files.items())]
     ops.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode()))
+    # a photo montage an earlier push uploaded, that may not be published with this one, goes in the same commit
+    stale = [f for f in PHOTO_MONTAGES if f not in files and f in _repo_files(api, args.repo, args.revision)]
+    ops += [CommitOperationDelete(path_in_repo=f) for f in stale]
     info = api.create_commit(args.repo, ops, commit_message=args.message, revision=args.revision)
     return info.oid
 
