@@ -163,6 +163,11 @@ def _translate(e: Exception, repo_id: str, revision: str, endpoint: str) -> Mode
         if status in (401, 403):
             return ModelPullError(f"{endpoint} rejected the token (HTTP {status}) for {where}; check or unset HF_TOKEN")
         return ModelPullError(f"the Hub at {endpoint} answered HTTP {status} for {where}; try again later")
+    if isinstance(e, OSError):  # after the network errors: the local cache folder (read-only, disk full)
+        return ModelPullError(
+            f"pulling {where} failed writing the local cache ({e.strerror or type(e).__name__}"
+            f"{': ' + str(e.filename) if e.filename else ''}); set HF_HUB_CACHE to a writable folder with free space"
+        )
     return ModelPullError(f"pulling {where} from {endpoint} failed: {type(e).__name__}")
 
 

@@ -436,3 +436,9 @@ def test_private_into_an_existing_public_repo_uploads_nothing(fake_hub, artifact
     assert do_push(fake_hub, artifact, "--private") != 0
     assert "already exists and is public" in capsys.readouterr().err
     assert fake_hub.head(REPO) == head
+
+
+def test_a_cache_that_cannot_be_written_is_named_in_the_error():
+    err = H._translate(PermissionError(13, "Permission denied", "/ro/cache/models--a--b"), "a/b", "main", "http://x")
+    assert "Permission denied: /ro/cache/models--a--b" in str(err) and "HF_HUB_CACHE" in str(err)
+    assert "HTTP" not in str(H._translate(ConnectionError("down"), "a/b", "main", "http://x"))  # still "cannot reach"

@@ -293,7 +293,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {scrub(str(e), token)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; nothing half-committed (a commit is atomic)", file=sys.stderr)
+        print(
+            "interrupted; every commit is atomic, so each repo is either at its old commit or fully at the new one "
+            "(with --space, the model commit may be done while the Space was not updated: run the push again)",
+            file=sys.stderr,
+        )
         return 130
     except Exception as e:  # Hub HTTP errors and the like: one line, token scrubbed, no traceback
         print(f"error: {type(e).__name__}: {scrub(str(e), token)}", file=sys.stderr)
