@@ -61,3 +61,12 @@ def test_the_value_types_accept_the_edges_they_promise():
     for parse, text in [(int_at_least(1), "0"), (int_at_least(0, 64), "65"), (FRACTION, "1"), (FRACTION, "inf")]:
         with pytest.raises(argparse.ArgumentTypeError):
             parse(text)
+
+
+@pytest.mark.parametrize("main", [fit.main, evaluate.main])
+def test_help_never_says_default_none(main, capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "(default: None)" not in out and "(default: False)" not in out
+    assert "(default: 0.2)" in out  # real defaults are still shown

@@ -51,3 +51,13 @@ def number(lo: float, hi: float = math.inf, lo_open: bool = False, hi_open: bool
 POSITIVE = number(0, lo_open=True)
 NON_NEGATIVE = number(0)
 FRACTION = number(0, 1, lo_open=True, hi_open=True)  # a share strictly between 0 and 1, e.g. --valid-pct
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's "(default: X)" after each help text, except where there is no default to show (None, False): those
+    help texts say in words what happens by default (for example "default: 224 original, 288 fast")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action)

@@ -22,7 +22,7 @@ from snake_model.predictor import Predictor
 
 from . import metrics as M
 from . import plots
-from .cli import FRACTION
+from .cli import FRACTION, DefaultsHelpFormatter
 from .data import IMAGE_SUFFIXES, DatasetError, list_images, random_split, read_splits
 
 BATCH = 32
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         "folder names = the model's labels). Reports error, per-class precision/recall/F1, a confusion matrix, "
         "ECE and a reliability diagram (calibrated and uncalibrated), the abstain rate and, with --ood, the "
         "AUROC of the out-of-distribution score on photos of non-classes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("artifact_dir", type=Path, help="model directory with model.safetensors + config.json")
     p.add_argument("data_dir", type=Path, help="folder with one sub-folder of labelled images per class")

@@ -22,7 +22,7 @@ from snake_model.spec import RESIZE_METHODS, ModelSpec
 
 from . import metrics as M
 from . import plots
-from .cli import FRACTION, NON_NEGATIVE, POSITIVE, int_at_least, number
+from .cli import FRACTION, NON_NEGATIVE, POSITIVE, DefaultsHelpFormatter, int_at_least, number
 from .data import Dataset, DatasetError, list_images, random_split, read_splits
 
 log = logging.getLogger("train.fit")
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m train.fit",
         description="Fine-tune an ImageNet CNN on DATA_DIR (one sub-folder of images per class) and write a "
         "safe artifact (model.safetensors + config.json) with metrics.json and pictures of the run.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("data_dir", type=Path, help="folder with one sub-folder of images per class")
     p.add_argument("--out", type=Path, required=True, help="artifact directory to write (created if missing)")
