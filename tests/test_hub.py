@@ -442,3 +442,18 @@ def test_a_cache_that_cannot_be_written_is_named_in_the_error():
     err = H._translate(PermissionError(13, "Permission denied", "/ro/cache/models--a--b"), "a/b", "main", "http://x")
     assert "Permission denied: /ro/cache/models--a--b" in str(err) and "HF_HUB_CACHE" in str(err)
     assert "HTTP" not in str(H._translate(ConnectionError("down"), "a/b", "main", "http://x"))  # still "cannot reach"
+
+
+def test_private_into_an_existing_public_space_uploads_no_app(fake_hub, artifact, tmp_path, capsys):
+    app = tmp_path / "app"
+    (app / "snake_model").mkdir(parents=True)
+    for name, text in [("app.py", "x\n"), ("requirements.txt", "gradio\n"), ("README.md", "# app\n")]:
+        (app / name).write_text(text)
+    (app / "snake_model" / "__init__.py").write_text("")
+    space = ["--space", "alice/snake-space", "--app-dir", str(app)]
+    assert do_push(fake_hub, artifact, *space) == 0  # a public Space
+    before = fake_hub.repo("alice/snake-space", "space").branches["main"]
+    fake_hub.repo(REPO).private = True  # the model repo is private now; the Space is still public
+    assert do_push(fake_hub, artifact, *space, "--private") != 0
+    assert "Space alice/snake-space already exists and is public" in capsys.readouterr().err
+    assert fake_hub.repo("alice/snake-space", "space").branches["main"] == before

@@ -195,6 +195,11 @@ def push_space(api, args, model_revision: str) -> str:
 
     files = space_files(args.app_dir)
     api.create_repo(args.space, repo_type="space", space_sdk="gradio", private=args.private, exist_ok=True)
+    if args.private and getattr(api.space_info(args.space), "private", None) is False:
+        raise PushError(
+            f"Space {args.space} already exists and is public: --private cannot change that, and the app was not "
+            "uploaded. Make it private in its Settings on the Hub first, or push without --private."
+        )
     ops = [
         CommitOperationAdd(
             path_in_repo=n,
