@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .network import SnakeNet
+from .network import SnakeNet, zoom_box
 from .preprocess import resize_for_model, to_array
 from .spec import ModelSpec
 
@@ -53,8 +53,7 @@ def _combine_views(cams: torch.Tensor, zoom: float, h: int, w: int) -> torch.Ten
     second = torch.flip(cams[1], dims=[1])[None, None]
     if zoom >= 1:
         return (plain + resize(second, size=(h, w), mode="bilinear", align_corners=False)[0, 0]) / 2
-    ch, cw = max(1, int(h * zoom + 0.5)), max(1, int(w * zoom + 0.5))
-    top, left = (h - ch) // 2, (w - cw) // 2
+    top, left, ch, cw = zoom_box(h, w, zoom)
     total, weight = plain.clone(), torch.ones_like(plain)
     total[top : top + ch, left : left + cw] += resize(second, size=(ch, cw), mode="bilinear", align_corners=False)[0, 0]
     weight[top : top + ch, left : left + cw] += 1

@@ -171,12 +171,7 @@ def load_image(
         finally:
             ImageFile.LOAD_TRUNCATED_IMAGES = old_flag
         try:
-            oriented = ImageOps.exif_transpose(img)
-            img = oriented if oriented is not None else img
-        except Exception:  # noqa: BLE001 - a corrupt EXIF block must not lose a good picture
-            pass
-        try:
-            out = _to_rgb(img)
+            out = normalise_image(img)
             out.load()
         except (OSError, ValueError) as e:
             raise TruncatedImageError(f"{name}: the image cannot be converted to RGB ({e})") from e

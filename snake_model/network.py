@@ -119,6 +119,12 @@ def fastai_head(nf: int, n_out: int, ps: float = 0.5) -> nn.Sequential:
     )
 
 
+def zoom_box(h: int, w: int, zoom: float) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the central `zoom` part of an h x w image: the second view's crop."""
+    ch, cw = max(1, int(h * zoom + 0.5)), max(1, int(w * zoom + 0.5))
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
 class SnakeNet(nn.Module):
     """body (timm features, unpooled) followed by head (pooling + classifier).
 
@@ -139,8 +145,7 @@ class SnakeNet(nn.Module):
         """The mirror image of the central tta_zoom part of x, at x's size."""
         if self.tta_zoom < 1:
             h, w = int(x.shape[2]), int(x.shape[3])  # constants in an exported graph (one fixed size)
-            ch, cw = max(1, int(h * self.tta_zoom + 0.5)), max(1, int(w * self.tta_zoom + 0.5))
-            top, left = (h - ch) // 2, (w - cw) // 2
+            top, left, ch, cw = zoom_box(h, w, self.tta_zoom)
             x = nn.functional.interpolate(
                 x[:, :, top : top + ch, left : left + cw], size=(h, w), mode="bilinear", align_corners=False
             )
