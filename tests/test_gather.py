@@ -371,7 +371,7 @@ def test_the_default_config_names_the_four_species():
         ("[download]\nmax_bytes = 'big'\n[[classes]]\nname='a'", "max_bytes must be a whole number at least 1"),
         ("[download]\nper_host = 0\n[[classes]]\nname='a'", "per_host must be a whole number at least 1"),
         ("download = 5\n[[classes]]\nname='a'", "[download] must be a table"),
-        ("[inaturalist]\nper_page = 'lots'\n[[classes]]\nname='a'", "per_page must be a whole number of at least 1"),
+        ("[inaturalist]\nper_page = 'lots'\n[[classes]]\nname='a'", "per_page must be a whole number at least 1"),
         ("sources=['ddgs']\n[ddgs]\noversample = 'x'\n[[classes]]\nname='a'", "oversample must be a number"),
         ("[[classes]]\nlabel='../escape'", "cannot be a folder name"),
         ("sources = [1]\n[[classes]]\nname='a'", "sources must be a list of names"),

@@ -157,21 +157,22 @@ def _check_download_value(key: str, v) -> None:
             raise ConfigError(f"[download] user_agent must be a non-empty string, not {v!r}")
         return
     lo, whole, open_ = _DOWNLOAD_LIMITS[key]
+    _check_number(v, f"[download] {key}", lo, whole, open_)
+
+
+def _check_number(v, name: str, lo, whole: bool, lo_open: bool = False):
+    """v when it is a number (a whole one if asked) above lo (or at lo when not lo_open); else a ConfigError."""
     kinds = (int,) if whole else (int, float)
-    if isinstance(v, bool) or not isinstance(v, kinds) or v != v or (v <= lo if open_ else v < lo):
+    if isinstance(v, bool) or not isinstance(v, kinds) or v != v or (v <= lo if lo_open else v < lo):
         what = "a whole number" if whole else "a number"
-        bound = f"more than {lo}" if open_ else f"at least {lo}"
-        raise ConfigError(f"[download] {key} must be {what} {bound}, not {v!r}")
+        bound = f"more than {lo}" if lo_open else f"at least {lo}"
+        raise ConfigError(f"{name} must be {what} {bound}, not {v!r}")
+    return v
 
 
 def _table_num(table: dict, key: str, default, lo, whole: bool, where: str):
     """table[key] (or default) when it is a number of the right kind and at least lo; else a ConfigError."""
-    v = table.get(key, default)
-    kinds = (int,) if whole else (int, float)
-    if isinstance(v, bool) or not isinstance(v, kinds) or v != v or v < lo:
-        what = "a whole number" if whole else "a number"
-        raise ConfigError(f"{where} {key} must be {what} of at least {lo}, not {v!r}")
-    return v
+    return _check_number(table.get(key, default), f"{where} {key}", lo, whole)
 
 
 def parse_classes(items: list) -> list[ClassSpec]:
