@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import random
 from dataclasses import dataclass, field
@@ -82,6 +83,22 @@ def random_split(ds: Dataset, valid_pct: float, seed: int) -> tuple[list[int], l
         valid += idx[:n_valid]
         train += idx[n_valid:]
     return sorted(train), sorted(valid)
+
+
+CLASSES_LAYOUT = 'an object {"label": {"display_name": ..., "scientific_name": ..., "venomous": true|false}}'
+
+
+def read_class_info(f: Path) -> dict:
+    """classes.json ({label: {display_name, scientific_name, venomous}}), or a DatasetError saying what is wrong."""
+    try:
+        info = json.loads(Path(f).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(
+            f"{f} is not valid JSON ({e}); it should be {CLASSES_LAYOUT}: fix it or move it aside"
+        ) from e
+    if not isinstance(info, dict) or not all(isinstance(v, dict) for v in info.values()):
+        raise DatasetError(f"{f} should be {CLASSES_LAYOUT}: fix it or move it aside")
+    return info
 
 
 def read_splits(ds: Dataset) -> tuple[list[int], list[int]] | None:

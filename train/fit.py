@@ -23,7 +23,7 @@ from snake_model.spec import RESIZE_METHODS, ModelSpec
 from . import metrics as M
 from . import plots
 from .cli import FRACTION, NON_NEGATIVE, POSITIVE, DefaultsHelpFormatter, int_at_least, number
-from .data import Dataset, DatasetError, list_images, random_split, read_splits
+from .data import Dataset, DatasetError, list_images, random_split, read_class_info, read_splits
 
 log = logging.getLogger("train.fit")
 
@@ -178,16 +178,7 @@ def load_class_info(args: argparse.Namespace) -> dict:
     if args.classes is not None and not Path(args.classes).is_file():
         raise DatasetError(f"--classes {args.classes} is not a file")
     f = Path(args.classes or (args.data_dir / "classes.json"))
-    if not f.is_file():
-        return {}
-    layout = 'an object {"label": {"display_name": ..., "scientific_name": ..., "venomous": true|false}}'
-    try:
-        info = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DatasetError(f"{f} is not readable JSON ({e}); it should be {layout}") from e
-    if not isinstance(info, dict) or not all(isinstance(v, dict) for v in info.values()):
-        raise DatasetError(f"{f} should be {layout}")
-    return info
+    return read_class_info(f) if f.is_file() else {}
 
 
 def check_arch(arch: str, pretrained: bool) -> None:

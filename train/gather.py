@@ -33,6 +33,7 @@ from snake_model.loader import (
 )
 from train import manifest as mf
 from train.cli import NON_NEGATIVE, POSITIVE, int_at_least
+from train.data import DatasetError, read_class_info
 from train.download import FetchError, HostGate, HttpConfig, fetch
 from train.sources import (
     INATURALIST_API,
@@ -102,13 +103,9 @@ def write_classes_json(out: Path, classes: list[ClassSpec]) -> None:
     old = {}
     if path.is_file():  # it may hold hand-added venomous flags: never silently replaced
         try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{path} is not valid JSON ({e}); fix it or move it aside, then run again") from e
-        if not isinstance(old, dict) or not all(isinstance(v, dict) for v in old.values()):
-            raise ConfigError(
-                f'{path} should be an object {{"label": {{"display_name": ...}}}}; fix it or move it aside'
-            )
+            old = read_class_info(path)
+        except DatasetError as e:
+            raise ConfigError(str(e)) from e
     for c in classes:
         entry = old.get(c.label, {})
         entry.update({k: v for k, v in (("display_name", c.name), ("scientific_name", c.scientific)) if v})
