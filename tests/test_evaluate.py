@@ -233,3 +233,13 @@ def test_ood_photos_are_real_non_snake_images(tmp_path):
     assert not any("snake" in n for n in names)
     for f in random.Random(0).sample(files, 8):
         assert min(load_image(f).size) >= 16
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "two"])
+def test_bad_batch_size_stops_at_parse_time(tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as e:
+        evaluate.main([str(tmp_path), str(tmp_path), "--batch-size", value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --batch-size" in err, err
+    assert "use a whole number at least 1" in err or f"{value!r} is not a whole number" in err, err

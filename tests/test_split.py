@@ -148,6 +148,11 @@ def test_bad_input_fails_with_a_clear_message(tmp_path, capsys):
     assert main([str(tmp_path / "nope")]) == 1
     (tmp_path / "empty" / "a").mkdir(parents=True)
     assert main([str(tmp_path / "empty")]) == 1
-    assert main([str(tmp_path), "--valid-pct", "2"]) == 1
     err = capsys.readouterr().err
-    assert "is not a folder" in err and "no images found" in err and "--valid-pct" in err
+    assert "is not a folder" in err and "no images found" in err
+    for flag, value in (("--valid-pct", "2"), ("--valid-pct", "nan"), ("--threshold", "65"), ("--threshold", "x")):
+        with pytest.raises(SystemExit) as e:
+            main([str(tmp_path), flag, value])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument {flag}" in err and value in err, err

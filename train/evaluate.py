@@ -22,7 +22,7 @@ from snake_model.predictor import Predictor
 
 from . import metrics as M
 from . import plots
-from .cli import FRACTION, DefaultsHelpFormatter
+from .cli import FRACTION, DefaultsHelpFormatter, int_at_least
 from .data import IMAGE_SUFFIXES, DatasetError, list_images, random_split, read_splits
 
 BATCH = 32
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--valid-pct", type=FRACTION, default=0.2, help="validation share used by train.fit (with --split)")
     p.add_argument("--ood", type=Path, default=None, help="folder of photos of none of the classes (any layout)")
-    p.add_argument("--batch-size", type=int, default=BATCH, help="images per predictor call")
+    p.add_argument("--batch-size", type=int_at_least(1), default=BATCH, help="images per predictor call")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -191,8 +191,6 @@ def evaluate(args: argparse.Namespace) -> dict:
         raise EvalError(f"artifact {args.artifact_dir} is not a directory (need model.safetensors + config.json)")
     if not args.data_dir.is_dir():
         raise EvalError(f"data folder {args.data_dir} is not a directory; give one sub-folder of images per class")
-    if args.batch_size < 1:
-        raise EvalError("--batch-size must be at least 1")
     mapping = parse_map(args.map)
     ood_files = list_ood(args.ood) if args.ood is not None else []
     spec = load_spec(args.artifact_dir)  # cheap: check the labels before the slow predictor start-up

@@ -22,6 +22,7 @@ import numpy as np
 
 from snake_model.loader import ImageLoadError, load_image
 from train import manifest as mf
+from train.cli import FRACTION, int_at_least
 from train.data import IMAGE_SUFFIXES, SPLITS_FILE
 
 log = logging.getLogger("train.split")
@@ -230,11 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("data_dir", type=Path, help="DATA_DIR with one sub-folder of images per class")
-    p.add_argument("--valid-pct", type=float, default=0.2, help="share of each class for validation (default 0.2)")
+    p.add_argument(
+        "--valid-pct", type=FRACTION, default=0.2, help="share of each class for validation (default 0.2)"
+    )
     p.add_argument("--seed", type=int, default=42, help="random seed of the split (default 42)")
     p.add_argument(
         "--threshold",
-        type=int,
+        type=int_at_least(0, 64),
         default=DEFAULT_THRESHOLD,
         help=f"near-duplicate Hamming distance between 64-bit perceptual hashes (default {DEFAULT_THRESHOLD})",
     )
@@ -247,12 +250,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     if not args.data_dir.is_dir():
         print(f"error: {args.data_dir} is not a folder; give DATA_DIR with one sub-folder per class", file=sys.stderr)
-        return 1
-    if not 0.0 < args.valid_pct < 1.0:
-        print("error: --valid-pct must be between 0 and 1, e.g. 0.2", file=sys.stderr)
-        return 1
-    if not 0 <= args.threshold <= 64:
-        print("error: --threshold must be between 0 and 64 bits", file=sys.stderr)
         return 1
     if not list_files(args.data_dir):
         print(f"error: no images found under {args.data_dir}/<class>/", file=sys.stderr)
