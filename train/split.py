@@ -231,9 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("data_dir", type=Path, help="DATA_DIR with one sub-folder of images per class")
-    p.add_argument(
-        "--valid-pct", type=FRACTION, default=0.2, help="share of each class for validation (default 0.2)"
-    )
+    p.add_argument("--valid-pct", type=FRACTION, default=0.2, help="share of each class for validation (default 0.2)")
     p.add_argument("--seed", type=int, default=42, help="random seed of the split (default 42)")
     p.add_argument(
         "--threshold",
