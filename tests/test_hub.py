@@ -428,6 +428,11 @@ def test_the_space_readme_names_the_model_it_serves():
     out = push.space_readme(text, "bob/snakes")
     assert out == "---\ntitle: x\nlicense: mit\nmodels:\n  - bob/snakes\n---\n# body\n---\nmore\n"
     assert push.space_readme("# no front matter\n", "bob/snakes") == "# no front matter\n"
+    # the project's own README (the Space's) names no model of its own; a push adds exactly the one it serves
+    own = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "\nmodels:" not in own.split("\n---", 1)[0]
+    front = push.space_readme(own, "bob/snakes").split("\n---", 1)[0]
+    assert front.count("models:") == 1 and front.endswith("models:\n  - bob/snakes") and "sdk: gradio" in front
 
 
 def test_private_into_an_existing_public_repo_uploads_nothing(fake_hub, artifact, capsys):
