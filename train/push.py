@@ -183,7 +183,9 @@ def push_model(api, args, files: dict[str, Path], card: str) -> str:
     ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in sorted(files.items())]
     ops.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode()))
     # a photo montage an earlier push uploaded, that may not be published with this one, goes in the same commit
-    stale = [f for f in PHOTO_MONTAGES if f not in files and f in _repo_files(api, args.repo, args.revision)]
+    absent = [f for f in PHOTO_MONTAGES if f not in files]
+    there = _repo_files(api, args.repo, args.revision) if absent else set()
+    stale = [f for f in absent if f in there]
     ops += [CommitOperationDelete(path_in_repo=f) for f in stale]
     info = api.create_commit(args.repo, ops, commit_message=args.message, revision=args.revision)
     return info.oid
