@@ -421,10 +421,10 @@ def test_a_manifest_not_in_gathers_format_stops_the_run_before_any_image_moves(t
     assert main(["--folder", str(src), "--out", str(out)]) == 1
     assert "not in gather's format" in capsys.readouterr().err
     assert files_on_disk(out) == before and manifest.read_text() == text
-    manifest.unlink()  # no manifest at all: the gathered images are set aside, never deleted
+    manifest.unlink()  # no manifest at all: the gathered images stay where they are and are recorded again
     assert main(["--folder", str(src), "--out", str(out)]) == 0
-    kept = {p.name for p in (out / mf.QUARANTINE / "orphans").rglob("*.jpg")}
-    assert kept == {Path(p).name for p in before}
+    assert files_on_disk(out) == before and not (out / mf.QUARANTINE).exists()
+    assert {r["path"] for r in assert_manifest_matches_disk(out)} == before
 
 
 def test_url_list_labels_that_are_not_folder_names_are_refused(tmp_path, capsys):

@@ -33,10 +33,12 @@ from snake_model.loader import (
 )
 from train import manifest as mf
 from train.cli import NON_NEGATIVE, POSITIVE, int_at_least
-from train.data import DatasetError, read_class_info
+from train.data import SKIP_DIRS, DatasetError, read_class_info
 from train.download import FetchError, HostGate, HttpConfig, fetch
 from train.sources import (
+    INAT_LICENCES,
     INATURALIST_API,
+    PHOTO_SIZES,
     Candidate,
     ClassSpec,
     DDGSource,
@@ -129,7 +131,7 @@ def http_config(table: dict, allow_hosts: list[str] | None = None) -> HttpConfig
     kw = {k: table[k] for k in names if k in table}
     for k, v in kw.items():
         _check_download_value(k, v)
-    hosts = list(table.get("allow_hosts", [])) + list(allow_hosts or [])
+    hosts = _table_str_list(table, "allow_hosts", [], "[download]", '["127.0.0.1"]') + list(allow_hosts or [])
     return HttpConfig(**kw, allow_hosts=frozenset(h.lower() for h in hosts))
 
 
@@ -172,25 +174,56 @@ def _table_num(table: dict, key: str, default, lo, whole: bool, where: str):
     return _check_number(table.get(key, default), f"{where} {key}", lo, whole)
 
 
+def _name(where: str, key: str) -> str:
+    return f"{where} {key}" if where else key
+
+
+def _table_str(table: dict, key: str, default: str, where: str, what: str = "a string", empty: bool = True) -> str:
+    """table[key] (or default) when it is a string (a non-empty one unless empty); else a ConfigError."""
+    v = table.get(key, default)
+    if not isinstance(v, str) or (not empty and not v.strip()):
+        raise ConfigError(f"{_name(where, key)} must be {what}, not {v!r}")
+    return v
+
+
+def _table_str_list(table: dict, key: str, default, where: str, example: str, empty: bool = True) -> list[str]:
+    """table[key] (or default) when it is a list of non-empty strings; else a ConfigError (a lone string is not
+    taken as a list: Python would read "cc0" as the three codes c, c and 0)."""
+    v = table.get(key, default)
+    if not isinstance(v, list | tuple) or not all(isinstance(x, str) and x.strip() for x in v) or (not empty and not v):
+        some = "" if empty else " (at least one)"
+        raise ConfigError(f"{_name(where, key)} must be a list of strings in brackets{some}, like {example}, not {v!r}")
+    return list(v)
+
+
+def _table_bool(table: dict, key: str, default: bool, where: str) -> bool:
+    v = table.get(key, default)
+    if not isinstance(v, bool):
+        raise ConfigError(f"{_name(where, key)} must be true or false (TOML booleans, without quotes), not {v!r}")
+    return v
+
+
 def parse_classes(items: list) -> list[ClassSpec]:
     classes = []
     for i, c in enumerate(items):
         if not isinstance(c, dict):
             raise ConfigError(f"[[classes]] entry {i + 1} must be a table with name and scientific")
+        where = f"[[classes]] entry {i + 1}:"
         _check_keys(c, {"label", "name", "scientific", "queries"}, f"[[classes]] entry {i + 1}")
-        label = c.get("label") or slug(c.get("scientific") or c.get("name") or "")
+        name = _table_str(c, "name", "", where)
+        scientific = _table_str(c, "scientific", "", where)
+        label = _table_str(c, "label", "", where) or slug(scientific or name)
         if not label:
             raise ConfigError(f"[[classes]] entry {i + 1} needs a name or a scientific name")
-        if not isinstance(label, str):
-            raise ConfigError(f"[[classes]] entry {i + 1}: label must be a string, not {label!r}")
         try:
             check_label(label, f"[[classes]] entry {i + 1}")
         except SourceError as e:
             raise ConfigError(str(e)) from e
-        queries = c.get("queries", [])
-        if isinstance(queries, str):
-            queries = [queries]
-        classes.append(ClassSpec(label, c.get("name", ""), c.get("scientific", ""), tuple(queries)))
+        if isinstance(c.get("queries"), str):
+            queries = [_table_str(c, "queries", "", where, "a non-empty string or a list of them", empty=False)]
+        else:
+            queries = _table_str_list(c, "queries", [], where, '["bush viper", "Atheris squamigera"]')
+        classes.append(ClassSpec(label, name, scientific, tuple(queries)))
     labels = [c.label for c in classes]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"two classes share a label: {labels}")
@@ -204,10 +237,19 @@ def build_source(kind: str, table: dict, http: HttpConfig) -> Source:
             {"base_url", "licences", "photo_size", "per_page", "max_pages", "min_interval", "photos_per_observation"},
             "[inaturalist]",
         )
+        where = "[inaturalist]"
+        base_url = _table_str(table, "base_url", INATURALIST_API, where, "an http(s) URL like " + INATURALIST_API)
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"[inaturalist] base_url must be an http(s) URL like {INATURALIST_API}, not {base_url!r}")
+        size = _table_str(table, "photo_size", "medium", where, f"one of {', '.join(PHOTO_SIZES)}")
+        if size not in PHOTO_SIZES:
+            raise ConfigError(f"[inaturalist] photo_size must be one of {', '.join(PHOTO_SIZES)}, not {size!r}")
         return INaturalistSource(
-            base_url=table.get("base_url", INATURALIST_API),
-            licences=tuple(table.get("licences", ("cc0", "cc-by", "cc-by-sa"))),
-            photo_size=table.get("photo_size", "medium"),
+            base_url=base_url,
+            licences=tuple(
+                _table_str_list(table, "licences", list(INAT_LICENCES), where, '["cc0", "cc-by"]', empty=False)
+            ),
+            photo_size=size,
             per_page=_table_num(table, "per_page", 100, 1, True, "[inaturalist]"),
             max_pages=_table_num(table, "max_pages", 50, 1, True, "[inaturalist]"),
             min_interval=_table_num(table, "min_interval", 1.0, 0, False, "[inaturalist]"),
@@ -216,24 +258,35 @@ def build_source(kind: str, table: dict, http: HttpConfig) -> Source:
         )
     if kind == "ddgs":
         _check_keys(table, {"license_image", "region", "safesearch", "oversample", "retries", "backoff"}, "[ddgs]")
+        safesearch = _table_str(table, "safesearch", "moderate", "[ddgs]", "one of on, moderate, off")
+        if safesearch not in ("on", "moderate", "off"):
+            raise ConfigError(f"[ddgs] safesearch must be one of on, moderate, off, not {safesearch!r}")
         return DDGSource(
-            license_image=table.get("license_image", "any") or None,
-            region=table.get("region", "wt-wt"),
-            safesearch=table.get("safesearch", "moderate"),
+            license_image=_table_str(table, "license_image", "any", "[ddgs]", 'a string like "any" or ""') or None,
+            region=_table_str(table, "region", "wt-wt", "[ddgs]", 'a region code like "wt-wt"', empty=False),
+            safesearch=safesearch,
             oversample=_table_num(table, "oversample", 2.0, 1, False, "[ddgs]"),
             retries=_table_num(table, "retries", 4, 0, True, "[ddgs]"),
             backoff=_table_num(table, "backoff", 5.0, 0, False, "[ddgs]"),
         )
     if kind == "urls":
-        _check_keys(table, {"file", "label"}, "[urls]")
+        _check_keys(table, {"file", "label", "licence"}, "[urls]")
         if "file" not in table:
             raise ConfigError("[urls] needs file = 'path/to/urls.txt'")
-        return URLListSource(Path(table["file"]), table.get("label"))
+        return URLListSource(
+            Path(_table_str(table, "file", "", "[urls]", "a file path like 'urls.txt'", empty=False)),
+            _table_str(table, "label", "", "[urls]", "a class label (a string)") or None,
+            licence=_table_str(table, "licence", "unknown", "[urls]", 'a licence like "cc-by" (a string)'),
+        )
     if kind == "folder":
         _check_keys(table, {"path", "licence", "author"}, "[folder]")
         if "path" not in table:
             raise ConfigError("[folder] needs path = 'path/to/class/folders'")
-        return FolderSource(Path(table["path"]), table.get("licence", "unknown"), table.get("author", ""))
+        return FolderSource(
+            Path(_table_str(table, "path", "", "[folder]", "a folder path like 'photos/snakes'", empty=False)),
+            _table_str(table, "licence", "unknown", "[folder]", 'a licence like "cc-by" (a string)'),
+            _table_str(table, "author", "", "[folder]", "a string"),
+        )
     raise ConfigError(f"unknown source {kind!r}; choose from {', '.join(SOURCE_NAMES)}")
 
 
@@ -260,23 +313,30 @@ def load_config(path: Path, allow_hosts: list[str] | None = None) -> GatherConfi
     if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
         raise ConfigError(f"sources must be a list of names from {', '.join(SOURCE_NAMES)}, not {kinds!r}")
     sources = [build_source(k, doc.get(k, {}), http) for k in kinds]
-    classes = parse_classes(doc.get("classes", []))
+    items = doc.get("classes", [])
+    if not isinstance(items, list):
+        raise ConfigError(
+            f"classes must be [[classes]] tables (one per class, with name and scientific), not {items!r}"
+        )
+    classes = parse_classes(items)
     if not classes:
         raise ConfigError(f"{path} lists no [[classes]]")
+    out = _table_str(doc, "out", "data/gathered", "", "a folder path (a non-empty string)", empty=False)
     count = doc.get("count", 150)
-    if not isinstance(count, int) or count < 1:
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise ConfigError(f"count must be a positive integer, not {count!r}")
     workers = doc.get("workers", 8)
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ConfigError(f"workers must be a positive integer, not {workers!r}")
+    publishable = _table_str_list(lic, "publishable", sorted(mf.PUBLISHABLE), "[licence]", '["cc0", "cc-by"]')
     return GatherConfig(
-        out=Path(doc.get("out", "data/gathered")),
+        out=Path(out),
         classes=classes,
         sources=sources,
         count=count,
         workers=workers,
-        publishable=frozenset(mf.normalise_licence(x) for x in lic.get("publishable", mf.PUBLISHABLE)),
-        include_train_only=bool(lic.get("include_train_only", True)),
+        publishable=frozenset(mf.normalise_licence(x) for x in publishable),
+        include_train_only=_table_bool(lic, "include_train_only", True, "[licence]"),
         http=http,
     )
 
@@ -317,7 +377,7 @@ def fetch_candidate(cand: Candidate, http: HttpConfig, gate: HostGate) -> Fetche
     )
 
 
-def _adopt(p: Path) -> dict | None:
+def _adopt(p: Path, rel: str, label: str) -> dict | None:
     """Provenance for a file found in the output folder that gather did not write (import it as local)."""
     import imagehash
 
@@ -327,7 +387,7 @@ def _adopt(p: Path) -> dict | None:
     except (OSError, ImageLoadError):
         return None
     row = {
-        "class": p.parent.name,
+        "class": label,
         "source": "adopted",
         "query": p.name,
         "page_url": "",
@@ -340,7 +400,7 @@ def _adopt(p: Path) -> dict | None:
         "width": img.width,
         "height": img.height,
         "fetched_at": _now(),
-        "path": p.relative_to(p.parent.parent).as_posix(),
+        "path": rel,
     }
     row["attribution"] = mf.attribution_text(row)
     return row
@@ -369,7 +429,7 @@ class Run:
         if self.cfg.retry_failed or not f.is_file():
             return set()
         with open(f, newline="", encoding="utf-8", errors="replace") as fh:
-            return {(r.get("class") or "", r.get("image_url") or "") for r in csv.DictReader(fh)}
+            return {(r.get("class") or "", mf.cell(r.get("image_url"))) for r in csv.DictReader(fh)}
 
     def _record_failure(self, cand: Candidate, err: FetchError) -> None:
         self.failures[err.reason] += 1
@@ -382,16 +442,20 @@ class Run:
         w = csv.writer(buf, lineterminator="\n")
         if new:
             w.writerow(FAILURE_COLUMNS)
-        w.writerow(
-            [" ".join(str(x).split()) for x in (cand.label, cand.source, cand.image_url, err.reason, err, _now())]
-        )
-        with open(f, "a", encoding="utf-8") as fh:
+        w.writerow([mf.cell(x) for x in (cand.label, cand.source, cand.image_url, err.reason, err, _now())])
+        with open(f, "a", encoding="utf-8", errors="backslashreplace") as fh:
             fh.write(buf.getvalue())
 
     def _commit(self, item: Fetched) -> bool:
         c = item.cand
-        if (c.label, item.sha256) in self.shas:
-            self.skipped["duplicate_in_class"] += 1
+        where = self.shas.get(item.sha256)  # an image is kept once, in one place, whatever clean did to it since
+        if where is not None:
+            if where == c.label:
+                self.skipped["duplicate_in_class"] += 1
+            elif where in SKIP_DIRS:
+                self.skipped["removed_by_clean"] += 1
+            else:
+                self.skipped["kept_in_another_class"] += 1
             return False
         rel = f"{c.label}/{item.sha256[:16]}.{item.ext}"
         mf.atomic_write(self.out / rel, item.data)  # the image first ...
@@ -414,8 +478,8 @@ class Run:
         row["attribution"] = c.attribution or mf.attribution_text(row)
         mf.append_row(self.out, row)  # ... then its manifest row: a kill in between leaves an orphan, not a lie
         self.rows.append(row)
-        self.shas.add((c.label, item.sha256))
-        self.done_urls.add((c.label, c.image_url))
+        self.shas[item.sha256] = c.label
+        self.done_urls.add(mf.cell(c.image_url, exact=True))
         return True
 
     def _next_candidate(self, cls: ClassSpec) -> Candidate | None:
@@ -431,8 +495,13 @@ class Run:
                 log.warning("a source failed for %s and is skipped: %s", cls.label, e)
                 self.failures["source_error"] += 1
                 return None
-            key = (cand.label, cand.image_url)
-            if key in self.done_urls:
+            url = mf.cell(cand.image_url, exact=True)
+            key = (cand.label, mf.cell(cand.image_url))
+            texts = (cand.label, cand.query, cand.image_url, cand.page_url, cand.licence, cand.author, cand.attribution)
+            if not all(mf.is_utf8(t) for t in texts):
+                log.warning("skipped a candidate of %s whose text is not UTF-8: %s", cand.label, mf.shown(cand.query))
+                self.skipped["unusable_text"] += 1
+            elif url in self.done_urls:  # recorded in any row: kept, relabelled, deleted or set aside by clean
                 self.skipped["already_done"] += 1
             elif key in self.failed:
                 self.skipped["failed_before"] += 1
@@ -456,12 +525,15 @@ class Run:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         write_classes_json(self.out, cfg.classes)  # a broken classes.json stops the run before any download
-        self.rows, fixed = mf.reconcile(self.out, adopt=_adopt)
-        self.shas = {(r["class"], r["sha256"]) for r in self.rows}
-        self.done_urls = {(r["class"], r["image_url"]) for r in self.rows}
+        self.rows, fixed = mf.reconcile(self.out, adopt=_adopt, classes=[c.label for c in cfg.classes])
+        # Every row blocks its image and its URL for every class, wherever the clean workbench moved it since
+        # (another class, _trash, _not_snake): gather must not undo a decision. Only the files that are in a
+        # class folder count towards that class's quota, so a deleted image is replaced by a new one.
+        self.shas = {r["sha256"]: mf.top_folder(r["path"]) for r in self.rows}
+        self.done_urls = {mf.cell(r["image_url"], exact=True) for r in self.rows}
         self.failed = self._load_failed()
         self.queued: set[tuple[str, str]] = set()
-        have = Counter(r["class"] for r in self.rows)
+        have = Counter(mf.top_folder(r["path"]) for r in self.rows if mf.in_class_folder(r))
         big = 10**12
         want = {c.label: (cfg.count or big) for c in cfg.classes}
         self.iters = {c.label: self._chain(c, max(0, want[c.label] - have[c.label])) for c in cfg.classes}
@@ -501,11 +573,14 @@ class Run:
             pass
         finally:
             bar.close()
-            mf.write_attribution(self.out, self.rows)
+            mf.write_attribution(self.out, self._in_dataset())
             write_classes_json(self.out, cfg.classes)
         problems = [p for src in cfg.sources for p in getattr(src, "problems", [])]
         if problems:
             self.failures["source_unavailable"] += len(problems)
+        bad_names = [n for src in cfg.sources for n in getattr(src, "skipped_names", [])]
+        if bad_names:
+            self.skipped["unusable_file_name"] += len(bad_names)
         report = {
             "out": str(self.out),
             "source_problems": problems,
@@ -517,11 +592,15 @@ class Run:
             "failures": dict(self.failures.most_common()),
             "skipped": dict(self.skipped.most_common()),
             "reconciled": {k: v for k, v in fixed.items() if v},
-            "publishable": sum(r["use"] == "publishable" for r in self.rows),
-            "train_only": sum(r["use"] != "publishable" for r in self.rows),
+            "publishable": sum(r["use"] == "publishable" for r in self._in_dataset()),
+            "train_only": sum(r["use"] != "publishable" for r in self._in_dataset()),
         }
         mf.atomic_write(self.out / REPORT, json.dumps(report, indent=2).encode())
         return report
+
+    def _in_dataset(self) -> list[dict]:
+        """The rows whose file is in a class folder (not deleted or set aside by the clean workbench)."""
+        return [r for r in self.rows if mf.in_class_folder(r)]
 
     def _fill(self, pool, pending, inflight, exhausted, have, want) -> None:
         """Keep `workers` downloads in flight, round-robin over the classes that still need images."""
@@ -560,9 +639,31 @@ def format_report(rep: dict) -> str:
         lines.append("  failures: none")
     if rep["skipped"]:
         lines.append("  skipped: " + ", ".join(f"{k} {v}" for k, v in rep["skipped"].items()))
-    if rep["reconciled"]:
+    rec = rep["reconciled"]
+    repairs = {k: v for k, v in rec.items() if k in ("temp_files_removed", "rows_without_file", "orphans_quarantined")}
+    if repairs:
+        lines.append("  repaired from an earlier interrupted run: " + ", ".join(f"{k} {v}" for k, v in repairs.items()))
+    if rec.get("adopted_without_manifest"):
         lines.append(
-            "  repaired from an earlier interrupted run: " + ", ".join(f"{k} {v}" for k, v in rep["reconciled"].items())
+            f"  {rep['out']} had no manifest.csv: recorded the {rec['adopted_without_manifest']} images already in "
+            "its class folders as they are (source 'adopted', licence unknown); no file was moved or deleted"
+        )
+    if rec.get("adopted"):
+        lines.append(f"  recorded {rec['adopted']} images added to the class folders by hand (licence unknown)")
+    if rec.get("quarantined"):
+        lines.append(
+            f"  set aside {rec['quarantined']} files in the class folders that are named like images but do not "
+            f"decode: {Path(rep['out']) / mf.QUARANTINE / 'unrecorded'}"
+        )
+    if rec.get("not_images_left"):
+        lines.append(
+            f"  left {rec['not_images_left']} files in the class folders that are named like images but do not "
+            "decode where they are; move them out, or the next run sets them aside in _quarantine/unrecorded"
+        )
+    if rec.get("unusable_names_left"):
+        lines.append(
+            f"  left {rec['unusable_names_left']} files whose names are not UTF-8 where they are, unrecorded; "
+            "rename them and run again"
         )
     for label, n in rep["short_classes"].items():
         lines.append(f"  note: {label} has only {n} images; add queries or sources, or lower count")
@@ -582,8 +683,11 @@ def build_parser() -> argparse.ArgumentParser:
             "  python -m train.gather --folder ~/photos/snakes --out data/mysnakes\n"
             "  python -m train.gather --urls urls.txt --class atheris_squamigera --out data/x\n"
             "URL list: one 'URL' per line (class from --class, else the file name: viper.txt -> viper), or 'LABEL URL'\n"
-            "lines, or a CSV with a header: url,label,licence,author,page_url.\n"
-            "Run it again to resume; OUT/manifest.csv, OUT/ATTRIBUTION.md and OUT/gather_report.json are kept in step."
+            "lines, or a CSV with a header: url,label,licence (or license),author,page_url.\n"
+            "Run it again to resume; OUT/manifest.csv, OUT/ATTRIBUTION.md and OUT/gather_report.json are kept in step.\n"
+            "An existing OUT without manifest.csv is not emptied or tidied: images already in folders named like the\n"
+            "classes are recorded as they are (licence unknown); no other file or folder is touched.\n"
+            "Images the clean workbench relabelled, deleted or marked not-a-snake are never fetched again."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -597,7 +701,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--count", type=int_at_least(1), help="images per class (default: config count; all for a folder or URL list)"
     )
     p.add_argument("--workers", type=int_at_least(1), help="concurrent downloads (default 8)")
-    p.add_argument("--licence", default="unknown", help="licence to record for --folder / URL-list images")
+    p.add_argument(
+        "--licence",
+        default="unknown",
+        help="licence to record for --folder images and URL-list rows without a licence column value",
+    )
     p.add_argument("--publishable-only", action="store_true", help="skip NC and unknown-licence images")
     p.add_argument(
         "--allow-host",
@@ -644,9 +752,9 @@ def config_from_args(args: argparse.Namespace) -> GatherConfig:
     if args.urls is not None:
         if not args.urls.is_file():
             raise ConfigError(f"--urls {args.urls} is not a file")
-        src = URLListSource(args.urls, args.label)
-        for r in src.rows():
-            r.setdefault("licence", args.licence)
+        # --licence only fills the rows whose licence (or license) column is empty, like [urls] licence does
+        src = URLListSource(args.urls, args.label, licence=args.licence)
+        src.rows()  # a bad line or label stops here, before anything is fetched
         extra.append(src)
     cfg.sources += extra
     if args.config is None:  # classes come from the folder names / URL list labels

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -113,8 +114,41 @@ def atomic_write(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def _clean(v: object) -> str:
-    return " ".join(str(v if v is not None else "").split())  # one physical line per row, always
+# Cells matched against the disk or against later candidates: their text is kept exactly (a label or a file
+# name may hold two spaces in a row); every other cell is free text and its whitespace is collapsed.
+EXACT_COLUMNS = frozenset({"class", "path", "image_url", "sha256"})
+# Characters that would break a row over two lines (csv, str.splitlines) or are invisible controls.
+_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def has_control_chars(text: str) -> bool:
+    return bool(_BREAKS.search(text))
+
+
+def is_utf8(text: str) -> bool:
+    """False for a name decoded from bytes in another encoding (Python keeps those bytes as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(name: str) -> str:
+    """A file name as it can be printed and searched for: undecodable bytes as \\xNN, controls escaped."""
+    text = name.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace") if not is_utf8(name) else name
+    return repr(text)[1:-1] if has_control_chars(text) else text
+
+
+def usable_name(rel: str) -> bool:
+    """Whether a relative path can be a manifest `path` cell as it is: UTF-8, on one line, no control characters."""
+    return is_utf8(rel) and not has_control_chars(rel)
+
+
+def cell(v: object, exact: bool = False) -> str:
+    """One manifest cell on one physical line; exact cells keep their spaces, free text has them collapsed."""
+    text = _BREAKS.sub(" ", str(v if v is not None else ""))
+    return text if exact else " ".join(text.split())
 
 
 def rows_to_csv(rows: Iterable[dict], columns: list[str] = COLUMNS) -> bytes:
@@ -122,7 +156,7 @@ def rows_to_csv(rows: Iterable[dict], columns: list[str] = COLUMNS) -> bytes:
     w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({c: _clean(r.get(c, "")) for c in columns})
+        w.writerow({c: cell(r.get(c, ""), c in EXACT_COLUMNS) for c in columns})
     return buf.getvalue().encode("utf-8")
 
 
@@ -223,24 +257,72 @@ def quarantine(out: Path, rel: str, why: str) -> Path:
     return dest
 
 
-def reconcile(out: Path, adopt=None) -> tuple[list[dict], dict[str, int]]:
+_TMP_NAME = re.compile(rf"^{re.escape(TMP_PREFIX)}.+{re.escape(TMP_SUFFIX)}$")  # what atomic_write leaves
+# Folders the clean workbench moves decided images into (train.decisions): _trash/<class>/..., _not_snake/...
+DECIDED_DIRS = ("_trash", "_not_snake")
+
+
+def top_folder(rel: str) -> str:
+    """'viper/ab.jpg' -> 'viper'; '_trash/viper/ab.jpg' -> '_trash'."""
+    return rel.split("/", 1)[0] if "/" in rel else ""
+
+
+def in_class_folder(row: dict) -> bool:
+    """Whether the row's file sits in a class folder (not moved to _trash, _not_snake or _quarantine)."""
+    top = top_folder(row.get("path") or "")
+    return bool(top) and top not in SKIP_DIRS and not top.startswith(".")
+
+
+def _holds_own_files(d: Path) -> bool:
+    """Whether a folder holds files named like the ones gather writes (then it is one of gather's class folders)."""
+    try:
+        return any(OWN_NAME.match(p.name) for p in d.iterdir())
+    except OSError:  # an unreadable folder of the user's: not ours, left alone
+        return False
+
+
+def _image_files(d: Path, deep: bool = False) -> list[Path]:
+    from train.data import IMAGE_SUFFIXES
+
+    found = d.rglob("*") if deep else d.iterdir()
+    return sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
+
+
+def reconcile(out: Path, adopt=None, classes: Iterable[str] = ()) -> tuple[list[dict], dict[str, int]]:
     """Make the manifest match the disk after any interruption; returns (rows, counts of what was fixed).
 
-    Stale temp files are deleted; rows whose file is gone are dropped; a file gather wrote but had no time to
-    record (an orphan named like ours) is moved to _quarantine/orphans/ so it is fetched again with its
-    provenance; any other unrecorded file is adopted through `adopt(path) -> row | None` (None: it is
-    quarantined). No image is ever deleted. A manifest with rows not in gather's format raises ManifestError
-    before anything is touched (it may be a hand-edited file, and every image would look unrecorded).
+    Only gather's own folders are looked at: the class folders (`classes`, and the folders manifest rows point
+    into). Files that are not named like images (.jpg, .png, ...) and every other folder are never touched.
+
+    With a manifest (gather's earlier output): stale temp files are deleted; rows whose file is gone are dropped;
+    a file gather wrote but had no time to record (an orphan named like ours) is moved to _quarantine/orphans/
+    so it is fetched again with its provenance; any other unrecorded image is adopted through
+    `adopt(path, rel, label) -> row | None` (None, it does not decode: moved to _quarantine/unrecorded/).
+
+    Without a manifest (a folder gather did not make, or one whose manifest was lost): nothing is moved or
+    deleted. Images in the class folders (and in folders holding files named like gather's) are adopted as they
+    are, and so are images the clean workbench moved to _trash/ or _not_snake/, so that its decisions stand.
+
+    No image is ever deleted. A manifest with rows not in gather's format raises ManifestError before anything
+    is touched (it may be a hand-edited file, and every image would look unrecorded).
     """
     out = Path(out)
-    fixed = {"temp_files_removed": 0, "rows_without_file": 0, "orphans_quarantined": 0, "adopted": 0, "quarantined": 0}
+    fixed: Counter[str] = Counter()
     if not out.is_dir():
-        return [], fixed
+        return [], {}
+    had_manifest = (out / MANIFEST).is_file()
     on_disk = read_manifest(out, strict=True)
-    for tmp in list(out.glob(f"{TMP_PREFIX}*")) + list(out.glob(f"*/{TMP_PREFIX}*")):
-        tmp.unlink(missing_ok=True)
-        fixed["temp_files_removed"] += 1
-    raw_lines = max(0, len((out / MANIFEST).read_bytes().splitlines()) - 1) if (out / MANIFEST).exists() else 0
+    if had_manifest:
+        folders = set(classes) | {top_folder(r["path"]) for r in on_disk if in_class_folder(r)}
+    else:
+        folders = set(classes) | {d.name for d in class_dirs(out) if _holds_own_files(d)}
+    folders = sorted(f for f in folders if (out / f).is_dir())
+    for d in [out, *(out / f for f in folders)]:
+        for tmp in d.iterdir():
+            if _TMP_NAME.match(tmp.name) and tmp.is_file():
+                tmp.unlink(missing_ok=True)
+                fixed["temp_files_removed"] += 1
+    raw_lines = max(0, len((out / MANIFEST).read_bytes().splitlines()) - 1) if had_manifest else 0
     rows, seen = [], set()
     for r in on_disk:
         if r["path"] in seen or not (out / r["path"]).is_file():
@@ -248,29 +330,56 @@ def reconcile(out: Path, adopt=None) -> tuple[list[dict], dict[str, int]]:
             continue
         seen.add(r["path"])
         rows.append(r)
-    for d in class_dirs(out):
-        for p in sorted(d.iterdir()):
+
+    def unrecorded(files: list[Path]) -> Iterable[tuple[Path, str]]:
+        for p in files:
             rel = p.relative_to(out).as_posix()
-            if not p.is_file() or p.name.startswith(".") or rel in seen:
+            if rel in seen:
                 continue
-            if OWN_NAME.match(p.name):
+            if not usable_name(rel):
+                log.warning(
+                    "left %s where it is: its name is not UTF-8 text on one line, so manifest.csv cannot record it; "
+                    "rename it (letters, digits, spaces, - and _) and run gather again",
+                    shown(str(out / rel)),
+                )
+                fixed["unusable_names_left"] += 1
+                continue
+            yield p, rel
+
+    for f in folders:
+        for p, rel in unrecorded(_image_files(out / f)):
+            if had_manifest and OWN_NAME.match(p.name):
                 quarantine(out, rel, "orphans")
                 fixed["orphans_quarantined"] += 1
                 continue
-            row = adopt(p) if adopt else None
-            if row is None:
+            row = adopt(p, rel, f) if adopt else None
+            if row is not None:
+                rows.append(row)
+                seen.add(rel)
+                fixed["adopted" if had_manifest else "adopted_without_manifest"] += 1
+            elif had_manifest:
                 quarantine(out, rel, "unrecorded")
                 fixed["quarantined"] += 1
             else:
-                rows.append(row)
-                seen.add(rel)
-                fixed["adopted"] += 1
-    if rows != on_disk or raw_lines != len(rows) or not (out / MANIFEST).exists():
+                log.warning("left %s where it is: it is named like an image but does not decode", shown(rel))
+                fixed["not_images_left"] += 1
+    if not had_manifest and adopt:
+        for top in DECIDED_DIRS:
+            if not (out / top).is_dir():
+                continue
+            for p, rel in unrecorded(_image_files(out / top, deep=True)):
+                parts = rel.split("/")
+                label = parts[1] if top == "_trash" and len(parts) > 2 else top
+                row = adopt(p, rel, label)
+                if row is not None:
+                    rows.append(row)
+                    seen.add(rel)
+                    fixed["adopted_without_manifest"] += 1
+    if rows != on_disk or raw_lines != len(rows) or not had_manifest:
         write_manifest(out, rows)
     for k, v in fixed.items():
-        if v:
-            log.info("reconcile %s: %s %d", out, k, v)
-    return rows, fixed
+        log.info("reconcile %s: %s %d", out, k, v)
+    return rows, dict(fixed)
 
 
 # ---------------------------------------------------------------- ATTRIBUTION.md

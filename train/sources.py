@@ -18,12 +18,13 @@ from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from train.download import FetchError, HostGate, HttpConfig, fetch
-from train.manifest import normalise_licence
+from train.manifest import has_control_chars, is_utf8, normalise_licence, shown
 
 log = logging.getLogger(__name__)
 
 INATURALIST_API = "https://api.inaturalist.org/v1"
 INAT_LICENCES = ("cc0", "cc-by", "cc-by-sa")
+PHOTO_SIZES = ("square", "thumb", "small", "medium", "large", "original")
 
 
 class SourceError(ValueError):
@@ -68,16 +69,23 @@ def check_label(label: str, where: str) -> str:
     """A class label becomes a folder name: it must be one plain path component inside the output folder."""
     from train.data import SKIP_DIRS
 
+    if not is_utf8(label):
+        raise SourceError(
+            f"{where}: the name '{shown(label)}' is not valid UTF-8 text (it was written in another encoding), so "
+            "it cannot be a class label; rename it in UTF-8 (by hand, or e.g. `convmv -f latin1 -t utf-8`) and run "
+            "gather again"
+        )
     if (
         not label
         or label != label.strip()
         or label.startswith(".")
         or label in SKIP_DIRS
         or any(ch in label for ch in "/\\\0:")
+        or has_control_chars(label)
     ):
         raise SourceError(
             f"{where}: the class label {label!r} cannot be a folder name; use letters, digits, spaces, - and _ "
-            "(no slashes, not starting with a dot)"
+            "(no slashes or control characters, not starting with a dot)"
         )
     return label
 
@@ -122,7 +130,7 @@ class INaturalistSource:
             raise FetchError("bad_api_response", f"{url}: the iNaturalist API did not answer with JSON ({e})") from e
 
     def _photo_url(self, url: str) -> str:
-        return re.sub(r"/(square|thumb|small|medium|large|original)\.", f"/{self.photo_size}.", url, count=1)
+        return re.sub(rf"/({'|'.join(PHOTO_SIZES)})\.", f"/{self.photo_size}.", url, count=1)
 
     def candidates(self, cls: ClassSpec, want: int) -> Iterator[Candidate]:
         taxon = cls.scientific or cls.name
@@ -256,10 +264,12 @@ class DDGSource:
 @dataclass
 class URLListSource:
     """A text file of `URL` or `LABEL URL` lines (# comments), or a CSV with a url column (and label/class,
-    licence, author, page_url). Lines without a label belong to `default_label`, else to the file's name."""
+    licence or license, author, page_url). Lines without a label belong to `default_label`, else to the file's
+    name; rows without a licence get `licence`."""
 
     path: Path
     default_label: str | None = None
+    licence: str = "unknown"  # for rows without a licence (or license) value
     name: str = "urls"
     _rows: list[dict] | None = field(default=None, repr=False)
 
@@ -315,7 +325,7 @@ class URLListSource:
                 query=Path(self.path).name,
                 image_url=r["url"],
                 page_url=r.get("page_url", ""),
-                licence=normalise_licence(r.get("licence") or r.get("license")),
+                licence=normalise_licence(r.get("licence") or r.get("license") or self.licence),
                 author=r.get("author", ""),
             )
 
@@ -331,6 +341,7 @@ class FolderSource:
     licence: str = "unknown"
     author: str = ""
     name: str = "folder"
+    skipped_names: list[str] = field(default_factory=list)  # files whose names cannot be recorded, for the report
 
     def folder_for(self, cls: ClassSpec) -> Path | None:
         root = Path(self.root)
@@ -341,10 +352,12 @@ class FolderSource:
         return None
 
     def labels(self) -> list[str]:
+        """The class sub-folders' names; a name that cannot be a label stops the run before anything is done."""
         root = Path(self.root)
         if not root.is_dir():
             raise SourceError(f"{root} is not a folder; give a folder with one sub-folder of images per class")
-        return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "_")))
+        names = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "_")))
+        return [check_label(n, f"{shown(str(root))}: sub-folder") for n in names]
 
     def candidates(self, cls: ClassSpec, want: int) -> Iterator[Candidate]:
         d = self.folder_for(cls)
@@ -354,10 +367,20 @@ class FolderSource:
         for p in sorted(d.rglob("*")):
             if not p.is_file() or p.name.startswith("."):
                 continue
+            rel = p.relative_to(self.root).as_posix()
+            if not is_utf8(rel):  # it could not be written to manifest.csv (UTF-8)
+                log.warning(
+                    "folder source: skipped %s: its name is not valid UTF-8 text (written in another encoding), so "
+                    "manifest.csv cannot record it; rename it in UTF-8 (by hand, or e.g. `convmv -f latin1 -t utf-8`) "
+                    "and run gather again to import it",
+                    shown(str(p)),
+                )
+                self.skipped_names.append(shown(rel))
+                continue
             yield Candidate(
                 label=cls.label,
                 source=self.name,
-                query=p.relative_to(self.root).as_posix(),
+                query=rel,
                 image_url=p.resolve().as_uri(),
                 licence=normalise_licence(self.licence),
                 author=self.author,

@@ -1,0 +1,294 @@
+"""gather against awkward inputs: clean decisions, foreign output folders, odd names, mistyped configs, licences."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.servers import image_bytes, jpeg_reply, serve
+from train import manifest as mf
+from train.decisions import Decisions
+from train.gather import main
+from train.sources import SourceError, check_label
+
+FAST = ["--allow-host", "127.0.0.1", "--timeout", "0.5", "--connect-timeout", "2", "--retries", "1"]
+
+
+def rows_of(out: Path) -> list[dict]:
+    with open(out / "manifest.csv", newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def shas_in(folder: Path) -> set[str]:
+    return {sha(p) for p in folder.iterdir() if p.is_file()} if folder.is_dir() else set()
+
+
+def report(out: Path) -> dict:
+    return json.loads((out / "gather_report.json").read_text())
+
+
+def make_tree(root: Path, spec: dict[str, list[int]]) -> Path:
+    for label, seeds in spec.items():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for s in seeds:
+            (root / label / f"img{s}.jpg").write_bytes(image_bytes("JPEG", seed=s))
+    return root
+
+
+def check_consistent(out: Path, folders: list[str] | None = None) -> list[dict]:
+    """Every manifest row names an existing file with that sha, and every image in a class folder is recorded."""
+    rows = rows_of(out)
+    paths = [r["path"] for r in rows]
+    assert len(paths) == len(set(paths))
+    for r in rows:
+        assert sha(out / r["path"]) == r["sha256"]
+    dirs = [out / f for f in folders] if folders is not None else mf.class_dirs(out)
+    on_disk = {p.relative_to(out).as_posix() for d in dirs for p in d.glob("*.jpg") if mf.usable_name(p.name)}
+    assert on_disk <= set(paths)
+    return rows
+
+
+# ---------------------------------------------------------------- F1: clean decisions and quotas
+
+
+def test_a_second_gather_keeps_relabel_and_not_a_snake_decisions(tmp_path, capsys):
+    src = make_tree(tmp_path / "src", {"viper": [1, 2, 3], "boa": [4]})
+    out = tmp_path / "data"
+    assert main(["--folder", str(src), "--out", str(out)]) == 0
+    x, y, z = sorted(p.relative_to(out).as_posix() for p in (out / "viper").iterdir())
+    x_sha, y_sha = sha(out / x), sha(out / y)
+    d = Decisions(out)
+    d.decide(x, "relabel", "boa")
+    d.decide(y, "not_snake")
+    capsys.readouterr()
+    assert main(["--folder", str(src), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "viper: 1 images (0 new)" in text and "boa: 2 images (0 new)" in text
+    assert shas_in(out / "viper") == {sha(out / z)}  # neither decision was undone
+    assert x_sha in shas_in(out / "boa") and y_sha not in shas_in(out / "viper")
+    assert (out / "_not_snake" / Path(y).name).is_file()
+    rep = report(out)
+    assert rep["per_class"] == {"boa": 2, "viper": 1} and rep["kept_this_run"] == {}
+    check_consistent(out)
+
+
+def test_a_deleted_image_is_replaced_by_a_new_one_not_fetched_again(tmp_path, capsys):
+    src = make_tree(tmp_path / "src", {"boa": [1, 2, 3, 4]})
+    out = tmp_path / "data"
+    args = ["--folder", str(src), "--out", str(out), "--count", "2"]
+    assert main(args) == 0
+    first = sorted(p.relative_to(out).as_posix() for p in (out / "boa").iterdir())
+    gone = sha(out / first[0])
+    Decisions(out).decide(first[0], "delete")
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "boa: 2 of 2 images (1 new)" in capsys.readouterr().out
+    now = shas_in(out / "boa")
+    assert len(now) == 2 and gone not in now  # a replacement, not the deleted image again
+    assert report(out)["per_class"] == {"boa": 2}
+    assert (out / "_trash" / first[0]).is_file()
+    check_consistent(out)
+
+
+# ---------------------------------------------------------------- F2: output folders gather did not make
+
+
+def test_an_existing_folder_without_a_manifest_keeps_every_unrelated_file_where_it_is(tmp_path, capsys):
+    proj = tmp_path / "proj"
+    (proj / "docs").mkdir(parents=True)
+    (proj / "code").mkdir()
+    (proj / "viper").mkdir()
+    (proj / "docs" / "notes.txt").write_text("my notes")
+    (proj / "code" / "main.py").write_text("print('hi')")
+    (proj / "docs" / "figure.png").write_bytes(image_bytes("PNG", seed=8))  # an image, but not in a class folder
+    (proj / "viper" / "README.txt").write_text("about my vipers")
+    (proj / "viper" / "mine.jpg").write_bytes(image_bytes("JPEG", seed=9))
+    src = make_tree(tmp_path / "src", {"viper": [1]})
+    for _ in range(2):
+        assert main(["--folder", str(src), "--out", str(proj)]) == 0
+        text = capsys.readouterr().out
+        assert "quarantine" not in text and "repaired" not in text
+        assert not (proj / mf.QUARANTINE).exists()
+        assert (proj / "docs" / "notes.txt").read_text() == "my notes"
+        assert (proj / "code" / "main.py").read_text() == "print('hi')"
+        assert (proj / "docs" / "figure.png").is_file() and (proj / "viper" / "README.txt").is_file()
+    rows = check_consistent(proj, ["viper"])
+    assert sorted((r["path"], r["source"], r["licence"]) for r in rows)[1] == ("viper/mine.jpg", "adopted", "unknown")
+    assert len(rows) == 2
+
+
+def test_a_lost_manifest_keeps_the_images_and_the_clean_decisions(tmp_path, capsys):
+    src = make_tree(tmp_path / "src", {"viper": [1, 2, 3], "boa": [4]})
+    out = tmp_path / "data"
+    assert main(["--folder", str(src), "--out", str(out)]) == 0
+    x, y, z = sorted(p.relative_to(out).as_posix() for p in (out / "viper").iterdir())
+    d = Decisions(out)
+    d.decide(x, "relabel", "boa")
+    d.decide(y, "delete")
+    before = {p.relative_to(out).as_posix(): sha(p) for p in out.rglob("*.jpg")}
+    (out / "manifest.csv").unlink()
+    capsys.readouterr()
+    assert main(["--folder", str(src), "--out", str(out)]) == 0
+    assert "no manifest.csv" in capsys.readouterr().out
+    after = {p.relative_to(out).as_posix(): sha(p) for p in out.rglob("*.jpg")}
+    assert after == before  # nothing moved, nothing fetched back into viper/
+    rows = check_consistent(out)
+    assert {r["path"] for r in rows} == set(before)
+
+
+# ---------------------------------------------------------------- F3: whitespace inside names
+
+
+def test_a_label_and_a_file_name_with_doubled_spaces_are_not_fetched_again(tmp_path):
+    src = make_tree(tmp_path / "src", {"boa  constrictor": [1, 2, 3]})
+    out = tmp_path / "data"
+    assert main(["--folder", str(src), "--out", str(out)]) == 0
+    (out / "boa  constrictor" / "my  photo.jpg").write_bytes(image_bytes("JPEG", seed=9))
+    assert main(["--folder", str(src), "--out", str(out)]) == 0
+    assert report(out)["reconciled"] == {"adopted": 1}
+    assert main(["--folder", str(src), "--out", str(out)]) == 0
+    rep = report(out)
+    assert rep["reconciled"] == {} and rep["kept_this_run"] == {} and rep["per_class"] == {"boa  constrictor": 4}
+    assert not (out / mf.QUARANTINE).exists()
+    rows = check_consistent(out)
+    assert "boa  constrictor/my  photo.jpg" in {r["path"] for r in rows}
+    assert {r["class"] for r in rows} == {"boa  constrictor"}
+
+
+@pytest.mark.parametrize("label", ["a\nb", "a\rb", "tab\there", "nul\x01"])
+def test_labels_with_control_characters_are_refused(label):
+    with pytest.raises(SourceError, match="cannot be a folder name"):
+        check_label(label, "test")
+
+
+# ---------------------------------------------------------------- F4: names that are not UTF-8
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_with_a_warning_and_the_rest_is_gathered(tmp_path, capsys, caplog):
+    src = make_tree(tmp_path / "src", {"viper": [1]})
+    with open(os.path.join(os.fsencode(src / "viper"), b"caf\xe9.jpg"), "wb") as fh:
+        fh.write(image_bytes("JPEG", seed=2))
+    out = tmp_path / "data"
+    assert main(["--folder", str(src), "--out", str(out)]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert "caf\\xe9.jpg" in caplog.text and "UTF-8" in caplog.text and "rename" in caplog.text
+    assert report(out)["per_class"] == {"viper": 1}
+    assert report(out)["skipped"] == {"unusable_file_name": 1}
+    # the same kind of name dropped into the output folder is left where it is, and the run still completes
+    with open(os.path.join(os.fsencode(out / "viper"), b"x\xe9.jpg"), "wb") as fh:
+        fh.write(image_bytes("JPEG", seed=3))
+    caplog.clear()
+    assert main(["--folder", str(src), "--out", str(out)]) == 0
+    assert "x\\xe9.jpg" in caplog.text and "rename" in caplog.text
+    assert "1 files whose names are not UTF-8" in capsys.readouterr().out
+    assert os.path.exists(os.path.join(os.fsencode(out / "viper"), b"x\xe9.jpg"))
+    check_consistent(out)
+
+
+def test_a_class_folder_name_that_is_not_utf8_stops_the_run_with_a_clear_message(tmp_path, capsys):
+    src = make_tree(tmp_path / "src", {"boa": [1]})
+    bad = os.path.join(os.fsencode(src), b"vip\xe8re")
+    os.mkdir(bad)
+    with open(os.path.join(bad, b"a.jpg"), "wb") as fh:
+        fh.write(image_bytes("JPEG", seed=2))
+    out = tmp_path / "data"
+    assert main(["--folder", str(src), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "vip\\xe8re" in err and "UTF-8" in err and "rename" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- F5 / F9: config value types
+
+CLS = "\n[[classes]]\nname='a'"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("out = 5" + CLS, "out must be a folder path"),
+        ("out = ''" + CLS, "out must be a folder path"),
+        ("sources=['folder']\n[folder]\npath = 5" + CLS, "[folder] path must be"),
+        ("sources=['folder']\n[folder]\npath = 'x'\nlicence = 5" + CLS, "[folder] licence must be"),
+        ("sources=['folder']\n[folder]\npath = 'x'\nauthor = 5" + CLS, "[folder] author must be"),
+        ("sources=['urls']\n[urls]\nfile = 5" + CLS, "[urls] file must be"),
+        ("sources=['urls']\n[urls]\nfile = 'u.txt'\nlabel = 5" + CLS, "[urls] label must be"),
+        ("sources=['urls']\n[urls]\nfile = 'u.txt'\nlicence = 5" + CLS, "[urls] licence must be"),
+        ("[[classes]]\nname='a'\nqueries = 5", "queries must be"),
+        ("[[classes]]\nname='a'\nqueries = ['ok', 5]", "queries must be"),
+        ("[[classes]]\nname = 5", "name must be"),
+        ("[[classes]]\nname = 'a'\nscientific = 5", "scientific must be"),
+        ("[[classes]]\nlabel = 5", "label must be"),
+        ("classes = 5", "classes must be"),
+        ("count = true" + CLS, "count must be a positive integer"),
+        ("[inaturalist]\nbase_url = 5" + CLS, "[inaturalist] base_url must be"),
+        ("[inaturalist]\nphoto_size = 5" + CLS, "[inaturalist] photo_size must be"),
+        ("[inaturalist]\nphoto_size = 'huge'" + CLS, "[inaturalist] photo_size must be"),
+        ("[inaturalist]\nlicences = 'cc0'" + CLS, "[inaturalist] licences must be a list"),
+        ("[inaturalist]\nlicences = [5]" + CLS, "[inaturalist] licences must be a list"),
+        ("sources=['ddgs']\n[ddgs]\nregion = 5" + CLS, "[ddgs] region must be"),
+        ("sources=['ddgs']\n[ddgs]\nsafesearch = 5" + CLS, "[ddgs] safesearch must be"),
+        ("sources=['ddgs']\n[ddgs]\nlicense_image = 5" + CLS, "[ddgs] license_image must be"),
+        ("[download]\nallow_hosts = '127.0.0.1'" + CLS, "[download] allow_hosts must be a list"),
+        ("[licence]\npublishable = 'cc0'" + CLS, "[licence] publishable must be a list"),
+        ("[licence]\npublishable = ['cc0', 1]" + CLS, "[licence] publishable must be a list"),
+        ("[licence]\ninclude_train_only = 'false'" + CLS, "[licence] include_train_only must be true or false"),
+        ("[licence]\ninclude_train_only = 0" + CLS, "[licence] include_train_only must be true or false"),
+    ],
+)
+def test_config_values_of_the_wrong_type_fail_with_a_clear_message(tmp_path, capsys, monkeypatch, content, message):
+    def no_run(cfg):  # a config that was wrongly accepted must not reach the network
+        raise AssertionError("the config was accepted")
+
+    monkeypatch.setattr("train.gather.gather", no_run)
+    f = tmp_path / "bad.toml"
+    f.write_text(content)
+    assert main(["--config", str(f), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_licence_policy_given_as_lists_and_booleans_is_applied(tmp_path):
+    from train.gather import load_config
+
+    f = tmp_path / "ok.toml"
+    f.write_text("[licence]\npublishable = ['CC0 1.0']\ninclude_train_only = false" + CLS)
+    cfg = load_config(f)
+    assert cfg.publishable == frozenset({"cc0"}) and cfg.include_train_only is False
+    assert mf.licence_use("copyright", cfg.publishable) == "train-only"
+
+
+# ---------------------------------------------------------------- F10: the licence column of a URL CSV
+
+
+@pytest.mark.parametrize("column", ["license", "licence"])
+def test_a_url_csv_licence_column_in_either_spelling_is_kept_on_every_path(tmp_path, column):
+    with serve({"/a.jpg": jpeg_reply(seed=1), "/b.jpg": jpeg_reply(seed=2)}) as s:
+        urls = tmp_path / "u.csv"
+        urls.write_text(f"url,label,{column},author\n{s.url('/a.jpg')},x,CC BY 4.0,Al\n{s.url('/b.jpg')},x,,Bo\n")
+        cli = tmp_path / "cli"
+        assert main(["--urls", str(urls), "--out", str(cli), *FAST]) == 0
+        cli_flag = tmp_path / "cli_flag"
+        assert main(["--urls", str(urls), "--out", str(cli_flag), "--licence", "cc0", *FAST]) == 0
+        conf = tmp_path / "c.toml"
+        conf.write_text(
+            f"out = '{(tmp_path / 'conf').as_posix()}'\nsources = ['urls']\n[urls]\nfile = '{urls.as_posix()}'\n"
+            "[download]\nallow_hosts = ['127.0.0.1']\n[[classes]]\nlabel = 'x'\n"
+        )
+        assert main(["--config", str(conf)]) == 0
+
+    def lic(out):
+        return {r["author"]: (r["licence"], r["use"]) for r in rows_of(out)}
+
+    assert lic(cli) == {"Al": ("cc-by", "publishable"), "Bo": ("unknown", "train-only")}
+    assert lic(cli_flag) == {"Al": ("cc-by", "publishable"), "Bo": ("cc0", "publishable")}  # --licence fills gaps
+    assert lic(tmp_path / "conf") == lic(cli)
