@@ -4,6 +4,7 @@
 
 The model is --model, else what the app would use (snake_model.hub.resolve_model_dir: MODEL_DIR, MODEL_REPO at
 MODEL_REVISION, or the bundled model). A file that cannot be read gets a row with an error and never stops the run.
+A file name that is not UTF-8 is written to the CSV with its odd bytes as \\xNN escapes.
 """
 
 from __future__ import annotations
@@ -109,6 +110,21 @@ def _error_row(path: Path, error: str) -> dict:
     return {"path": str(path), "error": error}
 
 
+def printable(value):
+    """A CSV cell that encodes as UTF-8: the bytes of a file name that is not UTF-8 (which Python holds as lone
+    surrogates) become \\xNN escapes; anything else is returned as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m snake_model.classify",
@@ -157,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         writer.writeheader()
         with tqdm(total=len(paths), unit="img", file=sys.stderr, disable=args.quiet) as bar:
             for row in classify_paths(predictor, paths, max(1, args.batch), bar):
-                writer.writerow(row)
+                writer.writerow({k: printable(v) for k, v in row.items()})
                 n_err += bool(row["error"])
                 n_abstain += row.get("abstain") == "true"
     finally:

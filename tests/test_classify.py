@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -168,3 +169,23 @@ def test_an_open_pil_image_gets_the_same_answer_as_its_file(tiny_artifact, tmp_p
         from_file = pred.predict_proba([tmp_path / name])
         from_pil = pred.predict_proba([Image.open(tmp_path / name)])
         np.testing.assert_allclose(from_pil, from_file, atol=1e-6)
+
+
+def test_file_names_that_are_not_utf8_are_classified_and_never_stop_the_run(tiny_artifact, tmp_path):
+    d = tmp_path / "odd"
+    d.mkdir()
+    Image.new("RGB", (80, 60), (215, 40, 40)).save(d / "a_red.jpg")
+    try:
+        for name in (b"caf\xe9.jpg", b"z_caf\xe9.jpg"):
+            Image.new("RGB", (60, 60), (40, 190, 60)).save(os.path.join(os.fsencode(d), name), "JPEG")
+        with open(os.path.join(os.fsencode(d), b"broken\xe9.jpg"), "wb") as fh:
+            fh.write(b"<html>not a photo</html>")
+    except OSError:
+        pytest.skip("this file system refuses file names that are not UTF-8")
+    out = tmp_path / "out.csv"
+    assert classify.main([str(d), "--csv", str(out), "--model", str(tiny_artifact), "--quiet", "--batch", "2"]) == 0
+    rows = {Path(r["path"]).name: r for r in _rows(out)}  # the CSV is valid UTF-8
+    assert sorted(rows) == ["a_red.jpg", "broken\\xe9.jpg", "caf\\xe9.jpg", "z_caf\\xe9.jpg"]
+    assert rows["caf\\xe9.jpg"]["error"] == "" and rows["caf\\xe9.jpg"]["confidence"]
+    assert rows["z_caf\\xe9.jpg"]["error"] == "" and rows["a_red.jpg"]["error"] == ""
+    assert "HTML" in rows["broken\\xe9.jpg"]["error"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 from pathlib import Path
@@ -243,3 +244,26 @@ def test_bad_batch_size_stops_at_parse_time(tmp_path, capsys, value):
     err = capsys.readouterr().err
     assert "argument --batch-size" in err, err
     assert "use a whole number at least 1" in err or f"{value!r} is not a whole number" in err, err
+
+
+def test_file_names_that_are_not_utf8_are_reported_not_fatal(fixed_case, tmp_path, monkeypatch, capsys):
+    """An unreadable labelled photo and an answered OOD photo, both named with the byte 0xE9 (not UTF-8)."""
+    art, data, ood = fixed_case
+    try:
+        with open(os.path.join(os.fsencode(data / "a"), b"caf\xe9.jpg"), "wb") as fh:
+            fh.write(b"<html>not a photo</html>")
+        os.rename(os.fsencode(ood / "x2.jpg"), os.path.join(os.fsencode(ood), b"x2\xe9.jpg"))
+    except OSError:
+        pytest.skip("this file system refuses file names that are not UTF-8")
+    monkeypatch.setitem(OOD, os.fsdecode(b"x2\xe9"), OOD["x2"])
+    out = tmp_path / "report"
+    assert evaluate.main([str(art), str(data), "--ood", str(ood), "--out", str(out), "--quiet"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    r = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert sorted(r["unreadable"]) == sorted(["a/broken.jpg", os.fsdecode(b"a/caf\xe9.jpg")])  # the real names
+    assert [a["file"] for a in r["ood"]["answered"]] == [os.fsdecode(b"x2\xe9.jpg")]
+    md = (out / "report.md").read_text(encoding="utf-8")
+    page = (out / "report.html").read_text(encoding="utf-8")
+    for text in (md, page):
+        assert "caf\\xe9.jpg" in text and "broken.jpg" in text
+    assert "`x2\\xe9.jpg` (a, 0.030)" in md and "data:image/png;base64," in page

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +63,6 @@ def dataset(tmp_path) -> tuple[Path, list[list[str]]]:
 
 def test_near_duplicates_always_land_on_the_same_side_of_the_split(dataset):
     root, groups = dataset
-    straddled_by_chance = 0
     for seed in range(15):
         res = split_dataset(root, valid_pct=0.3, seed=seed)
         splits = read_split_file(root)
@@ -69,11 +70,20 @@ def test_near_duplicates_always_land_on_the_same_side_of_the_split(dataset):
         for g in groups:
             assert len({splits[p] for p in g}) == 1, f"seed {seed}: {g} straddles train and valid"
         assert {s for p, s in splits.items() if p.startswith("cobra/")} == {"train", "valid"}
-        # the same split drawn per file, ignoring groups, would have separated some copies
-        rng = np.random.default_rng(seed)
-        straddled_by_chance += any(len(set(rng.random(3) < 0.3)) > 1 for _ in groups)
-    assert straddled_by_chance > 0
     assert sorted(map(sorted, res.near_groups)) == sorted(map(sorted, groups))
+
+
+def test_without_near_duplicate_grouping_the_same_seeds_do_separate_copies(dataset):
+    """The control of the test above: with --threshold 0 (only identical hashes group) the copies are split apart,
+    so what keeps them together there is the grouping, not luck."""
+    root, groups = dataset
+    straddled = 0
+    for seed in range(15):
+        res = split_dataset(root, valid_pct=0.3, seed=seed, threshold=0)
+        assert res.near_groups == []
+        splits = read_split_file(root)
+        straddled += sum(len({splits[p] for p in g}) > 1 for g in groups)
+    assert straddled > 0
 
 
 def test_unrelated_photos_are_not_grouped():
@@ -156,3 +166,79 @@ def test_bad_input_fails_with_a_clear_message(tmp_path, capsys):
         assert e.value.code == 2
         err = capsys.readouterr().err
         assert f"argument {flag}" in err and value in err, err
+
+
+def write_odd_name(folder: Path, data: bytes) -> str:
+    """A file named with the byte 0xE9 (Latin-1 e-acute), not UTF-8; returns its relative name as Python sees it."""
+    try:
+        with open(os.path.join(os.fsencode(folder), b"caf\xe9.jpg"), "wb") as fh:
+            fh.write(data)
+    except OSError:
+        pytest.skip("this file system refuses file names that are not UTF-8")
+    return os.fsdecode(b"caf\xe9.jpg")
+
+
+def test_a_file_name_that_is_not_utf8_is_left_out_with_a_warning_and_the_rest_is_split(dataset, caplog):
+    root, groups = dataset
+    odd = write_odd_name(root / "cobra", near_copy(photo(0).rotate(1)))  # a near-copy of cobra/0.jpg
+    (root / "cobra" / "5_again.jpg").write_bytes((root / "cobra" / "5.jpg").read_bytes())
+    for seed in range(6):
+        caplog.clear()
+        assert main([str(root), "--seed", str(seed), "--valid-pct", "0.5"]) == 0
+        assert "cafe" not in caplog.text and "caf\\xe9.jpg" in caplog.text and "Rename it" in caplog.text
+        splits = read_split_file(root)
+        assert len(splits) == 32 and not any("caf" in p for p in splits)
+        # train.fit puts a file splits.csv does not name in train, so its near-duplicates stay in train too
+        assert {splits[p] for p in groups[0]} == {"train"}
+    assert (root / "cobra" / odd).is_file()  # left where it was
+    assert (root / "_quarantine" / "duplicates" / "cobra" / "5_again.jpg").is_file()  # the rest of the work done
+    report = json.loads((root / "split_report.json").read_text(encoding="utf-8"))
+    assert report["not_utf8_names_left_out"] == ["cobra/caf\\xe9.jpg"]
+    ds = list_images(root)
+    train, valid = read_splits(ds)
+    assert str(root / "cobra" / odd) in {str(ds.paths[i]) for i in train}
+
+
+def manifest_rows(root: Path, phash: dict[str, str]) -> None:
+    """A manifest in gather's columns for every file of root, with the given (hand-edited) phash per path."""
+    rows = []
+    for p in sorted(root.glob("*/*.jpg")):
+        rel = p.relative_to(root).as_posix()
+        row = dict.fromkeys(mf.COLUMNS, "")
+        row |= {
+            "class": p.parent.name,
+            "path": rel,
+            "licence": "cc0",
+            "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
+        }
+        row["phash"] = phash.get(rel, "")
+        rows.append(row)
+    (root / "manifest.csv").write_bytes(mf.rows_to_csv(rows))
+
+
+def test_a_hand_edited_phash_in_the_manifest_is_computed_from_the_image_instead(dataset, caplog):
+    root, groups = dataset
+    bad = {"cobra/0.jpg": "not-a-hash-at-al", "cobra/1.jpg": "0x12345678abcdef", "krait/0_copy.jpg": "abc"}
+    manifest_rows(root, bad)
+    assert len(mf.read_manifest(root)) == 32
+    assert main([str(root)]) == 0
+    report = json.loads((root / "split_report.json").read_text())
+    assert sorted(map(sorted, report["groups"])) == sorted(map(sorted, groups))  # the real hashes group them
+    assert "not-a-hash-at-al" in caplog.text and "computing it from the image" in caplog.text
+
+
+def test_hidden_image_files_are_deduplicated_and_split_like_train_fit_sees_them(dataset):
+    root, groups = dataset
+    (root / "cobra" / ".0_copy3.jpg").write_bytes(near_copy(photo(0).rotate(1)))
+    (root / "krait" / ".5_again.jpg").write_bytes((root / "krait" / "5.jpg").read_bytes())
+    for seed in range(6):
+        res = split_dataset(root, valid_pct=0.3, seed=seed)
+        splits = read_split_file(root)
+        group = [*groups[0], "cobra/.0_copy3.jpg"]
+        assert len({splits[p] for p in group}) == 1, f"seed {seed}: the hidden copy straddles the split"
+        assert sorted(group) in res.near_groups
+    # the visible file is kept over its hidden exact copy
+    assert (root / "_quarantine" / "duplicates" / "krait" / ".5_again.jpg").is_file()
+    assert (root / "krait" / "5.jpg").is_file()
+    ds = list_images(root)  # what train.fit sees: every file is named in splits.csv
+    assert {ds.rel(p) for p in ds.paths} == set(read_split_file(root))

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from snake_model.artifact import sha256_file
-from train.data import SKIP_DIRS
+from train.data import IMAGE_SUFFIXES, SKIP_DIRS
 from train.manifest import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,51 @@ def _one_writer(method):
 
 class DecisionError(ValueError):
     """A decision cannot be applied; the message says why and nothing was changed."""
+
+
+STATUSES = ("pending", "done", "rolled_back", "failed")
+RECORD_KEYS = ("sha256", "old_label", "new_label", "old_path", "new_path")
+
+
+def record_problem(rec: object) -> str | None:
+    """What makes a parsed journal line unusable as a decision record, or None when it is fine."""
+    if not isinstance(rec, dict):
+        return "it is not a JSON object"
+    if not isinstance(rec.get("id"), int) or isinstance(rec.get("id"), bool):
+        return "it has no integer id"
+    if rec.get("status") not in STATUSES:
+        return f"its status {rec.get('status')!r} is not one of {', '.join(STATUSES)}"
+    if rec.get("action") not in (*ACTIONS, "undo"):
+        return f"its action {rec.get('action')!r} is not one of {', '.join((*ACTIONS, 'undo'))}"
+    if missing := [k for k in RECORD_KEYS if k not in rec]:
+        return f"it lacks {', '.join(missing)}"
+    if not isinstance(rec["sha256"], str):
+        return "its sha256 is not a string"
+    for k in ("old_path", "new_path"):
+        rel = PurePosixPath(str(rec[k]).replace("\\", "/"))
+        if not isinstance(rec[k], str) or rel.is_absolute() or ".." in rel.parts or len(rel.parts) < 2:
+            return f"its {k} {rec[k]!r} is not a path inside the dataset like <class>/<file>"
+    if rec["action"] == "undo" and (not isinstance(rec.get("undoes"), int) or isinstance(rec.get("undoes"), bool)):
+        return "it is an undo without the integer id of the decision it undoes"
+    if rec.get("manifest") is not None and not (
+        isinstance(rec["manifest"], dict) and isinstance(rec["manifest"].get("old"), str)
+        and isinstance(rec["manifest"].get("new"), str)
+    ):  # fmt: skip
+        return "its manifest change is not an object with old and new lines"
+    return None
+
+
+def folder_name_problem(name: object) -> str | None:
+    """Why name cannot be a single folder directly under the dataset (None when it can)."""
+    if not isinstance(name, str) or not name.strip():
+        return "it is empty"
+    if "/" in name or "\\" in name or name in (".", ".."):
+        return "it must be one folder name, without / or \\ or .."
+    if name.startswith("."):
+        return "a folder starting with . is hidden and skipped by every stage"
+    if name != name.strip():
+        return "it starts or ends with a space"
+    return None
 
 
 def _now() -> str:
@@ -156,7 +201,25 @@ class Decisions:
         self.log_path = self.root / LOG_FILE
         self.manifest = Manifest(self.root)
         self._hook = hook or (lambda step: None)  # tests inject crashes between steps
+        self._check_not_snake_dir(self.records())  # reads and checks the whole log before anything moves
         self.recovered = self.recover()
+
+    def _check_not_snake_dir(self, recs: list[dict]) -> None:
+        """The not-a-snake folder must be one new folder name: never a class folder, never outside the dataset."""
+        name = self.not_snake_dir
+        fix = f"give another --not-snake-dir (the default is {NOT_SNAKE_DIR})"
+        if problem := folder_name_problem(name):
+            raise DecisionError(f"--not-snake-dir {name!r} cannot be used: {problem}; {fix}")
+        if name in SKIP_DIRS and name != NOT_SNAKE_DIR:
+            raise DecisionError(f"--not-snake-dir {name!r} is a folder the pipeline reserves for itself; {fix}")
+        d = self.root / name
+        ours = any(r["action"] == "not_snake" and r["new_label"] == name for r in recs)
+        if d.is_dir() and name not in SKIP_DIRS and not ours:
+            if any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in d.rglob("*")):
+                raise DecisionError(
+                    f"--not-snake-dir {name!r} is the class folder {d} (it holds images); filing 'not a snake' "
+                    f"images there would label them {name!r}; {fix}"
+                )
 
     # ---- the journal -------------------------------------------------------------------------------
     def _read(self) -> list[dict]:
@@ -169,7 +232,25 @@ class Decisions:
             with open(self.log_path, "r+b") as fh:
                 fh.truncate(cut)
             data = data[:cut]
-        return [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+        recs = []
+        for n, line in enumerate(data.split(b"\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError:
+                problem = "it is not UTF-8 text"
+            except json.JSONDecodeError as e:
+                problem = f"it is not a JSON record ({e.msg} at column {e.colno})"
+            else:
+                problem = record_problem(rec)
+            if problem:
+                raise DecisionError(
+                    f"{self.log_path} line {n} is not a decision record: {problem}. Nothing was changed. Fix or "
+                    f"delete that line (the other lines are kept as they are), then run train.clean again"
+                )
+            recs.append(rec)
+        return recs
 
     def _append(self, rec: dict) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

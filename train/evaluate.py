@@ -357,15 +357,29 @@ def to_html(r: dict, out: Path) -> str:
     )
 
 
+def shown(text: str) -> str:
+    """text with what a file name that is not UTF-8 brings in (lone surrogates) written as \\xNN escapes."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def write_report(r: dict, out: Path) -> None:
     """Pictures, report.json, report.md and report.html into out."""
     out.mkdir(parents=True, exist_ok=True)
-    title = f"{Path(r['data_dir']).name} ({r['n']} images)"
+    title = shown(f"{Path(r['data_dir']).name} ({r['n']} images)")
     plots.confusion_png(np.asarray(r["confusion"]), r["labels"], out / "confusion_matrix.png", title)
     plots.reliability_png(r["uncalibrated"]["reliability"], r["calibrated"]["reliability"], out / "reliability.png")
-    (out / "report.json").write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
-    (out / "report.md").write_text(to_markdown(r), encoding="utf-8")
-    (out / "report.html").write_text(to_html(r, out), encoding="utf-8")
+    # Every text is made before any file is opened, so a report is never left half written. json.dumps escapes the
+    # surrogates of names that are not UTF-8 (Python reads them back as the same name); Markdown and HTML show them.
+    texts = {
+        "report.json": json.dumps(r, indent=2) + "\n",
+        "report.md": shown(to_markdown(r)),
+        "report.html": shown(to_html(r, out)),
+    }
+    for name, text in texts.items():
+        (out / name).write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -397,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     if "ood" in report and report["ood"]["auroc"] is not None:
         line += f" | OOD AUROC {report['ood']['auroc']:.3f} on {report['ood']['n']} photos"
     print(line + (f" | {report['n_unreadable']} unreadable" if report["n_unreadable"] else ""))
-    print(f"report: {args.out / 'report.md'}")
+    print(f"report: {shown(str(args.out / 'report.md'))}")
     return 0
 
 

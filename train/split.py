@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import random
+import string
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ class SplitResult:
     exact_duplicates: list[tuple[str, str]] = field(default_factory=list)  # (dropped, kept)
     cross_class: list[list[str]] = field(default_factory=list)  # groups whose members carry different labels
     near_groups: list[list[str]] = field(default_factory=list)  # groups of more than one image
+    bad_names: list[str] = field(default_factory=list)  # file names that are not UTF-8, as shown (left in place)
 
     def counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = defaultdict(lambda: {"train": 0, "valid": 0})
@@ -77,29 +79,61 @@ def phash_int(img) -> int:
 
 
 def list_files(root: Path) -> list[tuple[str, str]]:
-    """(relative path, class) for every image-suffixed file under the class folders, as train.data sees them."""
+    """(relative path, class) for every image-suffixed file under the class folders, as train.data sees them
+    (hidden files included: train.fit trains on them, so they must be deduplicated and split like the rest)."""
     out = []
     for d in mf.class_dirs(root):
         for p in sorted(d.rglob("*")):
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES:
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
                 out.append((p.relative_to(root).as_posix(), d.name))
     return out
 
 
-def scan(root: Path, known: dict[str, dict]) -> tuple[list[Item], dict[str, str]]:
+def utf8_name(rel: str) -> bool:
+    """Whether a path can be written to splits.csv (UTF-8); undecodable bytes arrive as lone surrogates."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(rel: str) -> str:
+    """A path as printable text: bytes that are not UTF-8 appear as \\xNN escapes."""
+    try:
+        return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return rel.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def manifest_phash(row: dict | None, sha: str) -> int | None:
+    """The manifest's perceptual hash when its row matches the file and holds 16 hex digits (a hand edit may not)."""
+    if not row or row.get("sha256") != sha:
+        return None
+    ph = (row.get("phash") or "").strip()
+    if len(ph) != 16 or not all(c in string.hexdigits for c in ph):
+        if ph:
+            log.warning("manifest phash %r of %s is not 16 hex digits; computing it from the image", ph, row["path"])
+        return None
+    return int(ph, 16)
+
+
+def scan(
+    root: Path, known: dict[str, dict], files: list[tuple[str, str]] | None = None
+) -> tuple[list[Item], dict[str, str]]:
     """Hash every image; the manifest's perceptual hash (known: its rows by path) is reused when its sha256 still
     matches the file."""
     items, bad = [], {}
-    for rel, label in list_files(root):
+    for rel, label in list_files(root) if files is None else files:
         try:
             data = (root / rel).read_bytes()
         except OSError as e:
             bad[rel] = f"cannot read ({e.strerror or e})"
             continue
         sha = hashlib.sha256(data).hexdigest()
-        row = known.get(rel)
-        if row and row["sha256"] == sha and len(row.get("phash") or "") == 16:
-            items.append(Item(rel, label, sha, int(row["phash"], 16)))
+        ph = manifest_phash(known.get(rel), sha)
+        if ph is not None:
+            items.append(Item(rel, label, sha, ph))
             continue
         try:
             items.append(Item(rel, label, sha, phash_int(load_image(data))))
@@ -121,8 +155,11 @@ def near_duplicate_groups(hashes: list[int], threshold: int) -> list[int]:
     return [uf.find(i) for i in range(n)]
 
 
-def assign(items: list[Item], groups: list[int], valid_pct: float, seed: int) -> dict[str, str]:
-    """Stratified group split: per class (the group's majority label), whole groups go to valid until valid_pct."""
+def assign(
+    items: list[Item], groups: list[int], valid_pct: float, seed: int, pinned: set[int] = frozenset()
+) -> dict[str, str]:
+    """Stratified group split: per class (the group's majority label), whole groups go to valid until valid_pct.
+    Groups in pinned always go to train."""
     members: dict[int, list[int]] = defaultdict(list)
     for i, g in enumerate(groups):
         members[g].append(i)
@@ -138,12 +175,13 @@ def assign(items: list[Item], groups: list[int], valid_pct: float, seed: int) ->
         total = sum(len(members[g]) for g in gs)
         target = max(1, round(total * valid_pct)) if total > 1 and len(gs) > 1 else 0
         n_valid, valid_groups = 0, set()
-        for g in gs:
+        free = [g for g in gs if g not in pinned]
+        for g in free:
             if n_valid + len(members[g]) <= target:
                 valid_groups.add(g)
                 n_valid += len(members[g])
-        if target and not valid_groups:  # every group is bigger than the target: take the smallest
-            smallest = min(gs, key=lambda g: len(members[g]))
+        if target and not valid_groups and free:  # every group is bigger than the target: take the smallest
+            smallest = min(free, key=lambda g: len(members[g]))
             if len(gs) > 1:
                 valid_groups.add(smallest)
         for g in gs:
@@ -162,14 +200,31 @@ def split_dataset(
     """Verify, dedupe and split root; writes splits.csv, split_report.json and (if present) the manifest."""
     root = Path(root)
     known = {r["path"]: r for r in mf.read_manifest(root)}
-    items, bad = scan(root, known)
+    files = list_files(root)
+    # A name that is not UTF-8 cannot go into splits.csv. Such files are found before anything moves and left where
+    # they are; train.fit puts a file splits.csv does not name in train, so their near-duplicates are kept in train.
+    odd = {rel for rel, _ in files if not utf8_name(rel)}
+    for rel in sorted(odd):
+        log.warning(
+            "%s: the file name is not UTF-8, so splits.csv cannot name it; it stays where it is, out of the split "
+            "(train.fit will train on it). Rename it to a UTF-8 name and run the split again",
+            shown(str(root / rel)),
+        )
+    items, bad = scan(root, known, files)
+    bad = {k: v for k, v in bad.items() if k not in odd}  # a badly named file is reported as such, never moved
     # Of identical files in a class, keep the one the manifest knows (its provenance and licence are recorded),
-    # then the first by path; a copy dropped in by hand never displaces a gathered file.
+    # then a visible file over a hidden one, then the first by path; a copy dropped in by hand never displaces a
+    # gathered file.
     first: dict[tuple[str, str], str] = {}
-    for it in sorted(items, key=lambda it: (it.path not in known, it.path)):
-        first.setdefault((it.label, it.sha256), it.path)
-    kept_items = [it for it in items if first[(it.label, it.sha256)] == it.path]
-    dropped = [(it.path, first[(it.label, it.sha256)]) for it in items if first[(it.label, it.sha256)] != it.path]
+    for it in sorted(items, key=lambda it: (it.path not in known, it.path.rsplit("/", 1)[-1].startswith("."), it.path)):
+        if it.path not in odd:
+            first.setdefault((it.label, it.sha256), it.path)
+    kept_items = [it for it in items if it.path in odd or first[(it.label, it.sha256)] == it.path]
+    dropped = [
+        (it.path, first[(it.label, it.sha256)])
+        for it in items
+        if it.path not in odd and first[(it.label, it.sha256)] != it.path
+    ]
     if move:
         for rel in bad:
             mf.quarantine(root, rel, "unreadable")
@@ -184,9 +239,11 @@ def split_dataset(
     members: dict[int, list[Item]] = defaultdict(list)
     for it, g in zip(kept_items, groups, strict=True):
         members[g].append(it)
-    multi = [sorted(m.path for m in ms) for ms in members.values() if len(ms) > 1]
-    cross = [sorted(m.path for m in ms) for ms in members.values() if len({m.label for m in ms}) > 1]
-    res = SplitResult(assign(kept_items, groups, valid_pct, seed), bad, dropped, sorted(cross), sorted(multi))
+    multi = [sorted(shown(m.path) for m in ms) for ms in members.values() if len(ms) > 1]
+    cross = [sorted(shown(m.path) for m in ms) for ms in members.values() if len({m.label for m in ms}) > 1]
+    pinned = {g for it, g in zip(kept_items, groups, strict=True) if it.path in odd}
+    splits = {p: s for p, s in assign(kept_items, groups, valid_pct, seed, pinned).items() if p not in odd}
+    res = SplitResult(splits, bad, dropped, sorted(cross), sorted(multi), sorted(shown(p) for p in odd))
     rows = [{"path": p, "split": s} for p, s in sorted(res.splits.items())]
     mf.atomic_write(root / SPLITS_FILE, mf.rows_to_csv(rows, ["path", "split"]))
     report = {
@@ -199,6 +256,7 @@ def split_dataset(
         "images_in_near_duplicate_groups": sum(len(g) for g in res.near_groups),
         "under_two_classes": res.cross_class,
         "groups": res.near_groups,
+        "not_utf8_names_left_out": res.bad_names,
     }
     mf.atomic_write(root / REPORT, json.dumps(report, indent=2).encode())
     return res
@@ -216,6 +274,14 @@ def format_result(res: SplitResult, root: Path, move: bool) -> str:
         "(each group kept on one side of the split)"
     )
     lines.append(f"  groups under two or more classes: {len(res.cross_class)} (check their labels)")
+    if res.bad_names:
+        lines.append(
+            f"  files left out because their names are not UTF-8: {len(res.bad_names)} (rename them and run the "
+            "split again; until then train.fit puts them, and the split their near-duplicates, in train)"
+        )
+        lines += [f"    {p}" for p in res.bad_names[:10]]
+        if len(res.bad_names) > 10:
+            lines.append(f"    ... {len(res.bad_names) - 10} more in {root / REPORT}")
     for g in res.cross_class[:10]:
         lines.append("    " + "  ".join(g))
     if len(res.cross_class) > 10:
