@@ -70,9 +70,18 @@ class Server:
                     outer.log.append((time.monotonic(), self.path))
                     outer.active += 1
                     outer.max_active = max(outer.max_active, outer.active)
+                self._active = True
                 try:
                     self._route(path)
                 finally:
+                    self._leave()
+
+            def _leave(self):
+                """Stop counting this request as active: once its answer starts (the client may read it all and send
+                its next request before this thread returns, so counting until then would see overlaps that the
+                client never made), or when it ends without one."""
+                if getattr(self, "_active", False):
+                    self._active = False
                     with outer._lock:
                         outer.active -= 1
 
@@ -92,6 +101,7 @@ class Server:
                 try:
                     if r.delay:
                         time.sleep(r.delay)
+                    self._leave()
                     self.send_response(r.status)
                     headers = {} if r.no_length else {"Content-Length": str(len(r.body))}
                     headers.update(r.headers)
