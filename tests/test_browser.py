@@ -66,6 +66,11 @@ def app_url(tiny_artifact, browser_ready):
 
 @pytest.fixture
 def page(browser_ready, app_url, tmp_path):
+    yield from _open(browser_ready, app_url, tmp_path)
+
+
+def _open(browser_ready, url: str, tmp_path: Path):
+    """A loopback-only headless chromium page at url (a screenshot of its last state is left in tmp_path)."""
     ctx = browser_ready.chromium.launch_persistent_context(
         str(tmp_path / "profile"),
         executable_path=CHROMIUM,
@@ -84,7 +89,7 @@ def page(browser_ready, app_url, tmp_path):
     ctx.route("**/*", only_loopback)
     ctx.set_default_timeout(TIMEOUT_MS)
     pg = ctx.new_page()
-    pg.goto(app_url, wait_until="domcontentloaded")
+    pg.goto(url, wait_until="domcontentloaded")
     try:
         yield pg
     finally:
@@ -142,3 +147,63 @@ def test_the_model_tab_shows_metrics_from_the_artifact(page):
     page.get_by_text("Per-class metrics").first.wait_for(state="visible")
     assert page.get_by_text("Top losses").first.is_visible()
     assert page.get_by_text("Revision:").first.is_visible()
+
+
+def test_the_cleaning_workbench_page_shows_the_first_card_as_text_and_its_keys_act_on_disk(browser_ready, tmp_path):
+    """The page's load event (which also installs the key shortcuts) must show the first card; names are shown as
+    literal text, never as markup; the d key deletes the shown image to _trash/ and the next card follows."""
+    from tests.conftest import free_port
+    from train.clean_ui import build_ui
+
+    root = tmp_path / "data"
+    odd = "<b>bold</b> **two** _x_"
+    files = [("cobra", "a_1.jpg"), ("cobra", "b*2*.jpg"), (odd, "c.jpg")]
+    rows = []
+    for i, (label, name) in enumerate(files):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (64, 48), (40 + 60 * i, 90, 160)).save(root / label / name)
+        rows.append(
+            {
+                "path": f"{label}/{name}",
+                "label": label,
+                "pred_label": "viper",
+                "pred_conf": "0.9",
+                "label_quality": str(0.1 * (i + 1)),
+                "label_issue": "True",
+                "outlier": "",
+                "outlier_score": "0",
+                "dup_of": "",
+                "flags": "",
+                "source": "web",
+                "licence": "cc0",
+                "author": "**bob**",
+            }
+        )
+    demo = build_ui(root, rows)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        for pg in _open(browser_ready, f"http://127.0.0.1:{port}/", tmp_path):
+            card = pg.get_by_text("likely wrong label · 1 of 3")
+            card.wait_for(state="visible")  # the load event showed the first card (no "unknown queue None")
+            text = card.locator("xpath=ancestor::div[contains(@class,'prose')][1]").inner_text()
+            assert "file: cobra/a_1.jpg" in text and "author: **bob**" in text, text
+            pg.wait_for_function("() => window.__cleanKeys === true")
+            pg.keyboard.press("d")
+            pg.get_by_text("likely wrong label · 1 of 2").wait_for(state="visible")
+            assert (root / "_trash" / "cobra" / "a_1.jpg").is_file() and not (root / "cobra" / "a_1.jpg").exists()
+            text = (
+                pg.get_by_text("likely wrong label · 1 of 2")
+                .locator("xpath=ancestor::div[contains(@class,'prose')][1]")
+                .inner_text()
+            )
+            assert "file: cobra/b*2*.jpg" in text, text
+            pg.keyboard.press("j")
+            pg.get_by_text("likely wrong label · 2 of 2").wait_for(state="visible")
+            prose = pg.get_by_text("likely wrong label · 2 of 2").locator(
+                "xpath=ancestor::div[contains(@class,'prose')][1]"
+            )
+            assert f"given {odd}" in prose.inner_text(), prose.inner_text()
+            assert prose.locator("b, img, em").count() == 0 and prose.locator("strong").count() == 3
+    finally:
+        demo.close()

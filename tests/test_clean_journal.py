@@ -123,3 +123,98 @@ def test_a_custom_not_snake_dir_can_be_used_again_once_it_holds_images(tmp_path)
     assert (root / "not_a_snake" / "2.png").is_file()
     Decisions(root).decide("boa/2.png", "not_snake")  # the default always works
     assert (root / "_not_snake" / "2.png").is_file()
+
+
+def _with_manifest(root: Path) -> Path:
+    rows = ["path,class,source"] + [
+        f"{p.relative_to(root).as_posix()},{p.parent.name},web" for p in sorted(root.glob("*/*.png"))
+    ]
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.mark.parametrize(
+    "label, needle",
+    [
+        ("x\ny", "control character"),
+        ("tab\there", "control character"),
+        ("nul\x00", "control character"),
+        ("manifest.csv", "is a file"),
+        ("_trash", "set-aside"),
+        ("../up", "one folder name"),
+        ("a" * 300, "too long"),
+        (" ", "empty"),
+    ],
+)
+def test_a_relabel_to_a_name_that_cannot_be_a_class_folder_is_refused_and_nothing_changes(tmp_path, label, needle):
+    root = _with_manifest(tiny_dataset(tmp_path / "d"))
+    before = snapshot(root)
+    dec = Decisions(root)
+    with pytest.raises(DecisionError, match="relabel needs a class name") as e:
+        dec.decide("boa/0.png", "relabel", label)
+    assert needle in str(e.value)
+    assert snapshot(root) == before and dec.records() == []
+
+
+def test_a_move_that_fails_is_logged_rolled_back_and_reported_as_a_decision_error(tmp_path, monkeypatch):
+    import train.decisions as D
+
+    root = _with_manifest(tiny_dataset(tmp_path / "d"))
+    before = snapshot(root)
+
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied", str(dst))
+
+    monkeypatch.setattr(D, "move_noclobber", refuse)
+    dec = Decisions(root)
+    with pytest.raises(DecisionError, match=r"could not move boa/0.png to cobra/0_1.png \(Permission denied\)"):
+        dec.decide("boa/0.png", "relabel", "cobra")
+    after = snapshot(root)
+    assert after.pop(LOG_FILE.as_posix()) and after == before  # only the journal changed
+    assert [(r["id"], r["status"]) for r in dec.records()] == [(1, "rolled_back")]  # nothing left pending
+    monkeypatch.undo()
+    assert dec.decide("boa/0.png", "relabel", "cobra")["status"] == "done"  # and the next decision works
+
+
+def test_the_workbench_api_refuses_bad_arguments_with_a_clear_message(tmp_path):
+    from gradio_client import Client
+
+    from tests.conftest import free_port
+    from train.clean_ui import build_ui
+
+    root = tiny_dataset(tmp_path / "d")
+    rows = [
+        {
+            "path": f"boa/{i}.png",
+            "label": "boa",
+            "pred_label": "cobra",
+            "pred_conf": "0.8",
+            "label_quality": "0.1",
+            "label_issue": "True",
+            "outlier": "",
+            "outlier_score": "0",
+            "dup_of": "",
+            "flags": "",
+        }
+        for i in range(3)
+    ]
+    before = snapshot(root)
+    demo = build_ui(root, rows)
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(demo.local_url, verbose=False)
+        assert len(client.predict("label", 2, api_name="/queue")) == 2
+        assert client.predict("label", 0, api_name="/queue") == []
+        for args, api, needle in [
+            (("label", -1), "/queue", "limit must be a whole number, at least 0; got -1"),
+            (("label", 1.5), "/queue", "limit must be a whole number"),
+            (("nope", 3), "/queue", "unknown queue 'nope'"),
+            ((0,), "/undo", "n must be a whole number, at least 1; got 0"),
+            (("abc",), "/undo", "n must be a whole number, at least 1; got 'abc'"),
+            (("boa/0.png", "relabel", "x\ny"), "/decide", "control character"),
+        ]:
+            with pytest.raises(Exception, match=needle):
+                client.predict(*args, api_name=api)
+        assert snapshot(root) == before  # nothing moved
+    finally:
+        demo.close()

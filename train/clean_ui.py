@@ -6,6 +6,8 @@ API (gradio_client): /queue(name, limit) · /decide(path, action, new_label) · 
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 
 import gradio as gr
@@ -17,9 +19,11 @@ from train.decisions import NOT_SNAKE_DIR, DecisionError, Decisions
 
 THUMB = 512
 
+# Runs on page load before `show`. Gradio passes the event's inputs to it and sends on what it returns, so it returns
+# them unchanged (returning nothing would make the first card's queue None).
 KEYS_JS = """
-() => {
-  if (window.__cleanKeys) return;
+(...inputs) => {
+  if (window.__cleanKeys) return inputs;
   window.__cleanKeys = true;
   const map = {k: "keep", d: "delete", r: "relabel", n: "notsnake", j: "skip", ArrowRight: "skip",
                ArrowLeft: "back", u: "undo"};
@@ -32,8 +36,15 @@ KEYS_JS = """
     e.preventDefault();
     (el.tagName === "BUTTON" ? el : el.querySelector("button") || el).click();
   });
+  return inputs;
 }
 """
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~-])")
+
+
+def _md(value: object) -> str:
+    """A file, class or provenance value as literal text in the card's Markdown: no markup, no HTML."""
+    return html.escape(_MD_SPECIAL.sub(r"\\\1", str(value)), quote=False)
 
 
 class Workbench:
@@ -102,20 +113,31 @@ def _card_text(it: dict, name: str, pos: int, total: int) -> str:
     conf = f" ({float(it['pred_conf']):.0%})" if it["pred_conf"] not in ("", None) else ""
     score = {
         "label": f"label quality {it['label_quality']} (lower is more suspicious)",
-        "duplicates": f"near-duplicate of `{it['dup_of']}`",
-        "outliers": f"{it['outlier']} · outlier score {it['outlier_score']}",
-        "quality": f"flags: {it['flags']}",
+        "duplicates": f"near-duplicate of {_md(it['dup_of'])}",
+        "outliers": f"{_md(it['outlier'])} · outlier score {_md(it['outlier_score'])}",
+        "quality": f"flags: {_md(it['flags'])}",
     }[name]
     lines = [
         f"**{QUEUE_TITLES[name]}** · {pos + 1} of {total}",
-        f"`{it['image_path']}`",
-        f"given **{it['label']}** · predicted **{it['pred_label']}**{conf}",
+        f"file: {_md(it['image_path'])}",
+        f"given **{_md(it['label'])}** · predicted **{_md(it['pred_label'])}**{conf}",
         score,
     ]
-    prov = " · ".join(f"{k}: {it[k]}" for k in ("source", "licence", "author") if it.get(k))
+    prov = " · ".join(f"{k}: {_md(it[k])}" for k in ("source", "licence", "author") if it.get(k))
     if prov:
         lines.append(prov)
     return "\n\n".join(lines)
+
+
+def _count(value: object, name: str, least: int) -> int:
+    """An API argument that must be a whole number >= least, else a clear gr.Error."""
+    try:
+        n = int(value) if not isinstance(value, bool) and float(value) == int(value) else None
+    except (TypeError, ValueError, OverflowError):
+        n = None
+    if n is None or n < least:
+        raise gr.Error(f"{name} must be a whole number, at least {least}; got {value!r}")
+    return n
 
 
 def build_ui(data_dir: str | Path, rows: list[dict], not_snake_dir: str = NOT_SNAKE_DIR) -> gr.Blocks:
@@ -194,7 +216,7 @@ def build_ui(data_dir: str | Path, rows: list[dict], not_snake_dir: str = NOT_SN
 
         def api_queue(name: str = "label", limit: int = 50) -> list[dict]:
             """The next images to review in a queue (label, duplicates, outliers, quality)."""
-            return [wb.item(r) for r in wb.pending(name)[: int(limit)]]
+            return [wb.item(r) for r in wb.pending(name)[: _count(limit, "limit", 0)]]
 
         def api_decide(path: str, action: str, new_label: str = "") -> dict:
             """Apply keep, delete, relabel (with new_label) or not_snake to the image at path."""
@@ -206,7 +228,7 @@ def build_ui(data_dir: str | Path, rows: list[dict], not_snake_dir: str = NOT_SN
         def api_undo(n: int = 1) -> list[dict]:
             """Undo the last n decisions."""
             try:
-                return wb.undo(int(n))
+                return wb.undo(_count(n, "n", 1))
             except DecisionError as e:
                 raise gr.Error(str(e)) from e
 

@@ -95,6 +95,14 @@ def folder_name_problem(name: object) -> str | None:
         return "a folder starting with . is hidden and skipped by every stage"
     if name != name.strip():
         return "it starts or ends with a space"
+    if not name.isprintable():
+        return "it holds a line break, tab or other control character"
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "it is not valid text (bytes from another encoding)"
+    if len(encoded) > 200:
+        return "it is too long for a folder name (at most 200 bytes)"
     return None
 
 
@@ -284,13 +292,36 @@ class Decisions:
         self._append(rec)
         self._hook("pending")
         if rec["old_path"] != rec["new_path"]:
-            move_noclobber(self.root / rec["old_path"], self.root / rec["new_path"])
+            src, dst = self.root / rec["old_path"], self.root / rec["new_path"]
+            try:
+                move_noclobber(src, dst)
+            except (OSError, ValueError, DecisionError) as e:
+                self._roll_back_failed_move(rec, src, dst)
+                if isinstance(e, DecisionError):
+                    raise
+                why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                raise DecisionError(
+                    f"could not move {rec['old_path']} to {rec['new_path']} ({why}); nothing was changed"
+                ) from e
         self._hook("moved")
         self.manifest.apply(manifest_change)
         self._hook("manifest")
         rec = {**rec, "status": "done", "time_done": _now()}
         self._append(rec)
         return rec
+
+    def _roll_back_failed_move(self, rec: dict, src: Path, dst: Path) -> None:
+        """After a move that raised: put things back and log the decision rolled back (left pending, for recover()
+        at the next start, only when the file is somewhere this cannot sort out)."""
+        try:
+            if dst.is_file() and src.is_file() and os.path.samefile(src, dst):
+                os.unlink(dst)  # linked, then the unlink of src failed: drop the new name
+            if src.is_file() and not dst.exists():
+                self._append({**rec, "status": "rolled_back", "time_done": _now()})
+        except OSError as e:
+            log.error(
+                "decision %s: could not roll back a failed move (%s); it is recovered at the next start", rec["id"], e
+            )
 
     @_one_writer
     def recover(self) -> list[dict]:
@@ -347,11 +378,13 @@ class Decisions:
             new_rel, label = free_path(self.root, f"{self.not_snake_dir}/{inner}"), self.not_snake_dir
         else:
             label = (new_label or "").strip()
-            bad = not label or "/" in label or "\\" in label or label.startswith((".", "_")) or label in SKIP_DIRS
-            if bad:
-                raise DecisionError(
-                    f"relabel needs a class name (a folder name without / or a leading _ or .), got {new_label!r}"
-                )
+            problem = folder_name_problem(label)
+            if not problem and (label.startswith("_") or label in SKIP_DIRS or label == self.not_snake_dir):
+                problem = "folders starting with _ hold set-aside images, not a class"
+            if not problem and (self.root / label).exists() and not (self.root / label).is_dir():
+                problem = f"{self.root / label} is a file, not a class folder"
+            if problem:
+                raise DecisionError(f"relabel needs a class name (a folder name), got {new_label!r}: {problem}")
             if label == old_label:
                 raise DecisionError(f"{rel} is already labelled {label!r}")
             new_rel = free_path(self.root, f"{label}/{inner}")
