@@ -17,6 +17,8 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from snake_model.text import utf8_safe
+
 log = logging.getLogger(__name__)
 
 BATCH = 16
@@ -111,18 +113,8 @@ def _error_row(path: Path, error: str) -> dict:
 
 
 def printable(value):
-    """A CSV cell that encodes as UTF-8: the bytes of a file name that is not UTF-8 (which Python holds as lone
-    surrogates) become \\xNN escapes; anything else is returned as it is."""
-    if not isinstance(value, str):
-        return value
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        try:
-            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "backslashreplace").decode("utf-8")
-    return value
+    """A CSV cell that encodes as UTF-8 (see snake_model.text.utf8_safe); anything not a str is returned as it is."""
+    return utf8_safe(value) if isinstance(value, str) else value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,7 @@ import numpy as np
 from snake_model.artifact import ArtifactError, load_spec
 from snake_model.loader import ImageLoadError
 from snake_model.predictor import Predictor
+from snake_model.text import utf8_safe as shown
 
 from . import metrics as M
 from . import plots
@@ -355,14 +356,6 @@ def to_html(r: dict, out: Path) -> str:
         + (f"<h2>Unreadable files</h2><ul>{bad}</ul>" if bad else "")
         + "</body></html>\n"
     )
-
-
-def shown(text: str) -> str:
-    """text with what a file name that is not UTF-8 brings in (lone surrogates) written as \\xNN escapes."""
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def write_report(r: dict, out: Path) -> None:

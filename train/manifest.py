@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+from snake_model.text import is_utf8, utf8_safe
 from train.data import SKIP_DIRS
 
 log = logging.getLogger(__name__)
@@ -125,18 +126,9 @@ def has_control_chars(text: str) -> bool:
     return bool(_BREAKS.search(text))
 
 
-def is_utf8(text: str) -> bool:
-    """False for a name decoded from bytes in another encoding (Python keeps those bytes as lone surrogates)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def shown(name: str) -> str:
     """A file name as it can be printed and searched for: undecodable bytes as \\xNN, controls escaped."""
-    text = name.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace") if not is_utf8(name) else name
+    text = utf8_safe(name)
     return repr(text)[1:-1] if has_control_chars(text) else text
 
 

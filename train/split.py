@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from snake_model.loader import ImageLoadError, load_image
+from snake_model.text import is_utf8
+from snake_model.text import utf8_safe as shown
 from train import manifest as mf
 from train.cli import FRACTION, int_at_least
 from train.data import IMAGE_SUFFIXES, SPLITS_FILE
@@ -87,23 +89,6 @@ def list_files(root: Path) -> list[tuple[str, str]]:
             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
                 out.append((p.relative_to(root).as_posix(), d.name))
     return out
-
-
-def utf8_name(rel: str) -> bool:
-    """Whether a path can be written to splits.csv (UTF-8); undecodable bytes arrive as lone surrogates."""
-    try:
-        rel.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def shown(rel: str) -> str:
-    """A path as printable text: bytes that are not UTF-8 appear as \\xNN escapes."""
-    try:
-        return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:
-        return rel.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def manifest_phash(row: dict | None, sha: str) -> int | None:
@@ -203,7 +188,7 @@ def split_dataset(
     files = list_files(root)
     # A name that is not UTF-8 cannot go into splits.csv. Such files are found before anything moves and left where
     # they are; train.fit puts a file splits.csv does not name in train, so their near-duplicates are kept in train.
-    odd = {rel for rel, _ in files if not utf8_name(rel)}
+    odd = {rel for rel, _ in files if not is_utf8(rel)}
     for rel in sorted(odd):
         log.warning(
             "%s: the file name is not UTF-8, so splits.csv cannot name it; it stays where it is, out of the split "
