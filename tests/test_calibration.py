@@ -126,3 +126,19 @@ def test_temperature_pools_the_out_of_fold_training_logits_with_the_validation_o
     assert on == {"valid": 150, "out_of_fold_train": 3000}
     assert t == pytest.approx(M.fit_temperature(np.concatenate([valid, oof]), np.concatenate([yv, yo])))
     assert t_valid > 2.0 and 1.0 < t < t_valid - 0.5  # pulled towards the many calibrated rows
+
+
+def test_per_class_metrics_of_a_class_without_images_are_undefined_not_zero():
+    # rows = actual a, b, c; c has no images (support 0) and nothing was predicted as c
+    cm = np.array([[3, 1, 0], [0, 2, 0], [0, 0, 0]])
+    per = M.per_class(cm, ["a", "b", "c"], undefined=None)
+    assert per["c"] == {"precision": None, "recall": None, "f1": None, "support": 0}
+    assert per["a"]["recall"] == pytest.approx(0.75) and per["b"]["precision"] == pytest.approx(2 / 3)
+    assert M.macro_f1(per) == pytest.approx((per["a"]["f1"] + per["b"]["f1"]) / 2)  # c left out
+    json.dumps(per)  # null in metrics.json
+    # something predicted as a class without images: its precision is defined (0), its recall and F1 are not
+    per = M.per_class(np.array([[3, 1], [0, 0]]), ["a", "b"], undefined=None)
+    assert per["b"] == {"precision": 0.0, "recall": None, "f1": None, "support": 0}
+    # a class with images that is never predicted scores 0, and the default keeps 0 for undefined values
+    assert M.per_class(np.array([[2, 0], [1, 0]]), ["a", "b"], undefined=None)["b"]["f1"] == 0.0
+    assert M.per_class(cm, ["a", "b", "c"])["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}

@@ -128,3 +128,31 @@ def test_a_card_without_metrics_still_builds_and_says_so(artifact):
     card = build_card(artifact)
     assert "No validation metrics were recorded" in card
     assert "model-index" not in front_matter(card)
+
+
+def test_a_class_without_validation_images_shows_n_a_and_is_left_out_of_the_macro_f1(artifact):
+    m = json.loads((artifact / "metrics.json").read_text())
+    m["valid_error"] = 0.0
+    m["per_class"] = {
+        "atheris_squamigera": {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 20},
+        "python_bivittatus": {"precision": None, "recall": None, "f1": None, "support": 0},
+    }
+    (artifact / "metrics.json").write_text(json.dumps(m))
+    card = build_card(artifact)
+    row = next(line for line in card.splitlines() if line.startswith("| `python_bivittatus`"))
+    assert row.endswith("| n/a | n/a | n/a | 0 |"), row
+    result = front_matter(card)["model-index"][0]["results"][0]["metrics"]
+    assert {"type": "f1", "value": 1.0, "name": "Validation macro F1"} in result  # not (1 + 0) / 2
+
+
+def test_the_decoy_background_class_is_not_counted_as_a_snake_species(artifact):
+    spec = ModelSpec.load(artifact / CONFIG)
+    spec.labels = [*LABELS, "not_a_snake"]
+    spec.abstain_threshold = 0.4
+    spec.save(artifact / CONFIG)
+    m = json.loads((artifact / "metrics.json").read_text())
+    (artifact / "metrics.json").write_text(json.dumps({**m, "ece_after": 0.05, "valid_abstain_rate": 0.025}))
+    card = build_card(artifact)
+    assert "an image classifier of 2 snake species" in card
+    assert "any of the 2 snakes I know" in card and "2.5% of the validation snakes" in card
+    assert "Burmese python (Python bivittatus), and `not_a_snake` for photos of anything else" in card

@@ -164,8 +164,9 @@ def test_background_folder_adds_a_not_a_snake_class(tmp_path, synth_data):
 
 
 def test_original_recipe_with_a_background_class_scores_each_photo_against_its_own_label(tmp_path, synth_data):
-    # fastai sorts a vocabulary it is given: "not_a_snake" would land between the class names, while the
-    # dataset lists it last; the metrics must still pair every logit column with the right label
+    # fastai sorts a vocabulary it is given unless told not to (the recipe passes sort=False): sorted, "not_a_snake"
+    # would land between the class names, while the dataset lists it last; the model's labels keep the dataset's
+    # order, and the metrics must pair every logit column with the right label
     from PIL import Image
 
     bg = tmp_path / "decoys"
@@ -177,7 +178,7 @@ def test_original_recipe_with_a_background_class_scores_each_photo_against_its_o
     assert fit.main([*args, "--bs", "8", "--quiet", "--background", str(bg), "--no-photo-previews"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["labels"][-1] == fit.BACKGROUND_LABEL
-    assert metrics["labels"] != sorted(metrics["labels"])  # the order fastai would have imposed differs
+    assert metrics["labels"] == ["blue_square", "green_bar", "red_disc", fit.BACKGROUND_LABEL]  # not sorted
     pred = Predictor(out, backend="torch")
     for row in metrics["top_losses"]:
         path = Path(row["path"]) if Path(row["path"]).is_absolute() else synth_data / row["path"]
@@ -203,11 +204,14 @@ def test_a_rerun_replaces_the_model_but_keeps_your_files_and_a_failed_run_change
     assert (out / "my_notes.txt").read_text() == "mine"
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
 
-    def broken(*a, **k):
+    def broken(cm, labels, path, title):  # a late step: the new weights and metrics.json are written by now
+        assert (Path(path).parent / "model.safetensors").is_file() and (Path(path).parent / "metrics.json").is_file()
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(fit, "write_outputs", broken)
-    with pytest.raises(RuntimeError):
+    from train import plots
+
+    monkeypatch.setattr(plots, "confusion_png", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
         fast_fit(data, out, "--seed", "8")
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model"]  # no staging folder left behind

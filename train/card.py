@@ -11,6 +11,8 @@ import yaml
 from snake_model.artifact import CONFIG, read_json_object
 from snake_model.spec import ModelSpec
 
+from .data import BACKGROUND_LABEL
+
 CARD_IMAGES = {
     "confusion_matrix.png": "Confusion matrix",
     "top_losses.png": "Top losses (predicted / actual)",
@@ -84,7 +86,9 @@ def _front_matter(spec: ModelSpec, metrics: dict, name: str, data_name: str) -> 
     err = metrics.get("valid_error")
     if isinstance(err, int | float):
         results = [{"type": "accuracy", "value": round(1 - err, 4), "name": "Validation accuracy"}]
+        # macro F1 over the classes that have validation images (F1 null, undefined, for the others)
         f1s = [v.get("f1") for v in metrics.get("per_class", {}).values() if isinstance(v, dict)]
+        f1s = [f for f in f1s if f is not None]
         if f1s and all(isinstance(f, int | float) for f in f1s):
             results.append({"type": "f1", "value": round(sum(f1s) / len(f1s), 4), "name": "Validation macro F1"})
         meta["model-index"] = [
@@ -197,6 +201,11 @@ def _fit_on(metrics: dict) -> str:
     return "the validation split"
 
 
+def species(spec: ModelSpec) -> list[str]:
+    """The model's labels less the decoy class of train.fit --background: the snakes it knows."""
+    return [lab for lab in spec.labels if lab != BACKGROUND_LABEL]
+
+
 def _calibration_section(spec: ModelSpec, metrics: dict) -> str:
     """Calibration and abstain numbers from metrics.json, with what they mean."""
     if not isinstance(metrics.get("ece_after"), int | float):
@@ -223,7 +232,7 @@ def _calibration_section(spec: ModelSpec, metrics: dict) -> str:
         )
         rate = metrics.get("valid_abstain_rate")
         lines.append(
-            f'- The model abstains ("this doesn\'t look like any of the {len(spec.labels)} snakes I know") when the '
+            f'- The model abstains ("this doesn\'t look like any of the {len(species(spec))} snakes I know") when the '
             f"{score} is above {_num(spec.abstain_threshold)}"
             + (f"; that happened on {rate:.1%} of the validation snakes." if isinstance(rate, int | float) else ".")
         )
@@ -243,7 +252,9 @@ def build_card(
     metrics = read_json_object(artifact_dir / "metrics.json")
     name = repo_id.split("/")[-1] if repo_id else "snake-classifier"
     data_name = str(spec.training.get("data_dir_name") or "validation split")
-    names = ", ".join(spec.display_name(lab) for lab in spec.labels)
+    names = ", ".join(spec.display_name(lab) for lab in species(spec))
+    if BACKGROUND_LABEL in spec.labels:
+        names += f", and `{BACKGROUND_LABEL}` for photos of anything else (decoys it was trained on)"
     err = metrics.get("valid_error")
     summary = (
         f"Validation error **{err:.1%}** (accuracy {1 - err:.1%}) on {metrics.get('n_valid', 'n/a')} held-out images."
@@ -253,7 +264,7 @@ def build_card(
     repo = repo_id or "OWNER/NAME"
     parts = [
         _front_matter(spec, metrics, name, data_name),
-        f"# {name}: an image classifier of {len(spec.labels)} snake species\n\n{names}.\n\n> {SAFETY}",
+        f"# {name}: an image classifier of {len(species(spec))} snake species\n\n{names}.\n\n> {SAFETY}",
         f"{summary} Weights are `model.safetensors` (no pickle); `config.json` carries the labels, the "
         "preprocessing and the sha256 of the weights.",
         "## Classes\n\n" + _classes_table(spec, metrics),

@@ -17,6 +17,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".jfif"}
 # Folders inside a dataset that are never classes (cleaning trash, gather bookkeeping).
 SKIP_DIRS = {"_trash", "_not_snake", "_quarantine", "_tmp", ".clean", "__pycache__"}
 SPLITS_FILE = "splits.csv"
+# The decoy class train.fit --background adds: not one of the species, left out of the card's species counts.
+BACKGROUND_LABEL = "not_a_snake"
 
 
 class DatasetError(ValueError):
@@ -73,13 +75,16 @@ def list_images(root: str | Path, verify: bool = False, min_classes: int = 2, mi
 
 
 def random_split(ds: Dataset, valid_pct: float, seed: int) -> tuple[list[int], list[int]]:
-    """Stratified random split: valid_pct of every class goes to validation (at least one image)."""
+    """Stratified random split: valid_pct of every class goes to validation (at least one image), and every class
+    of two or more images keeps at least one for training."""
     rng = random.Random(seed)
     train, valid = [], []
     for ci in range(len(ds.classes)):
         idx = [i for i, y in enumerate(ds.labels) if y == ci]
         rng.shuffle(idx)
         n_valid = max(1, round(len(idx) * valid_pct))
+        if len(idx) > 1:
+            n_valid = min(n_valid, len(idx) - 1)
         valid += idx[:n_valid]
         train += idx[n_valid:]
     return sorted(train), sorted(valid)
@@ -127,4 +132,21 @@ def read_splits(ds: Dataset) -> tuple[list[int], list[int]] | None:
             train.append(i)
     if not valid or not train:
         raise DatasetError(f"{f} leaves an empty train or valid split; delete it or run the split stage again")
+    check_every_class_trains(ds, train, f"fix {f} so that every class has training photos, or {redo}")
     return train, valid
+
+
+def classes_without(ds: Dataset, idx) -> list[str]:
+    """The classes with no image among ds.paths[idx], in class order."""
+    have = {ds.labels[i] for i in idx}
+    return [c for ci, c in enumerate(ds.classes) if ci not in have]
+
+
+def check_every_class_trains(ds: Dataset, train_idx, fix: str) -> None:
+    """A DatasetError naming the classes that have no training image (a model cannot learn them); fix says how."""
+    empty = classes_without(ds, train_idx)
+    if empty:
+        raise DatasetError(
+            f"class(es) {', '.join(map(repr, empty))} have no training images, so the model could not learn them; "
+            + fix
+        )

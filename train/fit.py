@@ -8,7 +8,9 @@ import logging
 import os
 import shlex
 import shutil
+import signal
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -23,11 +25,19 @@ from snake_model.spec import RESIZE_METHODS, ModelSpec
 from . import metrics as M
 from . import plots
 from .cli import FRACTION, NON_NEGATIVE, POSITIVE, DefaultsHelpFormatter, int_at_least, number
-from .data import Dataset, DatasetError, list_images, random_split, read_class_info, read_splits
+from .data import (
+    BACKGROUND_LABEL,
+    Dataset,
+    DatasetError,
+    check_every_class_trains,
+    classes_without,
+    list_images,
+    random_split,
+    read_class_info,
+    read_splits,
+)
 
 log = logging.getLogger("train.fit")
-
-BACKGROUND_LABEL = "not_a_snake"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_dataset(args: argparse.Namespace) -> tuple[Dataset, list[int], list[int]]:
     """List and verify DATA_DIR (+ background), then split by splits.csv or stratified random."""
+    if args.background is not None:
+        check_background_dir(Path(args.background), Path(args.data_dir))
     ds = list_images(args.data_dir, verify=True)
     split = read_splits(ds)  # the data folder's own images only
     if args.background is not None:
@@ -156,11 +168,34 @@ def load_dataset(args: argparse.Namespace) -> tuple[Dataset, list[int], list[int
         if split is not None:  # splits.csv keeps its leak-free split; the decoys are split at random
             bg_idx = list(range(n_data, len(ds.paths)))
             np.random.default_rng(args.seed).shuffle(bg_idx)
-            k = max(1, round(len(bg_idx) * args.valid_pct)) if len(bg_idx) > 1 else 0
+            k = min(max(1, round(len(bg_idx) * args.valid_pct)), len(bg_idx) - 1)  # keep one to train on
             split = (split[0] + sorted(bg_idx[k:]), split[1] + sorted(bg_idx[:k]))
     if split is None:
         split = random_split(ds, args.valid_pct, args.seed)
+    check_every_class_trains(ds, split[0], "add photos to them, or give a smaller --valid-pct")
     return ds, split[0], split[1]
+
+
+def check_background_dir(bg: Path, data_dir: Path) -> None:
+    """--background must be a folder of its own: DATA_DIR, a folder inside it or one holding it would label the
+    same photos twice (as their class and as not_a_snake)."""
+    b, d = bg.resolve(), data_dir.resolve()
+    if b == d or b.is_relative_to(d) or d.is_relative_to(b):
+        where = "is DATA_DIR" if b == d else "is inside DATA_DIR" if b.is_relative_to(d) else "holds DATA_DIR"
+        raise DatasetError(
+            f"--background {bg} {where} {data_dir}, so its photos would be labelled both as their class and as "
+            f"{BACKGROUND_LABEL}; give a separate folder of decoy photos, outside DATA_DIR"
+        )
+
+
+def check_out_outside_data(out: Path, data_dir: Path) -> None:
+    """--out inside DATA_DIR would become a class of the next run (the model's own pictures): refuse it."""
+    o, d = out.resolve(), Path(data_dir).resolve()
+    if o.is_relative_to(d):
+        raise DatasetError(
+            f"--out {out} is inside DATA_DIR {data_dir}: the next run would train on the model's own pictures as "
+            f"a class; write the model outside the data folder, e.g. --out runs/{o.name}"
+        )
 
 
 def pick_device(choice: str):
@@ -271,6 +306,10 @@ def write_outputs(
     # y indexes the model's labels (its logits' columns), whatever order the dataset listed its classes in
     column = {name: j for j, name in enumerate(spec.labels)}
     y = np.asarray([column[ds.classes[ds.labels[i]]] for i in valid_idx])
+    # the real classes' photos: the abstain threshold and rate are about snakes, not the --background decoys
+    real = y != column.get(BACKGROUND_LABEL, -1)
+    if not real.any():
+        real[:] = True
     probs_raw = softmax(logits)
     spec.temperature, t_fit_on = calibration_temperature(logits, y, extra)
     probs = softmax(logits, spec.temperature)
@@ -284,10 +323,10 @@ def write_outputs(
     bank = make_bank(train_feats)
     spec.ood = {"k": 5}
     valid_scores = knn_scores(valid_feats, bank, 5)
-    spec.abstain_threshold = choose_threshold(valid_scores, extra["max_false_abstain"])
+    spec.abstain_threshold = choose_threshold(valid_scores[real], extra["max_false_abstain"])
     save_artifact(model, spec, out, ood_bank=bank)
 
-    summary = M.summarize(probs, y, spec.labels)
+    summary = M.summarize(probs, y, spec.labels, undefined=None)  # null where undefined (no validation images)
     cm = np.asarray(summary["confusion"])
     losses = -np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1))
     order = np.argsort(-losses)[:12]
@@ -319,7 +358,7 @@ def write_outputs(
         "temperature_fit_on": t_fit_on,
         "abstain_threshold": spec.abstain_threshold,
         "abstain_score": spec.abstain_score,
-        "valid_abstain_rate": float((valid_scores > spec.abstain_threshold).mean()),
+        "valid_abstain_rate": float((valid_scores[real] > spec.abstain_threshold).mean()),
         "top_losses": top,
         "skipped_images": ds.skipped,
         "train_seconds": extra["train_seconds"],
@@ -355,8 +394,12 @@ def write_card(out: Path, data_dir: Path | None = None) -> None:
 def minimal_card(out: Path) -> str:
     spec = ModelSpec.load(out / "config.json")
     m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+
+    def num(x) -> str:
+        return f"{x:.2f}" if isinstance(x, int | float) else "n/a"
+
     rows = "\n".join(
-        f"| {spec.display_name(lab)} | {v['precision']:.2f} | {v['recall']:.2f} | {v['support']} |"
+        f"| {spec.display_name(lab)} | {num(v['precision'])} | {num(v['recall'])} | {v['support']} |"
         for lab, v in m["per_class"].items()
     )
     return (
@@ -375,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     try:
         check_out_dir(args.out)
+        check_out_outside_data(args.out, args.data_dir)
         check_arch(args.arch, pretrained=not args.no_pretrained)
         class_info = load_class_info(args)
         ds, train_idx, valid_idx = load_dataset(args)
@@ -392,6 +436,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(ds.classes)} classes, {len(train_idx)} train / {len(valid_idx)} valid images, device {device}"
         + (" (mixed precision)" if mixed else "")
     )
+    no_valid = classes_without(ds, valid_idx)
+    if no_valid:
+        print(
+            f"warning: class(es) {', '.join(map(repr, no_valid))} have no validation images: their precision, "
+            "recall and F1 are undefined (null in metrics.json, n/a in the card) and left out of the macro F1; "
+            "add photos to them, or give them validation photos in splits.csv"
+        )
     if args.recipe == "original":
         from .recipe_original import train_original as trainer
     else:
@@ -402,12 +453,39 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"error: cannot write next to --out {out}: {e.strerror or e}", file=sys.stderr)
         return 2
+    previous = catch_termination(out)
     try:
         return finish(args, argv, out, ds, train_idx, valid_idx, device, mixed, class_info, trainer, t0)
     finally:
         args.out, staging = out, args.out
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+TERMINATION_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+def catch_termination(out: Path) -> dict:
+    """Make SIGTERM (and SIGHUP) raise SystemExit during training, so the staging folder is removed as on Ctrl-C;
+    return the handlers to put back. A signal that is ignored (nohup) stays ignored; off the main thread, no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def stop(signum, frame):
+        for s in TERMINATION_SIGNALS:  # a second signal must not interrupt the clean-up
+            signal.signal(s, signal.SIG_IGN)
+        print(f"stopped by signal {signal.Signals(signum).name}; --out {out} is left as it was", file=sys.stderr)
+        raise SystemExit(128 + signum)
+
+    previous = {}
+    for s in TERMINATION_SIGNALS:
+        old = signal.getsignal(s)
+        if old is not signal.SIG_IGN:
+            previous[s] = signal.SIG_DFL if old is None else old  # None: set outside Python
+            signal.signal(s, stop)
+    return previous
 
 
 def finish(args, argv, out: Path, ds, train_idx, valid_idx, device, mixed: bool, class_info, trainer, t0) -> int:

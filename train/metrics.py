@@ -12,17 +12,31 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
     return cm
 
 
-def per_class(cm: np.ndarray, labels: list[str]) -> dict[str, dict[str, float]]:
-    """Precision, recall, F1 and support per class from a confusion matrix (0 where undefined)."""
+def per_class(cm: np.ndarray, labels: list[str], undefined: float | None = 0.0) -> dict[str, dict]:
+    """Precision, recall, F1 and support per class from a confusion matrix.
+
+    A class with no images (support 0) has no recall and no F1, nor a precision unless something was predicted
+    as it (then 0): those are `undefined` (0 by default; train.fit passes None, JSON null). A class with images
+    that is never predicted has precision 0 (the usual convention), recall 0 and F1 0.
+    """
     out = {}
     for i, lab in enumerate(labels):
         tp = float(cm[i, i])
         col, row = float(cm[:, i].sum()), float(cm[i, :].sum())
-        p = tp / col if col else 0.0
-        r = tp / row if row else 0.0
-        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        if not row:
+            p, r, f1 = (tp / col if col else undefined), undefined, undefined
+        else:
+            p, r = (tp / col if col else 0.0), tp / row
+            f1 = 2 * p * r / (p + r) if p + r else 0.0
         out[lab] = {"precision": p, "recall": r, "f1": f1, "support": int(row)}
     return out
+
+
+def macro_f1(per: dict[str, dict]) -> float | None:
+    """Mean F1 over the classes where it is defined (classes without validation images are left out)."""
+    f1s = [v.get("f1") for v in per.values() if isinstance(v, dict)]
+    f1s = [f for f in f1s if isinstance(f, int | float) and not isinstance(f, bool)]
+    return float(np.mean(f1s)) if f1s else None
 
 
 def ece(probs: np.ndarray, y_true: np.ndarray, n_bins: int = 15) -> float:
@@ -128,8 +142,9 @@ def auroc(neg_scores: np.ndarray, pos_scores: np.ndarray) -> float:
     return float((r_pos - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def summarize(probs: np.ndarray, y_true: np.ndarray, labels: list[str]) -> dict:
-    """The metrics.json core: error, per-class metrics, confusion counts, ECE."""
+def summarize(probs: np.ndarray, y_true: np.ndarray, labels: list[str], undefined: float | None = 0.0) -> dict:
+    """The metrics.json core: error, per-class metrics (`undefined` where a value is, see per_class), confusion
+    counts, ECE."""
     y_true = np.asarray(y_true, dtype=int)
     pred = probs.argmax(axis=1)
     cm = confusion(y_true, pred, len(labels))
@@ -137,7 +152,7 @@ def summarize(probs: np.ndarray, y_true: np.ndarray, labels: list[str]) -> dict:
         "n": int(len(y_true)),
         "error": float((pred != y_true).mean()) if len(y_true) else float("nan"),
         "labels": list(labels),
-        "per_class": per_class(cm, labels),
+        "per_class": per_class(cm, labels, undefined),
         "confusion": cm.tolist(),
         "ece": ece(probs, y_true) if len(y_true) else float("nan"),
         "ece_noise_floor": ece_noise_floor(probs),

@@ -123,7 +123,9 @@ def fit_linear_head(
     folds = int(min(FAST["folds"], counts.min() // 2 if counts.min() >= 4 else 0))
     scores: dict[float, float] = {}
     oof: dict[float, np.ndarray] = {}
-    if folds >= 2 and len(FAST["Cs"]) > 1:
+    if folds < 2 or len(FAST["Cs"]) < 2:
+        folds = 0  # no cross-validation: the log says so
+    if folds:
         cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
         splits = list(cv.split(z, y, groups))
         for C in FAST["Cs"]:
@@ -210,12 +212,16 @@ def train_fast(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, devi
         "size": size,
         "tta_flip": tta,
         "tta_zoom": zoom,
+        "folds": fit_log["folds"],  # the folds actually used: 0 when there were too few images to cross-validate
         "head_fit": fit_log,
         "aug_views": views,
         "aug_scale": list(FAST["aug_scale"]),
         "pretrained": not args.no_pretrained,
     }
-    print(f"linear head: C={fit_log['C']} (chosen by {fit_log['folds']}-fold log-loss)")
+    if fit_log["folds"]:
+        print(f"linear head: C={fit_log['C']} (chosen by {fit_log['folds']}-fold log-loss)")
+    else:
+        print(f"linear head: default C={fit_log['C']} (too few images to cross-validate)")
     extras = {"train_feats": ftr, "valid_feats": fva}
     if oof is not None:
         # Out-of-fold predictions on the training images, as logits (log-probabilities: softmax is unchanged), so

@@ -10,7 +10,7 @@ from snake_model.loader import load_image
 from snake_model.network import build_network
 from snake_model.spec import ModelSpec
 
-from .data import Dataset
+from .data import Dataset, DatasetError
 
 ORIGINAL_SIZE = 224  # the lesson's RandomResizedCrop(224)
 
@@ -31,7 +31,9 @@ def item_transform(resize: str, size: int, min_scale: float):
     return Resize(size, method=method)
 
 
-def make_dls(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, device, mean, std, resize: str):
+def make_dls(
+    ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, device, mean, std, resize: str, bs: int | None = None
+):
     """fastai DataLoaders over the listed files with the chosen item and batch transforms."""
     from fastai.vision.all import (
         CategoryBlock,
@@ -61,7 +63,7 @@ def make_dls(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, device
         item_tfms=item_transform(resize, args.size or ORIGINAL_SIZE, args.min_scale),
         batch_tfms=batch_tfms,
     )
-    return block.dataloaders(items, bs=args.bs, num_workers=args.workers, device=device)
+    return block.dataloaders(items, bs=bs or args.bs, num_workers=args.workers, device=device)
 
 
 def make_learner(dls, model, device):
@@ -115,13 +117,22 @@ def train_original(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, 
     model = build_network(args.arch, len(ds.classes), head=head, pretrained=not args.no_pretrained)
     cfg = model.body.pretrained_cfg if hasattr(model.body, "pretrained_cfg") else {}
     mean, std = tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
-    dls = make_dls(ds, train_idx, valid_idx, args, device, mean, std, resize)
+    # fastai drops the last partial training batch: with fewer training images than --bs there would be no batch
+    # at all, and an untrained model would be published
+    bs = min(args.bs, len(train_idx))
+    if bs < args.bs:
+        print(f"note: only {len(train_idx)} training images, fewer than --bs {args.bs}: using batch size {bs}")
+    dls = make_dls(ds, train_idx, valid_idx, args, device, mean, std, resize, bs=bs)
     learn = make_learner(dls, model, device)
     if args.quiet:
         from fastai.callback.progress import ProgressCallback
 
         learn.remove_cb(ProgressCallback)
     learn.fine_tune(epochs, base_lr=args.lr, freeze_epochs=args.freeze_epochs)
+    if not learn.recorder.losses:  # never publish a model that saw no training batch
+        raise DatasetError(
+            f"no training batch was run ({len(train_idx)} training images, batch size {bs}); add photos or lower --bs"
+        )
     if not args.no_photo_previews:
         save_batch_preview(dls, args.out / "batch_preview.png")
     logits = valid_logits(learn)
@@ -141,7 +152,7 @@ def train_original(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, 
             "aug": args.aug,
             "aug_mult": args.aug_mult,
             "min_scale": args.min_scale,
-            "bs": args.bs,
+            "bs": bs,
             "pretrained": not args.no_pretrained,
         },
     )
