@@ -316,6 +316,19 @@ def _number(x) -> float:
     return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else float("nan")
 
 
+def _score(x) -> float | str:
+    """A per-class precision/recall/F1 to 3 places; "n/a" where it is undefined (null: a class with no validation
+    photos) or not a number."""
+    x = _number(x)
+    return "n/a" if x != x else round(x, 3)
+
+
+def _fmt(x, spec: str) -> str:
+    """A metrics.json number in format spec; "n/a" where it is missing, null or not a number."""
+    x = _number(x)
+    return "n/a" if x != x else format(x, spec)
+
+
 def model_tab(app: App, model_dir: Path | None) -> None:
     metrics = read_json_object(model_dir / "metrics.json") if model_dir else {}
     spec = app.spec
@@ -325,8 +338,8 @@ def model_tab(app: App, model_dir: Path | None) -> None:
     )
     if metrics:
         gr.Markdown(
-            f"Validation error **{_number(metrics.get('valid_error')):.1%}** on {metrics.get('n_valid', '?')} "
-            f"images · ECE {_number(metrics.get('ece_before')):.3f} → {_number(metrics.get('ece_after')):.3f} "
+            f"Validation error **{_fmt(metrics.get('valid_error'), '.1%')}** on {metrics.get('n_valid', '?')} "
+            f"images · ECE {_fmt(metrics.get('ece_before'), '.3f')} → {_fmt(metrics.get('ece_after'), '.3f')} "
             f"after temperature scaling (T = {spec.temperature:.2f})"
         )
     else:
@@ -342,9 +355,9 @@ def model_tab(app: App, model_dir: Path | None) -> None:
     rows = [
         [
             app.names.get(lab, lab),
-            round(_number(v["precision"]), 3),
-            round(_number(v["recall"]), 3),
-            round(_number(v.get("f1")), 3),
+            _score(v["precision"]),
+            _score(v["recall"]),
+            _score(v.get("f1")),
             v["support"],
         ]
         for lab, v in (per_class.items() if isinstance(per_class, dict) else [])

@@ -399,6 +399,8 @@ def test_a_broken_model_folder_is_shown_on_the_page_not_a_crash(tmp_path):
 def test_a_metrics_json_with_nulls_and_strings_still_builds_the_page(tmp_path, tiny_artifact):
     import shutil
 
+    import gradio as gr
+
     import app
     from snake_model.predictor import Predictor
 
@@ -411,7 +413,9 @@ def test_a_metrics_json_with_nulls_and_strings_still_builds_the_page(tmp_path, t
     (d / "metrics.json").write_text(json.dumps(m))
     pred = Predictor(d)
     demo = app.build_demo(pred, "test", None, d)  # metrics.json is not hashed: a bad one must not take the Space down
-    assert "Validation error **nan%**" in _texts(demo)
+    assert "Validation error **n/a**" in _texts(demo) and "→ n/a after temperature" in _texts(demo)
+    table = next(b for b in demo.blocks.values() if isinstance(b, gr.Dataframe))
+    assert [row[1:4] for row in table.value["data"]] == [["n/a", "n/a", "n/a"]] * len(m["labels"])
     (d / "metrics.json").write_text(json.dumps({**m, "per_class": [1, 2], "top_losses": {"a": 1}}))
     app.build_demo(Predictor(d), "test", None, d)
 

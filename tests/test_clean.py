@@ -355,6 +355,9 @@ def test_compare_prints_a_before_after_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| valid error | 30.00% | 20.00% | -10.0 pt |" in out
     assert "| cobra | 0.500 | 0.700 | +0.200 | 0.600 | 0.600 | +0.000 | 10 | 10 |" in out
+    # a class with no validation photos has null (undefined) recall and F1 in train.fit's metrics.json
+    assert clean.main(["unused", "--compare", artifact("c", 0.30, 0.5, None), artifact("d", 0.20, None, 0.6)]) == 0
+    assert "| cobra | 0.500 | n/a | – | n/a | 0.600 | – | 10 | 10 |" in capsys.readouterr().out
 
 
 def test_compare_refuses_files_that_are_not_fit_metrics(tmp_path, capsys):

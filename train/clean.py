@@ -280,12 +280,21 @@ def read_scores(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def _value(d: dict, k: str) -> float | None:
+    """d[k] as a float; None where it is missing or undefined (train.fit writes null for a class with no validation
+    photos)."""
+    v = d.get(k)
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
 def _cell(d: dict, k: str) -> str:
-    return f"{float(d[k]):.3f}" if k in d else "–"
+    v = _value(d, k)
+    return "–" if k not in d else "n/a" if v is None else f"{v:.3f}"
 
 
 def _delta(x: dict, z: dict, k: str) -> str:
-    return f"{float(z[k]) - float(x[k]):+.3f}" if k in x and k in z else "–"
+    a, b = _value(x, k), _value(z, k)
+    return f"{b - a:+.3f}" if a is not None and b is not None else "–"
 
 
 def compare_metrics(before: str | Path, after: str | Path) -> str:
