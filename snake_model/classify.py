@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="FILES_OR_DIR", help="image files and/or folders (walked recursively)")
     p.add_argument("--csv", required=True, type=Path, help="output CSV path ('-' for stdout)")
     p.add_argument("--model", type=Path, help="model folder (default: MODEL_DIR, MODEL_REPO@MODEL_REVISION, bundled)")
-    p.add_argument("--batch", type=int, default=BATCH, help=f"images per forward pass (default {BATCH})")
+    p.add_argument("--batch", type=int, default=BATCH, help=f"images per predictor call (default {BATCH})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 

@@ -89,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--tta",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="fast recipe: the network averages two views of every photo, the photo and a mirror image (2x "
-        "serving compute)",
+        help="fast recipe: the network averages two views of every photo, the photo and a second view set by "
+        "--tta-zoom (2x serving compute)",
     )
     p.add_argument(
         "--tta-zoom",

@@ -646,7 +646,7 @@ def format_report(rep: dict) -> str:
     if rec.get("adopted_without_manifest"):
         lines.append(
             f"  {rep['out']} had no manifest.csv: recorded the {rec['adopted_without_manifest']} images already in "
-            "its class folders as they are (source 'adopted', licence unknown); no file was moved or deleted"
+            "its class folders as they are (source 'adopted', licence unknown); no image was moved or deleted"
         )
     if rec.get("adopted"):
         lines.append(f"  recorded {rec['adopted']} images added to the class folders by hand (licence unknown)")
@@ -686,7 +686,8 @@ def build_parser() -> argparse.ArgumentParser:
             "lines, or a CSV with a header: url,label,licence (or license),author,page_url.\n"
             "Run it again to resume; OUT/manifest.csv, OUT/ATTRIBUTION.md and OUT/gather_report.json are kept in step.\n"
             "An existing OUT without manifest.csv is not emptied or tidied: images already in folders named like the\n"
-            "classes are recorded as they are (licence unknown); no other file or folder is touched.\n"
+            "classes are recorded as they are (licence unknown); no image is moved or deleted and no other file or\n"
+            "folder is touched (only gather's own unfinished downloads, .gather-*.part, are removed).\n"
             "Images the clean workbench relabelled, deleted or marked not-a-snake are never fetched again."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -698,7 +699,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", action="append", choices=SOURCE_NAMES, help="use only these config sources")
     p.add_argument("--out", type=Path, help="output folder (default: the config's out, else data/gathered)")
     p.add_argument(
-        "--count", type=int_at_least(1), help="images per class (default: config count; all for a folder or URL list)"
+        "--count", type=int_at_least(1), help="images per class (default: the config's count, which also caps --folder and --urls; without "
+        "--config, all of a folder or URL list)"
     )
     p.add_argument("--workers", type=int_at_least(1), help="concurrent downloads (default 8)")
     p.add_argument(

@@ -104,12 +104,15 @@ def manifest_phash(row: dict | None, sha: str) -> int | None:
 
 
 def scan(
-    root: Path, known: dict[str, dict], files: list[tuple[str, str]] | None = None
+    root: Path, known: dict[str, dict], files: list[tuple[str, str]] | None = None, progress: bool = False
 ) -> tuple[list[Item], dict[str, str]]:
     """Hash every image; the manifest's perceptual hash (known: its rows by path) is reused when its sha256 still
-    matches the file."""
+    matches the file. progress: a bar on stderr."""
+    from tqdm.auto import tqdm
+
     items, bad = [], {}
-    for rel, label in list_files(root) if files is None else files:
+    files = list_files(root) if files is None else files
+    for rel, label in tqdm(files, desc="verify + hash", unit="img", disable=not progress, file=sys.stderr):
         try:
             data = (root / rel).read_bytes()
         except OSError as e:
@@ -181,6 +184,7 @@ def split_dataset(
     seed: int = 42,
     threshold: int = DEFAULT_THRESHOLD,
     move: bool = True,
+    progress: bool = False,
 ) -> SplitResult:
     """Verify, dedupe and split root; writes splits.csv, split_report.json and (if present) the manifest."""
     root = Path(root)
@@ -195,7 +199,7 @@ def split_dataset(
             "(train.fit will train on it). Rename it to a UTF-8 name and run the split again",
             shown(str(root / rel)),
         )
-    items, bad = scan(root, known, files)
+    items, bad = scan(root, known, files, progress)
     bad = {k: v for k, v in bad.items() if k not in odd}  # a badly named file is reported as such, never moved
     # Of identical files in a class, keep the one the manifest knows (its provenance and licence are recorded),
     # then a visible file over a hidden one, then the first by path; a copy dropped in by hand never displaces a
@@ -291,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"near-duplicate Hamming distance between 64-bit perceptual hashes (default {DEFAULT_THRESHOLD})",
     )
     p.add_argument("--no-move", action="store_true", help="report duplicates and unreadable files but move nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
@@ -304,7 +309,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no images found under {args.data_dir}/<class>/", file=sys.stderr)
         return 1
     try:
-        res = split_dataset(args.data_dir, args.valid_pct, args.seed, args.threshold, move=not args.no_move)
+        res = split_dataset(
+            args.data_dir, args.valid_pct, args.seed, args.threshold, move=not args.no_move, progress=not args.quiet
+        )
     except OSError as e:
         print(f"error: {e.strerror or e} ({e.filename or ''})", file=sys.stderr)
         return 1
