@@ -109,12 +109,20 @@ def _thumb(path: Path) -> Image.Image | None:
     return img
 
 
+def _num(value: object) -> str:
+    """A score from the scores table to 3 significant digits (as literal text when it is not a number)."""
+    try:
+        return f"{float(value):.3g}"
+    except (TypeError, ValueError):
+        return _md(value)
+
+
 def _card_text(it: dict, name: str, pos: int, total: int) -> str:
     conf = f" ({float(it['pred_conf']):.0%})" if it["pred_conf"] not in ("", None) else ""
     score = {
-        "label": f"label quality {it['label_quality']} (lower is more suspicious)",
+        "label": f"label quality {_num(it['label_quality'])} (lower is more suspicious)",
         "duplicates": f"near-duplicate of {_md(it['dup_of'])}",
-        "outliers": f"{_md(it['outlier'])} · outlier score {_md(it['outlier_score'])}",
+        "outliers": f"{_md(it['outlier'])} · outlier score {_num(it['outlier_score'])}",
         "quality": f"flags: {_md(it['flags'])}",
     }[name]
     lines = [
