@@ -28,6 +28,8 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/clean_retrain"))
     ap.add_argument("--top", type=int, default=60, help="wrong-label suggestions to accept")
     a = ap.parse_args()
+    if a.top < 0:
+        ap.error(f"--top must not be negative, not {a.top}")
     if not a.data.is_dir():
         print(f"skip: {a.data} not found")
         return 0

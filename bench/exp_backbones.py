@@ -15,11 +15,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.exp_cv import cached_npz, cv_scores, labelled_sets  # noqa: E402
+from bench.exp_cv import cached_npz, cv_scores, data_args, labelled_sets  # noqa: E402
 
 CS = (0.001, 0.003, 0.01)
 CACHE = Path("/tmp/exp_backbones")
@@ -28,6 +27,8 @@ ARCHS = {"lite0": "tf_efficientnet_lite0", "lite1": "tf_efficientnet_lite1", "li
 
 def backbone_features(paths, short: str, size: int = 288) -> dict[str, np.ndarray]:
     """{"served": (N, nf), "crops": (N, 4, nf), "secs": seconds} for one backbone, as train.fit computes them."""
+    import torch
+
     from snake_model.network import build_network
     from snake_model.spec import ModelSpec
     from train.recipe_fast import FAST, augmented_features, full_pass
@@ -59,7 +60,7 @@ def best(x, y, v) -> tuple[float, float, float, np.ndarray]:
 
 
 def main() -> int:
-    for data, ds, y in labelled_sets(sys.argv[1:]):
+    for data, ds, y in labelled_sets(data_args(sys.argv[1:], __doc__)):
         feats = {s: backbone_features(ds.paths, s) for s in ARCHS}
         for s, f in feats.items():
             print(f"{data.name:5s} {s}: {1000 * float(f['secs']) / len(y):.0f} ms of features per photo", flush=True)

@@ -16,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.exp_cv import cv_scores, labelled_sets  # noqa: E402
+from bench.exp_cv import cv_scores, data_args, labelled_sets  # noqa: E402
 from bench.exp_resize import crops, served  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def row(x: np.ndarray, y: np.ndarray, extra: np.ndarray | None) -> str:
 
 
 def main() -> int:
-    for data, ds, y in labelled_sets(sys.argv[1:]):
+    for data, ds, y in labelled_sets(data_args(sys.argv[1:], __doc__)):
         feats = {m: served(ds.paths, m)[0] for m in ("crop", "squish", "pad")}
         v = crops(ds.paths, "crop")
         for name, f in TRANSFORMS.items():

@@ -61,16 +61,6 @@ def cache_activations(ds, body, k: int, cache: Path) -> np.ndarray:
 
 
 def main() -> int:
-    import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.preprocessing import StandardScaler
-
-    from snake_model.network import build_network
-    from train.data import list_images
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", type=Path)
     ap.add_argument("--k", type=int, default=5, help="block stages kept frozen and cached")
@@ -80,9 +70,31 @@ def main() -> int:
     ap.add_argument("--ls", type=float, default=0.0, help="label smoothing")
     ap.add_argument("--C", type=float, default=0.003, help="the probe's inverse regularisation")
     a = ap.parse_args()
+    if not 0 <= a.k <= 7:
+        ap.error(f"--k must be 0 to 7 (Lite0 has 7 block stages), not {a.k}")
+    if a.epochs < 1:
+        ap.error(f"--epochs must be at least 1, not {a.epochs}")
+    if not a.lr > 0 or not a.C > 0 or not a.wd >= 0:
+        ap.error("--lr and --C must be positive and --wd not negative")
+    if not 0 <= a.ls < 1:
+        ap.error(f"--ls must be from 0 to below 1, not {a.ls}")
+    from bench.exp_cv import labelled_sets
+
+    sets = list(labelled_sets([a.data]))
+    if not sets:
+        return 0
+    _, ds, y = sets[0]
+
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.preprocessing import StandardScaler
+
+    from snake_model.network import build_network
+
     torch.set_num_threads(2)
-    ds = list_images(a.data)
-    y = np.array(ds.labels)
     n_cls = len(ds.classes)
     body = build_network("tf_efficientnet_lite0", n_cls, pretrained=True).eval().body
     A = cache_activations(ds, body, a.k, Path("/tmp/exp_ft") / f"acts_{a.data.name}_k{a.k}.npy")

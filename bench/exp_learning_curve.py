@@ -15,16 +15,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.exp_cv import cv_scores  # noqa: E402
+from bench.exp_cv import cv_scores, data_args, labelled_sets  # noqa: E402
 from bench.exp_resize import crops  # noqa: E402
-from train.data import list_images  # noqa: E402
-from train.features import extract_features  # noqa: E402
 
 
 def main() -> int:
-    for data in map(Path, sys.argv[1:]):
-        ds = list_images(data)
-        y = np.array(ds.labels)
+    sets = list(labelled_sets(data_args(sys.argv[1:], __doc__)))
+    from train.features import extract_features
+
+    for data, ds, y in sets:
         x, ok = extract_features(
             ds.paths, image_size=288, resize_method="crop", flip=True, cache_dir="/tmp/exp_resize", progress=False
         )

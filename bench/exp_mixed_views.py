@@ -15,12 +15,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.exp_backbones import ARCHS, backbone_features  # noqa: E402
-from bench.exp_cv import cached_npz, cv_scores, labelled_sets  # noqa: E402
+from bench.exp_cv import cached_npz, cv_scores, data_args, labelled_sets  # noqa: E402
 
 CS = (0.0003, 0.001, 0.003, 0.01)
 CACHE = Path("/tmp/exp_mixed")
@@ -28,6 +27,8 @@ CACHE = Path("/tmp/exp_mixed")
 
 def view_features(paths, short: str, size: int = 288) -> dict[str, np.ndarray]:
     """{"plain": (N, nf), "zoom": (N, nf)}: pooled features of the centre crop and of the network's second view."""
+    import torch
+
     from snake_model.loader import load_image
     from snake_model.network import build_network
     from snake_model.preprocess import preprocess_batch
@@ -77,7 +78,7 @@ def logit_mean(*ps: np.ndarray) -> np.ndarray:
 
 
 def main() -> int:
-    for data, ds, y in labelled_sets(sys.argv[1:]):
+    for data, ds, y in labelled_sets(data_args(sys.argv[1:], __doc__)):
         views = {s: view_features(ds.paths, s) for s in ARCHS}
         crops = {s: backbone_features(ds.paths, s)["crops"] for s in ARCHS}
         pair = {}

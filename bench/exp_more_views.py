@@ -14,18 +14,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.exp_cv import cached_npz, cv_scores, labelled_sets  # noqa: E402
+from bench.exp_cv import cached_npz, cv_scores, data_args, labelled_sets  # noqa: E402
 from bench.exp_resize import crops, served  # noqa: E402
 
 
 def main() -> int:
+    sets = list(labelled_sets(data_args(sys.argv[1:], __doc__)))
     import torch
 
     from snake_model.network import build_network
     from snake_model.spec import ModelSpec
     from train.recipe_fast import augmented_features
 
-    for data, ds, y in labelled_sets(sys.argv[1:]):
+    for data, ds, y in sets:
         x, _ = served(ds.paths, "crop")
         v42 = crops(ds.paths, "crop")
 

@@ -14,11 +14,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.exp_cv import data_args, labelled_sets, parse_arg  # noqa: E402
 from snake_model.loader import load_image  # noqa: E402
 from snake_model.network import build_network  # noqa: E402
 from snake_model.preprocess import preprocess  # noqa: E402
 from snake_model.spec import ModelSpec  # noqa: E402
-from train.data import list_images, random_split  # noqa: E402
+from train.data import random_split  # noqa: E402
 
 
 @torch.inference_mode()
@@ -37,18 +38,17 @@ def pooled(paths, arch, size):
 
 
 def main() -> int:
-    data = Path(sys.argv[1])
-    size = int(sys.argv[2]) if len(sys.argv) > 2 else 224
-    arch = sys.argv[3] if len(sys.argv) > 3 else "tf_efficientnet_lite0"
-    if not data.is_dir():
-        print(f"skip: {data} not found")
+    args = data_args(sys.argv[1:], __doc__, most=3)
+    size = parse_arg(__doc__, "SIZE", args[1], int, lambda v: v > 0, "a positive number of pixels") if args[1:] else 224
+    arch = args[2] if len(args) > 2 else "tf_efficientnet_lite0"
+    sets = list(labelled_sets(args[:1]))
+    if not sets:
         return 0
+    data, ds, y = sets[0]
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    ds = list_images(data)
     tr, va = random_split(ds, 0.2, 42)
-    y = np.array(ds.labels)
     t = time.time()
     P = pooled(ds.paths, arch, size)
     print(f"{arch} {size}px features+flip: {time.time() - t:.0f}s", flush=True)

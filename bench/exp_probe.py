@@ -1,6 +1,6 @@
 """Probe experiments: frozen-feature heads at several input sizes, with and without flip averaging.
 
-python bench/exp_probe.py DATA_DIR : same stratified 80/20 split (seed 42) as train.fit's default.
+python bench/exp_probe.py DATA_DIR [SIZES] : SIZES comma-separated (default 224,288,352); same stratified 80/20 split (seed 42) as train.fit's default.
 """
 
 from __future__ import annotations
@@ -9,26 +9,32 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train.data import list_images, random_split  # noqa: E402
-from train.features import extract_features  # noqa: E402
+from bench.exp_cv import data_args, labelled_sets, parse_arg  # noqa: E402
+from train.data import random_split  # noqa: E402
 
 
 def main() -> int:
-    data = Path(sys.argv[1])
-    sizes = [int(s) for s in (sys.argv[2] if len(sys.argv) > 2 else "224,288,352").split(",")]
-    if not data.is_dir():
-        print(f"skip: {data} not found")
+    args = data_args(sys.argv[1:], __doc__, most=2)
+    sizes = parse_arg(
+        __doc__,
+        "SIZES",
+        args[1] if len(args) > 1 else "224,288,352",
+        lambda t: [int(s) for s in t.split(",")],
+        lambda v: min(v) > 0,
+        "comma-separated positive numbers of pixels such as 224,288",
+    )
+    sets = list(labelled_sets(args[:1]))
+    if not sets:
         return 0
+    data, ds, y = sets[0]
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    ds = list_images(data)
+    from train.features import extract_features
+
     tr, va = random_split(ds, 0.2, 42)
-    y = np.array(ds.labels)
     for size in sizes:
         for flip in (False, True):
             t = time.time()

@@ -17,15 +17,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.exp_cv import cached_npz, cv_error, cv_scores  # noqa: E402
-from train.data import list_images  # noqa: E402
-from train.features import extract_features  # noqa: E402
+from bench.exp_cv import cached_npz, cv_error, cv_scores, data_args, labelled_sets  # noqa: E402
 
 
 def main() -> int:
-    for data in map(Path, sys.argv[1:]):
-        ds = list_images(data)
-        y = np.array(ds.labels)
+    for data, ds, y in labelled_sets(data_args(sys.argv[1:], __doc__)):
         for method in ("squish", "pad", "crop"):
             t = time.time()
             x, ok = served(ds.paths, method)
@@ -44,6 +40,8 @@ def main() -> int:
 
 def served(paths, method: str) -> tuple[np.ndarray, np.ndarray]:
     """(features, readable) of every image as served: Lite0 at 288 px, mirror averaged; cached in /tmp/exp_resize."""
+    from train.features import extract_features
+
     return extract_features(
         paths, image_size=288, resize_method=method, flip=True, cache_dir="/tmp/exp_resize", progress=False
     )
@@ -65,3 +63,7 @@ def crops(paths, method: str) -> np.ndarray:
 
     cache = Path("/tmp/exp_resize") / f"crops_{Path(paths[0]).parent.parent.name}_{method}.npz"
     return cached_npz(cache, compute)["crops"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,13 +1,13 @@
 """Where should the temperature be fitted? Nested check on held-out photos, 5 outer folds over a whole set.
 
-python bench/exp_temperature.py DATA_DIR [DATA_DIR ...]: each outer fold holds out a fifth of the images as a test
-set. On the other four fifths the default recipe's own steps run as `train.fit` runs them: an 80/20 train/valid
-split, the logistic head fitted on the training images plus their 4 crops, C chosen by grouped 5-fold log-loss
-(`train.recipe_fast.fit_linear_head`, which also gives the out-of-fold predictions on the training images). The
-temperature is then fitted four ways (none, the validation split alone, the out-of-fold training predictions
+python bench/exp_temperature.py [--tta-zoom Z] DATA_DIR [DATA_DIR ...]: each outer fold holds out a fifth of the
+images as a test set. On the other four fifths the default recipe's own steps run as `train.fit` runs them: an 80/20
+train/valid split, the logistic head fitted on the training images plus their 4 crops, C chosen by grouped 5-fold
+log-loss (`train.recipe_fast.fit_linear_head`, which also gives the out-of-fold predictions on the training images).
+The temperature is then fitted four ways (none, the validation split alone, the out-of-fold training predictions
 alone, both pooled), and each is applied to the held-out fifth. The test ECE, NLL and error are pooled over all five
 folds, so every image is a test image once. Features: Lite0, 288 px centre crop, mirror averaged, cached; with
---tta-zoom Z first, averaged with the mirrored central part instead, as train.fit --tta-zoom Z serves them.
+--tta-zoom Z (0.3 to 1) first, averaged with the mirrored central part instead, as train.fit --tta-zoom Z serves them.
 """
 
 from __future__ import annotations
@@ -19,17 +19,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.exp_cv import labelled_sets  # noqa: E402
+from bench.exp_cv import arg_error, data_args, labelled_sets, parse_arg  # noqa: E402
 from bench.exp_resize import crops, served  # noqa: E402
-from snake_model.predictor import softmax  # noqa: E402
-from train import metrics as M  # noqa: E402
-from train.recipe_fast import fit_linear_head  # noqa: E402
 
 
 def run(data: Path, ds, y: np.ndarray, zoom: float = 1.0) -> None:
     from sklearn.model_selection import StratifiedKFold, train_test_split
 
     from bench.exp_zoom_view import network_view
+    from snake_model.predictor import softmax
+    from train import metrics as M
+    from train.recipe_fast import fit_linear_head
 
     n = len(ds.classes)
     x, ok = served(ds.paths, "crop")
@@ -72,8 +72,11 @@ def run(data: Path, ds, y: np.ndarray, zoom: float = 1.0) -> None:
 def main() -> int:
     args, zoom = sys.argv[1:], 1.0
     if args[:1] == ["--tta-zoom"]:
-        zoom, args = float(args[1]), args[2:]
-    for data, ds, y in labelled_sets(args):
+        if len(args) < 2:
+            arg_error(__doc__, "--tta-zoom needs a value Z")
+        zoom = parse_arg(__doc__, "--tta-zoom", args[1], float, lambda v: 0.3 <= v <= 1, "a number from 0.3 to 1")
+        args = args[2:]
+    for data, ds, y in labelled_sets(data_args(args, __doc__)):
         run(data, ds, y, zoom)
     return 0
 

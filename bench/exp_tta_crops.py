@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.exp_cv import labelled_sets  # noqa: E402
+from bench.exp_cv import data_args, labelled_sets  # noqa: E402
 from bench.exp_resize import crops, served  # noqa: E402
 
 CS = (0.001, 0.003, 0.01)
@@ -72,7 +72,7 @@ def other_heads(x: np.ndarray, v: np.ndarray, y: np.ndarray) -> dict[str, float]
 
 
 def main() -> int:
-    for data, ds, y in labelled_sets(sys.argv[1:]):
+    for data, ds, y in labelled_sets(data_args(sys.argv[1:], __doc__)):
         x, ok = served(ds.paths, "crop")
         v = crops(ds.paths, "crop")
         x, v, y = x[ok], v[ok], y[ok]

@@ -22,12 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.exp_cv import cached_npz, cv_scores  # noqa: E402
+from bench.exp_cv import cached_npz, cv_scores, data_args, labelled_sets, parse_arg  # noqa: E402
 from snake_model.loader import load_image  # noqa: E402
 from snake_model.network import build_network  # noqa: E402
 from snake_model.preprocess import preprocess  # noqa: E402
 from snake_model.spec import ModelSpec  # noqa: E402
-from train.data import list_images  # noqa: E402
 from train.recipe_fast import random_resized_crop as rrc  # noqa: E402
 
 N_AUG = 4
@@ -59,10 +58,12 @@ def features(paths, size: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def main() -> int:
-    data = Path(sys.argv[1])
-    size = int(sys.argv[2]) if len(sys.argv) > 2 else 288
-    ds = list_images(data)
-    y = np.array(ds.labels)
+    args = data_args(sys.argv[1:], __doc__, most=2)
+    size = parse_arg(__doc__, "SIZE", args[1], int, lambda v: v > 0, "a positive number of pixels") if args[1:] else 288
+    sets = list(labelled_sets(args[:1]))
+    if not sets:
+        return 0
+    data, ds, y = sets[0]
     cache = Path("/tmp/exp_views") / f"{data.name}_{size}_{N_AUG}.npz"
     t = time.time()
     F = cached_npz(cache, lambda: features(ds.paths, size))

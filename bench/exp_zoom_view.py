@@ -18,13 +18,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.exp_cv import cached_npz, cv_scores, labelled_sets  # noqa: E402
+from bench.exp_cv import cached_npz, cv_scores, data_args, labelled_sets  # noqa: E402
 from bench.exp_resize import crops, served  # noqa: E402
-from train.features import extract_features  # noqa: E402
 
 CS = (0.001, 0.003, 0.01)
 CACHE = Path("/tmp/exp_zoom")
@@ -32,6 +30,8 @@ CACHE = Path("/tmp/exp_zoom")
 
 def network_view(paths, zoom: float) -> np.ndarray:
     """Served features of the network with tta_zoom = zoom (photo + mirrored zoomed centre, averaged)."""
+    import torch
+
     from snake_model.network import build_network
     from snake_model.spec import ModelSpec
     from train.recipe_fast import full_pass
@@ -46,6 +46,7 @@ def network_view(paths, zoom: float) -> np.ndarray:
 
 def photo_view(paths, zoom: float) -> np.ndarray:
     """Features of the mirrored central zoom x zoom part of the photo's centre square, cut from the original."""
+    import torch
     from PIL import ImageOps
 
     from snake_model.loader import load_image
@@ -93,7 +94,10 @@ def paired(a: np.ndarray, b: np.ndarray, y: np.ndarray, v: np.ndarray, name: str
 
 
 def main() -> int:
-    for data, ds, y in labelled_sets(sys.argv[1:]):
+    sets = list(labelled_sets(data_args(sys.argv[1:], __doc__)))
+    from train.features import extract_features
+
+    for data, ds, y in sets:
         mirror, ok = served(ds.paths, "crop")  # photo + mirror image, averaged (tta_zoom 1)
         t = time.time()
         plain, _ = extract_features(

@@ -173,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--explain-every", type=int, default=0, help="make every k-th call an /explain call (0: never)")
     args = p.parse_args(argv)
+    if args.url is not None and urlparse(args.url).hostname not in LOOPBACK:
+        p.error(f"--url must be on loopback ({', '.join(sorted(LOOPBACK))}), not {args.url!r}")
+    if args.clients < 1 or not args.seconds > 0 or args.explain_every < 0:
+        p.error("--clients must be at least 1, --seconds positive and --explain-every not negative")
     demo = None
     url = args.url
     if url is None:

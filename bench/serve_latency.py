@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--block", type=int, default=10, help="timed calls of one way back to back before the next way")
     p.add_argument("--photos", type=Path, default=REAL_PHOTOS, help="class folders to take one real photo from")
     args = p.parse_args(argv)
+    if args.runs < 1 or args.warmup < 0 or args.block < 1:
+        p.error("--runs and --block must be at least 1 and --warmup not negative")
     if not (args.model / "config.json").is_file():
         print(
             f"no model at {args.model} (needs config.json + model.safetensors); train one with "
