@@ -189,3 +189,74 @@ def test_file_names_that_are_not_utf8_are_classified_and_never_stop_the_run(tiny
     assert rows["caf\\xe9.jpg"]["error"] == "" and rows["caf\\xe9.jpg"]["confidence"]
     assert rows["z_caf\\xe9.jpg"]["error"] == "" and rows["a_red.jpg"]["error"] == ""
     assert "HTML" in rows["broken\\xe9.jpg"]["error"]
+
+
+@pytest.mark.parametrize("case", ["same_name", "symlink", "image_name_in_input_folder"])
+def test_a_csv_that_would_overwrite_or_pollute_an_input_is_refused(tiny_artifact, tmp_path, capsys, case):
+    d = tmp_path / "cin"
+    (d / "sub").mkdir(parents=True)
+    Image.new("RGB", (40, 30), (200, 40, 40)).save(d / "victim.jpg")
+    Image.new("RGB", (40, 30), (40, 200, 40)).save(d / "sub" / "ok.jpg")
+    before = (d / "victim.jpg").read_bytes()
+    inputs = [str(d / "victim.jpg"), str(d / "sub" / "ok.jpg")]
+    if case == "same_name":
+        out, needle = d / "victim.jpg", "one of the input images"
+    elif case == "symlink":
+        out, needle = tmp_path / "link.csv", "one of the input images"
+        out.symlink_to(d / "victim.jpg")
+    else:
+        inputs, out, needle = [str(d)], d / "sub" / "result.jpg", "inside the input folder"
+    assert classify.main([*inputs, "--csv", str(out), "--model", str(tiny_artifact), "--quiet"]) == 2
+    assert needle in capsys.readouterr().err
+    assert (d / "victim.jpg").read_bytes() == before and not (d / "sub" / "result.jpg").exists()
+
+
+def test_a_crash_midway_leaves_the_old_csv_whole(tiny_artifact, photos, tmp_path, monkeypatch):
+    out = tmp_path / "out.csv"
+    out.write_text("path,label\nold.jpg,x\n")
+
+    def crash(predictor, paths, batch, progress=None):
+        yield classify._error_row(Path("first.jpg"), "first.jpg: cannot read")
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(classify, "classify_paths", crash)
+    with pytest.raises(RuntimeError):
+        classify.main([str(photos), "--csv", str(out), "--model", str(tiny_artifact), "--quiet"])
+    assert out.read_text() == "path,label\nold.jpg,x\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]  # no temporary file left behind
+
+
+def test_cells_a_spreadsheet_would_run_as_formulas_are_quoted(tiny_artifact, tmp_path, monkeypatch):
+    d = tmp_path / "inj"
+    d.mkdir()
+    formula = "=2+5+cmd|' -C calc'!A0.jpg"
+    Image.new("RGB", (40, 30), (200, 40, 40)).save(d / formula)
+    (d / "@SUM(1+1).jpg").write_bytes(b"")  # unreadable: the error cell starts with the file name
+    monkeypatch.chdir(d)
+    out = tmp_path / "out.csv"
+    assert classify.main([formula, "@SUM(1+1).jpg", "--csv", str(out), "--model", str(tiny_artifact), "--quiet"]) == 0
+    rows = _rows(out)
+    assert rows[0]["path"] == "'" + formula and rows[0]["error"] == ""
+    assert rows[1]["path"] == "'@SUM(1+1).jpg" and rows[1]["error"].startswith("'@SUM(1+1).jpg")
+    assert float(rows[0]["confidence"]) > 0  # numbers are untouched
+    for v in ("-0.250000", "+1.5", "-3e-05", "0.5", 7, None):
+        assert classify.printable(v) == v
+    for v in ("-cmd", "+x", "\tx", "\rx", "=1", "@x", "-1+1"):
+        assert classify.printable(v) == "'" + v
+
+
+def test_nothing_classified_exits_2_with_the_errors_in_the_csv(tiny_artifact, photos, tmp_path, capsys):
+    out = tmp_path / "out.csv"
+    args = [str(photos / "empty.png"), str(tmp_path / "gone.jpg"), "--csv", str(out)]
+    assert classify.main([*args, "--model", str(tiny_artifact), "--quiet"]) == 2
+    assert "none of the 2 image(s) could be classified" in capsys.readouterr().err
+    assert [bool(r["error"]) for r in _rows(out)] == [True, True]
+
+
+def test_a_file_reached_twice_gets_one_row(tiny_artifact, photos, tmp_path):
+    out = tmp_path / "out.csv"
+    args = [str(photos / "sub" / "b_green.png"), str(photos), str(photos / "a_red.jpg"), "--csv", str(out)]
+    assert classify.main([*args, "--model", str(tiny_artifact), "--quiet"]) == 0
+    paths = [r["path"] for r in _rows(out)]
+    assert paths[0] == str(photos / "sub" / "b_green.png")  # the first mention is kept
+    assert sorted(Path(p).name for p in paths) == ["a_red.jpg", "b_green.png", "broken.jpg", "c_blue.png", "empty.png"]

@@ -195,9 +195,13 @@ def test_default_out_is_inside_the_artifact(fixed_case):
         ("bad_map", "--map"),
         ("ood_missing", "--ood"),
         ("out_is_the_model", "is a model folder"),
+        ("map_unknown_folder", "its sub-folders: ['a', 'b', 'c']"),
+        ("out_in_data", "inside the data folder"),
+        ("out_in_ood", "inside the --ood folder"),
+        ("out_is_a_file", "is a file"),
     ],
 )
-def test_bad_inputs_exit_2_with_a_clear_message(fixed_case, tmp_path, capsys, case, needle):
+def test_bad_inputs_exit_2_with_a_clear_message(fixed_case, tmp_path, capsys, monkeypatch, case, needle):
     art, data, _ = fixed_case
     args = [str(art), str(data), "--quiet"]
     if case == "missing_data":
@@ -215,7 +219,20 @@ def test_bad_inputs_exit_2_with_a_clear_message(fixed_case, tmp_path, capsys, ca
     elif case == "out_is_the_model":
         args += ["--out", str(art)]
         before = (art / "confusion_matrix.png").read_bytes() if (art / "confusion_matrix.png").exists() else None
+    elif case == "map_unknown_folder":
+        args += ["--map", "nosuch=a"]
+    elif case == "out_in_data":
+        args += ["--out", str(data / "c")]  # the report's PNGs would be counted as photos of c next time
+    elif case == "out_in_ood":
+        args += ["--ood", str(tmp_path / "ood"), "--out", str(tmp_path / "ood" / "report")]
+    elif case == "out_is_a_file":
+        (tmp_path / "taken").write_text("keep me")
+        args += ["--out", str(tmp_path / "taken")]
+        monkeypatch.setattr(evaluate, "Predictor", None)  # refused up front: the model is never loaded
     assert evaluate.main(args) == 2
+    assert not list(data.rglob("*.png")) and not (tmp_path / "ood" / "report").exists()
+    if case == "out_is_a_file":
+        assert (tmp_path / "taken").read_text() == "keep me"
     if case == "out_is_the_model":
         after = (art / "confusion_matrix.png").read_bytes() if (art / "confusion_matrix.png").exists() else None
         assert after == before
@@ -267,3 +284,65 @@ def test_file_names_that_are_not_utf8_are_reported_not_fatal(fixed_case, tmp_pat
     for text in (md, page):
         assert "caf\\xe9.jpg" in text and "broken.jpg" in text
     assert "`x2\\xe9.jpg` (a, 0.030)" in md and "data:image/png;base64," in page
+
+
+@pytest.mark.parametrize("skip_unknown", [False, True])
+def test_a_class_folder_of_only_unreadable_files_is_listed_not_fatal(fixed_case, tmp_path, skip_unknown):
+    art, data, _ = fixed_case
+    for p in (data / "c").iterdir():
+        p.unlink()
+    (data / "c" / "c0.jpg").write_bytes(b"")
+    (data / "c" / "c1.jpg").write_bytes(b"<html>not a photo</html>")
+    args = [str(art), str(data), "--out", str(tmp_path / "r"), "--quiet"]
+    if skip_unknown:  # and an unlabelled folder of junk files, skipped
+        (data / "zebra").mkdir()
+        (data / "zebra" / "z.jpg").write_bytes(b"junk")
+        args.append("--skip-unknown")
+    assert evaluate.main(args) == 0
+    r = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert r["n"] == 7 and r["per_class"]["c"]["support"] == 0
+    assert sorted(r["unreadable"]) == ["a/broken.jpg", "c/c0.jpg", "c/c1.jpg"]
+    assert r["skipped_folders"] == (["zebra"] if skip_unknown else [])
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "c/c0.jpg" in md and "c/c1.jpg" in md
+
+
+def test_a_label_without_images_shows_n_a_and_is_left_out_of_macro_f1(fixed_case, tmp_path):
+    import shutil
+
+    art, data, _ = fixed_case
+    shutil.rmtree(data / "c")  # a3 is still predicted as c: precision 0, recall and F1 undefined
+    out = tmp_path / "r"
+    assert evaluate.main([str(art), str(data), "--out", str(out), "--quiet"]) == 0
+    r = json.loads((out / "report.json").read_text())
+    c = r["per_class"]["c"]
+    assert (c["precision"], c["recall"], c["f1"], c["support"]) == (0.0, None, None, 0)
+    assert r["macro_f1"] == pytest.approx((4 / 7 + 2 / 3) / 2)  # a and b only
+    assert "| c | 0.000 | n/a | n/a | 0 |" in (out / "report.md").read_text()
+    assert "<td>c</td><td>0.000</td><td>n/a</td><td>n/a</td><td>0</td>" in (out / "report.html").read_text()
+
+
+def test_file_names_cannot_put_html_into_the_reports_or_break_code_spans(fixed_case, tmp_path, monkeypatch):
+    import html
+
+    import markdown_it  # installed with gradio (its Markdown renderer)
+
+    art, data, ood = fixed_case
+    evil = "<img src=x onerror=alert(1)>.jpg"
+    (data / "a" / evil).write_bytes(b"")  # unreadable: the reason text repeats the name
+    ticks = "x`` `<b>bold"  # an answered OOD photo whose name holds backticks and HTML
+    (ood / "x2.jpg").rename(ood / f"{ticks}.jpg")
+    monkeypatch.setitem(OOD, ticks, OOD["x2"])
+    (ood / "e`vil<i>.png").write_bytes(b"")  # an unreadable OOD photo
+    out = tmp_path / "r"
+    assert evaluate.main([str(art), str(data), "--ood", str(ood), "--out", str(out), "--quiet"]) == 0
+    md = (out / "report.md").read_text()
+    rendered = markdown_it.MarkdownIt("commonmark").render(md)  # raw HTML on
+    for tag in ("<img src=x", "<b>", "<i>"):  # (the two report pictures are the only <img> tags)
+        assert tag not in rendered.replace('"', "")
+    for name in (f"a/{evil}", f"{ticks}.jpg", "e`vil<i>.png"):
+        assert f"<code>{html.escape(name, quote=False)}</code>" in rendered.replace("&quot;", '"'), name
+    page = (out / "report.html").read_text()
+    for tag in ("<img src=x", "<b>", "<i>"):
+        assert tag not in page
+    assert html.escape(f"{ticks}.jpg") in page and html.escape("e`vil<i>.png") in page  # OOD lists in the page too

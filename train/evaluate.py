@@ -9,6 +9,7 @@ import argparse
 import base64
 import html
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from snake_model.text import utf8_safe as shown
 from . import metrics as M
 from . import plots
 from .cli import FRACTION, DefaultsHelpFormatter, int_at_least
-from .data import IMAGE_SUFFIXES, DatasetError, list_images, random_split, read_splits
+from .data import IMAGE_SUFFIXES, SKIP_DIRS, Dataset, DatasetError, list_images, random_split, read_splits
 
 BATCH = 32
 
@@ -79,6 +80,30 @@ def parse_map(items: Sequence[str]) -> dict[str, str]:
             raise EvalError(f"--map {item!r}: expected FOLDER=LABEL")
         out[folder] = label
     return out
+
+
+def data_folders(data_dir: Path) -> list[str]:
+    """The sub-folders of DATA_DIR that list_images may read as classes (hidden and bookkeeping folders left out)."""
+    return sorted(
+        d.name for d in data_dir.iterdir() if d.is_dir() and d.name not in SKIP_DIRS and not d.name.startswith(".")
+    )
+
+
+def check_map_folders(mapping: dict[str, str], folders: Sequence[str]) -> None:
+    """An EvalError when --map names a FOLDER that is not a sub-folder of DATA_DIR (a typo would be ignored)."""
+    missing = sorted(k for k in mapping if k not in folders)
+    if missing:
+        raise EvalError(
+            f"--map names folder(s) {missing} that are not sub-folders of the data folder; its sub-folders: "
+            f"{list(folders)}"
+        )
+
+
+def without_empty_classes(ds: Dataset) -> Dataset:
+    """The same images (same indices into ds.paths) with the classes that kept no readable image left out."""
+    have = sorted(set(ds.labels))
+    new = {ci: k for k, ci in enumerate(have)}
+    return Dataset(ds.root, [ds.classes[ci] for ci in have], ds.paths, [new[y] for y in ds.labels], ds.skipped)
 
 
 def match_labels(
@@ -193,16 +218,25 @@ def evaluate(args: argparse.Namespace) -> dict:
     if not args.data_dir.is_dir():
         raise EvalError(f"data folder {args.data_dir} is not a directory; give one sub-folder of images per class")
     mapping = parse_map(args.map)
+    check_map_folders(mapping, data_folders(args.data_dir))
     ood_files = list_ood(args.ood) if args.ood is not None else []
     spec = load_spec(args.artifact_dir)  # cheap: check the labels before the slow predictor start-up
     labels = list(spec.labels)
     if not args.quiet:
         print(f"listing and verifying {args.data_dir} ...", file=sys.stderr)
-    ds = list_images(args.data_dir, verify=True, min_classes=1, min_per_class=1)
+    # min_per_class=0: a class folder whose files are all unreadable lists them as unreadable and has support 0
+    ds = list_images(args.data_dir, verify=True, min_classes=1, min_per_class=0)
     folder_to_label, unknown = match_labels(ds.classes, labels, mapping, args.skip_unknown)
     if unknown:
         print(f"warning: skipping folder(s) that are not model labels: {unknown}", file=sys.stderr)
-    idx = [i for i in select_split(ds, args.split, spec, args.valid_pct) if ds.labels[i] in folder_to_label]
+    empty = [c for ci, c in enumerate(ds.classes) if ci in folder_to_label and ci not in set(ds.labels)]
+    if empty:
+        print(
+            f"warning: folder(s) {empty} hold no readable image (listed as unreadable in the report)", file=sys.stderr
+        )
+    # The split is drawn over the classes that have images (as train.fit saw them); ds.paths indices are unchanged.
+    split_ds = without_empty_classes(ds)
+    idx = [i for i in select_split(split_ds, args.split, spec, args.valid_pct) if ds.labels[i] in folder_to_label]
     if not idx:
         raise EvalError(f"no readable labelled images to evaluate in {args.data_dir}")
     unreadable = {k: v for k, v in ds.skipped.items() if Path(k).parts[0] not in unknown}
@@ -215,7 +249,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         raise EvalError(f"none of the images in {args.data_dir} could be read")
     y = np.asarray([folder_to_label[ds.labels[idx[k]]] for k in keep])
 
-    summary = M.summarize(cal, y, labels)
+    # A class without images has no recall or F1 (None: null in report.json, n/a in report.md/html).
+    summary = M.summarize(cal, y, labels, undefined=None)
     abstain = np.asarray([d.abstain for d in decisions])
     correct = cal.argmax(1) == y
     answered = ~abstain
@@ -231,6 +266,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         "unreadable": unreadable,
         "error": summary["error"],
         "per_class": summary["per_class"],
+        "macro_f1": M.macro_f1(summary["per_class"]),  # over the classes that have images
         "confusion": summary["confusion"],
         "temperature": float(spec.temperature),
         "calibrated": calibration_block(cal, y),
@@ -280,14 +316,43 @@ def _num(x) -> str:
     return "none" if x is None else f"{x:.3f}"
 
 
+def _f3(x) -> str:
+    """A per-class metric: n/a where it is undefined (a class with no images)."""
+    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MD_SPECIAL = set("\\`*_[]|~!#")
+_HTML_SPECIAL = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def _one_line(text) -> str:
+    """Control characters (a line break in a file name) as \\xNN, so a name never starts a Markdown block."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+def _md(text) -> str:
+    """Plain text (a reason, a label, a folder name) safe in Markdown: HTML specials as entities, Markdown
+    punctuation backslash-escaped, control characters as \\xNN."""
+    return "".join(_HTML_SPECIAL.get(ch) or ("\\" + ch if ch in _MD_SPECIAL else ch) for ch in _one_line(text))
+
+
+def _code(text) -> str:
+    """A Markdown code span showing text literally: the fence is longer than any run of backticks in it."""
+    text = _one_line(text)
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith(("`", " ")) or text.endswith(("`", " ")) else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def to_markdown(r: dict) -> str:
     """The report as Markdown (pictures linked next to it)."""
     lines = [
-        f"# Evaluation of `{r['artifact']}` on `{r['data_dir']}`",
+        f"# Evaluation of {_code(r['artifact'])} on {_code(r['data_dir'])}",
         "",
         f"- images: **{r['n']}** (split: {r['split']}), unreadable: {r['n_unreadable']}"
-        + (f", skipped folders: {', '.join(r['skipped_folders'])}" if r["skipped_folders"] else ""),
-        f"- error: **{_pct(r['error'])}**",
+        + (f", skipped folders: {', '.join(map(_code, r['skipped_folders']))}" if r["skipped_folders"] else ""),
+        f"- error: **{_pct(r['error'])}**, macro F1: {_f3(r.get('macro_f1'))}",
         f"- ECE: uncalibrated {_pct(r['uncalibrated']['ece'])} → calibrated {_pct(r['calibrated']['ece'])} "
         f"(temperature {r['temperature']:.3f}); NLL {r['uncalibrated']['nll']:.3f} → {r['calibrated']['nll']:.3f}",
         f"- ECE noise floor: {_pct(r['calibrated']['ece_noise_floor'])}, the ECE a perfectly calibrated model with "
@@ -299,19 +364,24 @@ def to_markdown(r: dict) -> str:
         o = r["ood"]
         auroc = "n/a" if o["auroc"] is None else f"{o['auroc']:.3f}"
         lines.append(
-            f"- out-of-distribution (`{o['dir']}`, {o['n']} photos): AUROC **{auroc}**, abstained on "
+            f"- out-of-distribution ({_code(o['dir'])}, {o['n']} photos): AUROC **{auroc}**, abstained on "
             f"{_pct(o['abstain_rate_ood'])} of them; false-abstain rate on the labelled photos "
             f"{_pct(o['false_abstain_rate'])}"
         )
     if "ood" in r and r["ood"]["answered"]:
-        shown = ", ".join(f"`{a['file']}` ({a['label']}, {a['score']:.3f})" for a in r["ood"]["answered"][:20])
+        shown = ", ".join(
+            f"{_code(a['file'])} ({_md(a['label'])}, {a['score']:.3f})" for a in r["ood"]["answered"][:20]
+        )
         lines.append(f"- non-class photos answered anyway (label, score): {shown}")
     lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for lab, v in r["per_class"].items():
-        lines.append(f"| {lab} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |")
+        lines.append(f"| {_md(lab)} | {_f3(v['precision'])} | {_f3(v['recall'])} | {_f3(v['f1'])} | {v['support']} |")
     lines += ["", "![confusion matrix](confusion_matrix.png)", "", "![reliability diagram](reliability.png)", ""]
     if r["unreadable"]:
-        lines += ["## Unreadable files", ""] + [f"- `{k}`: {v}" for k, v in r["unreadable"].items()] + [""]
+        lines += ["## Unreadable files", ""] + [f"- {_code(k)}: {_md(v)}" for k, v in r["unreadable"].items()] + [""]
+    if "ood" in r and r["ood"]["unreadable"]:
+        lines += ["## Unreadable out-of-distribution files", ""]
+        lines += [f"- {_code(k)}: {_md(v)}" for k, v in r["ood"]["unreadable"].items()] + [""]
     return "\n".join(lines)
 
 
@@ -324,13 +394,14 @@ def to_html(r: dict, out: Path) -> str:
 
     e = html.escape
     rows = "".join(
-        f"<tr><td>{e(lab)}</td><td>{v['precision']:.3f}</td><td>{v['recall']:.3f}</td>"
-        f"<td>{v['f1']:.3f}</td><td>{v['support']}</td></tr>"
+        f"<tr><td>{e(lab)}</td><td>{_f3(v['precision'])}</td><td>{_f3(v['recall'])}</td>"
+        f"<td>{_f3(v['f1'])}</td><td>{v['support']}</td></tr>"
         for lab, v in r["per_class"].items()
     )
     facts = [
         ("images", f"{r['n']} (split {r['split']}), unreadable {r['n_unreadable']}"),
         ("error", _pct(r["error"])),
+        ("macro F1 (classes with images)", _f3(r.get("macro_f1"))),
         ("ECE uncalibrated / calibrated", f"{_pct(r['uncalibrated']['ece'])} / {_pct(r['calibrated']['ece'])}"),
         ("temperature", f"{r['temperature']:.3f}"),
         ("ECE noise floor (perfect calibration, this many images)", _pct(r["calibrated"]["ece_noise_floor"])),
@@ -345,6 +416,11 @@ def to_html(r: dict, out: Path) -> str:
         ]
     fact_rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in facts)
     bad = "".join(f"<li><code>{e(k)}</code>: {e(v)}</li>" for k, v in r["unreadable"].items())
+    o = r.get("ood") or {}
+    ood_answered = "".join(
+        f"<li><code>{e(a['file'])}</code> ({e(a['label'])}, {a['score']:.3f})</li>" for a in o.get("answered", [])[:20]
+    )
+    ood_bad = "".join(f"<li><code>{e(k)}</code>: {e(v)}</li>" for k, v in o.get("unreadable", {}).items())
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>Evaluation</title>"
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}td,th{padding:2px 8px;"
@@ -354,6 +430,8 @@ def to_html(r: dict, out: Path) -> str:
         f"<th>F1</th><th>support</th></tr>{rows}</table>"
         f"<p>{img('confusion_matrix.png', 'confusion matrix')} {img('reliability.png', 'reliability diagram')}</p>"
         + (f"<h2>Unreadable files</h2><ul>{bad}</ul>" if bad else "")
+        + (f"<h2>Non-class photos answered anyway (label, score)</h2><ul>{ood_answered}</ul>" if ood_answered else "")
+        + (f"<h2>Unreadable out-of-distribution files</h2><ul>{ood_bad}</ul>" if ood_bad else "")
         + "</body></html>\n"
     )
 
@@ -375,6 +453,31 @@ def write_report(r: dict, out: Path) -> None:
         (out / name).write_text(text, encoding="utf-8")
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def out_problem(args: argparse.Namespace) -> str | None:
+    """Why --out cannot take the report (checked before any work), or None."""
+    if _inside(args.out, args.data_dir):
+        return (
+            f"--out {args.out} is inside the data folder {args.data_dir}; the report's PNG pictures would be read as "
+            "photos by the next run. Give a folder outside it."
+        )
+    if args.ood is not None and _inside(args.out, args.ood):
+        return (
+            f"--out {args.out} is inside the --ood folder {args.ood}; the report's PNG pictures would be read as "
+            "out-of-distribution photos by the next run. Give a folder outside it."
+        )
+    existing = args.out.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing == args.out.absolute() else f"lies under {existing}, which is a file"
+        return f"--out {args.out} {what}; give a folder for the report"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.out is None:
@@ -385,6 +488,10 @@ def main(argv: list[str] | None = None) -> int:
             "replace the model's own. Give another folder (the default is ARTIFACT_DIR/eval-<DATA_DIR name>).",
             file=sys.stderr,
         )
+        return 2
+    problem = out_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
         report = evaluate(args)
