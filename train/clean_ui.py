@@ -6,8 +6,6 @@ API (gradio_client): /queue(name, limit) · /decide(path, action, new_label) · 
 
 from __future__ import annotations
 
-import html
-import re
 from pathlib import Path
 
 import gradio as gr
@@ -16,6 +14,7 @@ from PIL import Image
 from snake_model.loader import ImageLoadError, load_image
 from train.clean import QUEUE_TITLES, QUEUES, queues
 from train.decisions import NOT_SNAKE_DIR, DecisionError, Decisions
+from train.mdtext import md_text
 
 THUMB = 512
 
@@ -39,12 +38,6 @@ KEYS_JS = """
   return inputs;
 }
 """
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~-])")
-
-
-def _md(value: object) -> str:
-    """A file, class or provenance value as literal text in the card's Markdown: no markup, no HTML."""
-    return html.escape(_MD_SPECIAL.sub(r"\\\1", str(value)), quote=False)
 
 
 class Workbench:
@@ -114,24 +107,24 @@ def _num(value: object) -> str:
     try:
         return f"{float(value):.3g}"
     except (TypeError, ValueError):
-        return _md(value)
+        return md_text(value)
 
 
 def _card_text(it: dict, name: str, pos: int, total: int) -> str:
     conf = f" ({float(it['pred_conf']):.0%})" if it["pred_conf"] not in ("", None) else ""
     score = {
         "label": f"label quality {_num(it['label_quality'])} (lower is more suspicious)",
-        "duplicates": f"near-duplicate of {_md(it['dup_of'])}",
-        "outliers": f"{_md(it['outlier'])} · outlier score {_num(it['outlier_score'])}",
-        "quality": f"flags: {_md(it['flags'])}",
+        "duplicates": f"near-duplicate of {md_text(it['dup_of'])}",
+        "outliers": f"{md_text(it['outlier'])} · outlier score {_num(it['outlier_score'])}",
+        "quality": f"flags: {md_text(it['flags'])}",
     }[name]
     lines = [
         f"**{QUEUE_TITLES[name]}** · {pos + 1} of {total}",
-        f"file: {_md(it['image_path'])}",
-        f"given **{_md(it['label'])}** · predicted **{_md(it['pred_label'])}**{conf}",
+        f"file: {md_text(it['image_path'])}",
+        f"given **{md_text(it['label'])}** · predicted **{md_text(it['pred_label'])}**{conf}",
         score,
     ]
-    prov = " · ".join(f"{k}: {_md(it[k])}" for k in ("source", "licence", "author") if it.get(k))
+    prov = " · ".join(f"{k}: {md_text(it[k])}" for k in ("source", "licence", "author") if it.get(k))
     if prov:
         lines.append(prov)
     return "\n\n".join(lines)

@@ -9,7 +9,6 @@ import argparse
 import base64
 import html
 import json
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from . import metrics as M
 from . import plots
 from .cli import FRACTION, DefaultsHelpFormatter, int_at_least
 from .data import IMAGE_SUFFIXES, SKIP_DIRS, Dataset, DatasetError, list_images, random_split, read_splits
+from .mdtext import md_code, md_text
 
 BATCH = 32
 
@@ -321,37 +321,13 @@ def _f3(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_MD_SPECIAL = set("\\`*_[]|~!#")
-_HTML_SPECIAL = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
-
-
-def _one_line(text) -> str:
-    """Control characters (a line break in a file name) as \\xNN, so a name never starts a Markdown block."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
-
-
-def _md(text) -> str:
-    """Plain text (a reason, a label, a folder name) safe in Markdown: HTML specials as entities, Markdown
-    punctuation backslash-escaped, control characters as \\xNN."""
-    return "".join(_HTML_SPECIAL.get(ch) or ("\\" + ch if ch in _MD_SPECIAL else ch) for ch in _one_line(text))
-
-
-def _code(text) -> str:
-    """A Markdown code span showing text literally: the fence is longer than any run of backticks in it."""
-    text = _one_line(text)
-    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
-    pad = " " if text.startswith(("`", " ")) or text.endswith(("`", " ")) else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
 def to_markdown(r: dict) -> str:
     """The report as Markdown (pictures linked next to it)."""
     lines = [
-        f"# Evaluation of {_code(r['artifact'])} on {_code(r['data_dir'])}",
+        f"# Evaluation of {md_code(r['artifact'])} on {md_code(r['data_dir'])}",
         "",
         f"- images: **{r['n']}** (split: {r['split']}), unreadable: {r['n_unreadable']}"
-        + (f", skipped folders: {', '.join(map(_code, r['skipped_folders']))}" if r["skipped_folders"] else ""),
+        + (f", skipped folders: {', '.join(map(md_code, r['skipped_folders']))}" if r["skipped_folders"] else ""),
         f"- error: **{_pct(r['error'])}**, macro F1: {_f3(r.get('macro_f1'))}",
         f"- ECE: uncalibrated {_pct(r['uncalibrated']['ece'])} → calibrated {_pct(r['calibrated']['ece'])} "
         f"(temperature {r['temperature']:.3f}); NLL {r['uncalibrated']['nll']:.3f} → {r['calibrated']['nll']:.3f}",
@@ -364,24 +340,28 @@ def to_markdown(r: dict) -> str:
         o = r["ood"]
         auroc = "n/a" if o["auroc"] is None else f"{o['auroc']:.3f}"
         lines.append(
-            f"- out-of-distribution ({_code(o['dir'])}, {o['n']} photos): AUROC **{auroc}**, abstained on "
+            f"- out-of-distribution ({md_code(o['dir'])}, {o['n']} photos): AUROC **{auroc}**, abstained on "
             f"{_pct(o['abstain_rate_ood'])} of them; false-abstain rate on the labelled photos "
             f"{_pct(o['false_abstain_rate'])}"
         )
     if "ood" in r and r["ood"]["answered"]:
         shown = ", ".join(
-            f"{_code(a['file'])} ({_md(a['label'])}, {a['score']:.3f})" for a in r["ood"]["answered"][:20]
+            f"{md_code(a['file'])} ({md_text(a['label'])}, {a['score']:.3f})" for a in r["ood"]["answered"][:20]
         )
         lines.append(f"- non-class photos answered anyway (label, score): {shown}")
     lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for lab, v in r["per_class"].items():
-        lines.append(f"| {_md(lab)} | {_f3(v['precision'])} | {_f3(v['recall'])} | {_f3(v['f1'])} | {v['support']} |")
+        lines.append(
+            f"| {md_text(lab)} | {_f3(v['precision'])} | {_f3(v['recall'])} | {_f3(v['f1'])} | {v['support']} |"
+        )
     lines += ["", "![confusion matrix](confusion_matrix.png)", "", "![reliability diagram](reliability.png)", ""]
     if r["unreadable"]:
-        lines += ["## Unreadable files", ""] + [f"- {_code(k)}: {_md(v)}" for k, v in r["unreadable"].items()] + [""]
+        lines += (
+            ["## Unreadable files", ""] + [f"- {md_code(k)}: {md_text(v)}" for k, v in r["unreadable"].items()] + [""]
+        )
     if "ood" in r and r["ood"]["unreadable"]:
         lines += ["## Unreadable out-of-distribution files", ""]
-        lines += [f"- {_code(k)}: {_md(v)}" for k, v in r["ood"]["unreadable"].items()] + [""]
+        lines += [f"- {md_code(k)}: {md_text(v)}" for k, v in r["ood"]["unreadable"].items()] + [""]
     return "\n".join(lines)
 
 
