@@ -699,8 +699,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", action="append", choices=SOURCE_NAMES, help="use only these config sources")
     p.add_argument("--out", type=Path, help="output folder (default: the config's out, else data/gathered)")
     p.add_argument(
-        "--count", type=int_at_least(1), help="images per class (default: the config's count, which also caps --folder and --urls; without "
-        "--config, all of a folder or URL list)"
+        "--count",
+        type=int_at_least(1),
+        help="images per class (default: the config's count, which also caps --folder and --urls; without "
+        "--config, all of a folder or URL list)",
     )
     p.add_argument("--workers", type=int_at_least(1), help="concurrent downloads (default 8)")
     p.add_argument(
