@@ -145,8 +145,28 @@ def load_artifact(model_dir: str | Path, *, verify_sha: bool = True) -> tuple[Sn
     return model, spec
 
 
-def load_ood_bank(model_dir: str | Path, spec: ModelSpec):
-    """The kNN feature bank as a float16 numpy array, sha256-checked; None when the spec has none."""
+def feature_width(model_dir: str | Path, spec: ModelSpec) -> int | None:
+    """The width of the network's pooled features, read from the weights' head shapes (no tensor is loaded)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(Path(model_dir) / WEIGHTS), framework="pt", device="cpu") as f:
+            keys = set(f.keys())
+            if spec.head == "linear" and "head.fc.weight" in keys:
+                return int(f.get_slice("head.fc.weight").get_shape()[1])  # Linear(nf, n_classes)
+            if spec.head == "fastai" and "head.1.weight" in keys:
+                return int(f.get_slice("head.1.weight").get_shape()[0]) // 2  # BatchNorm1d(2 * nf) after ConcatPool
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ArtifactError(f"{model_dir}: cannot read {WEIGHTS}: {e}") from e
+    return None
+
+
+def load_ood_bank(model_dir: str | Path, spec: ModelSpec, model: SnakeNet | None = None):
+    """The kNN feature bank as a float16 numpy array, sha256-checked; None when the spec has none.
+
+    The bank's width must equal the network's feature width (model.body.num_features when the model is given,
+    else read from the weights' head), or every kNN score would fail at request time.
+    """
     if spec.abstain_score != "knn":
         return None
     f = Path(model_dir) / spec.ood.get("file", "ood.safetensors")
@@ -160,4 +180,14 @@ def load_ood_bank(model_dir: str | Path, spec: ModelSpec):
         raise ArtifactError(f"{f} is not a valid feature bank: {e}") from e
     if bank.dim() != 2 or bank.shape[0] < 1:
         raise ArtifactError(f"{f}: the feature bank must be a non-empty 2-D tensor, got {tuple(bank.shape)}")
+    if not bank.is_floating_point() or not bool(torch.isfinite(bank).all()):
+        raise ArtifactError(f"{f}: the feature bank must hold finite floating-point numbers")
+    width = getattr(getattr(model, "body", None), "num_features", None) if model is not None else None
+    if width is None:
+        width = feature_width(model_dir, spec)
+    if width is not None and bank.shape[1] != int(width):
+        raise ArtifactError(
+            f"{f}: the feature bank has {bank.shape[1]} features per row but the network ({spec.arch!r}) gives "
+            f"{int(width)}; the bank and the weights do not belong together"
+        )
     return bank.numpy()

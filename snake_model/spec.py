@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -13,6 +15,31 @@ PAD_MODES = ("reflection", "zeros", "border")
 
 class SpecError(ValueError):
     """config.json is missing, malformed or inconsistent with the weights."""
+
+
+# The range each abstain score lives in (snake_model.ood): 1 - max softmax is in [0, 1]; the kNN score is
+# 1 - cosine similarity, in [0, 2]. A threshold outside it abstains always or never.
+SCORE_RANGES = {"max_softmax": (0.0, 1.0), "knn": (0.0, 2.0)}
+
+
+def _check_float(name: str, x, lo: float | None, hi: float | None, low_open: bool = False) -> None:
+    """A finite real number (an int is fine; a bool, a string or NaN/Infinity is not) within [lo, hi]."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(x):
+        raise SpecError(f"{name} must be a finite number, got {x!r}")
+    if lo is not None and (x <= lo if low_open else x < lo):
+        raise SpecError(f"{name} must be {'>' if low_open else '>='} {lo}, got {x!r}")
+    if hi is not None and x > hi:
+        raise SpecError(f"{name} must be <= {hi}, got {x!r}")
+
+
+def _check_int(name: str, x, lo: int | None, hi: int | None) -> None:
+    """A whole number (not a float like 16.9, not a bool, not a string) within [lo, hi]."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Integral):
+        raise SpecError(f"{name} must be a whole number, got {x!r}")
+    if (lo is not None and x < lo) or (hi is not None and x > hi):
+        raise SpecError(
+            f"{name} {x} is out of range {lo}..{hi}" if hi is not None else f"{name} must be >= {lo}, got {x}"
+        )
 
 
 @dataclass
@@ -39,7 +66,7 @@ class ModelSpec:
     format_version: int = FORMAT_VERSION
 
     def validate(self) -> None:
-        """Raise SpecError when a field is out of range."""
+        """Raise SpecError when a field has the wrong type or is out of range."""
         if not isinstance(self.labels, list) or not all(isinstance(x, str) for x in self.labels):
             raise SpecError(f"labels must be a list of names, got {self.labels!r}")
         for name in ("class_info", "ood", "training", "versions"):
@@ -47,22 +74,56 @@ class ModelSpec:
                 raise SpecError(f"{name} must be a JSON object, got {getattr(self, name)!r}")
         if not all(isinstance(v, dict) for v in self.class_info.values()):
             raise SpecError("class_info must map each label to an object {display_name, scientific_name, venomous}")
+        for label, info in self.class_info.items():
+            for key in ("display_name", "scientific_name"):
+                if info.get(key) is not None and not isinstance(info[key], str):
+                    raise SpecError(f"class_info[{label!r}].{key} must be a string, got {info[key]!r}")
         if not self.labels or len(set(self.labels)) != len(self.labels):
             raise SpecError(f"labels must be a non-empty list of unique names, got {self.labels!r}")
+        if any(not x.strip() for x in self.labels):
+            raise SpecError(f"labels must not be empty strings, got {self.labels!r}")
+        seen: dict[str, str] = {}
+        for label in self.labels:
+            shown = self.display_name(label)
+            if shown in seen:
+                raise SpecError(
+                    f"labels {seen[shown]!r} and {label!r} both display as {shown!r}; "
+                    "give them distinct class_info display names"
+                )
+            seen[shown] = label
+        for name in ("arch", "head", "resize_method", "pad_mode", "abstain_score", "weights_sha256"):
+            if not isinstance(getattr(self, name), str):
+                raise SpecError(f"{name} must be a string, got {getattr(self, name)!r}")
         if self.resize_method not in RESIZE_METHODS:
             raise SpecError(f"resize_method {self.resize_method!r} is not one of {RESIZE_METHODS}")
         if self.pad_mode not in PAD_MODES:
             raise SpecError(f"pad_mode {self.pad_mode!r} is not one of {PAD_MODES}")
-        if not (16 <= int(self.image_size) <= 2048):
-            raise SpecError(f"image_size {self.image_size} is out of range 16..2048")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise SpecError("mean and std need three values each, std > 0")
-        if not 0.3 <= float(self.tta_zoom) <= 1:
-            raise SpecError(f"tta_zoom must be between 0.3 and 1, got {self.tta_zoom}")
-        if not self.temperature > 0:
-            raise SpecError(f"temperature must be > 0, got {self.temperature}")
-        if self.abstain_score not in ("max_softmax", "knn"):
+        _check_int("image_size", self.image_size, 16, 2048)
+        _check_int("format_version", self.format_version, 1, None)
+        if not isinstance(self.tta_flip, bool):
+            raise SpecError(f"tta_flip must be true or false, got {self.tta_flip!r}")
+        for name in ("mean", "std"):
+            v = getattr(self, name)
+            if not isinstance(v, (list, tuple)) or len(v) != 3:
+                raise SpecError(f"{name} needs three numbers (one per RGB channel), got {v!r}")
+            for x in v:
+                _check_float(name, x, 0.0 if name == "std" else None, None, low_open=name == "std")
+        _check_float("tta_zoom", self.tta_zoom, 0.3, 1.0)
+        _check_float("val_xtra", self.val_xtra, 0.0, 1.0)
+        # train.metrics.fit_temperature searches [e^-3, e^3]; far outside, the softmax is one-hot or uniform
+        _check_float("temperature", self.temperature, 0.01, 100.0)
+        if self.abstain_score not in SCORE_RANGES:
             raise SpecError(f"abstain_score {self.abstain_score!r} is not 'max_softmax' or 'knn'")
+        if self.abstain_threshold is not None:
+            lo, hi = SCORE_RANGES[self.abstain_score]
+            _check_float(f"abstain_threshold (a {self.abstain_score} score)", self.abstain_threshold, lo, hi)
+        if "k" in self.ood:
+            _check_int("ood.k", self.ood["k"], 1, None)
+        for key in ("file", "sha256"):
+            if key in self.ood and not (isinstance(self.ood[key], str) and self.ood[key]):
+                raise SpecError(f"ood.{key} must be a non-empty string, got {self.ood[key]!r}")
+        if "file" in self.ood and (Path(self.ood["file"]).name != self.ood["file"] or self.ood["file"] in (".", "..")):
+            raise SpecError(f"ood.file must be a plain file name in the model directory, got {self.ood['file']!r}")
         if self.abstain_score == "knn" and not self.ood.get("sha256"):
             raise SpecError("abstain_score 'knn' needs ood.sha256 (the feature bank's hash) in config.json")
         if self.format_version > FORMAT_VERSION:
@@ -116,5 +177,5 @@ class ModelSpec:
             raise SpecError(f"{path} must hold a JSON object")
         try:
             return cls.from_dict(d)
-        except TypeError as e:
+        except (SpecError, TypeError) as e:  # name the file: the app shows this on its "could not load" page
             raise SpecError(f"{path}: {e}") from e

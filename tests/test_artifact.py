@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from snake_model.artifact import ArtifactError, load_artifact, save_artifact, sha256_file
+from snake_model.artifact import ArtifactError, load_artifact, load_ood_bank, save_artifact, sha256_file
 from snake_model.network import build_network, lite0_weights_path, rename_lite0_keys
 from snake_model.spec import ModelSpec
 
@@ -104,6 +104,55 @@ def test_unknown_arch_and_bad_spec_fields_are_clear_errors(artifact):
     ]:
         (d / "config.json").write_text(json.dumps({**cfg, field: value}))
         with pytest.raises(ArtifactError, match="config.json|labels|class_info|ood"):
+            load_artifact(d)
+
+
+@pytest.mark.parametrize("head", ["linear", "fastai"])
+def test_a_feature_bank_of_the_wrong_width_is_refused_at_load(tmp_path, head):
+    from snake_model.ood import make_bank
+    from snake_model.predictor import Predictor
+
+    m = build_network("tf_efficientnet_lite0", 2, head=head, pretrained=False)
+    rng = np.random.default_rng(0)
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    spec = dict(labels=["a", "b"], head=head, image_size=48, ood={"k": 1})
+    save_artifact(m, ModelSpec(**spec), good, ood_bank=make_bank(rng.normal(0, 1, (20, m.body.num_features))))
+    save_artifact(m, ModelSpec(**spec), bad, ood_bank=make_bank(rng.normal(0, 1, (50, 64))))  # its sha256 matches
+    _, good_spec = load_artifact(good)
+    assert load_ood_bank(good, good_spec).shape == (20, m.body.num_features)
+    assert load_ood_bank(good, good_spec, m).shape == (20, m.body.num_features)
+    _, bad_spec = load_artifact(bad)
+    for model in (None, m):
+        with pytest.raises(ArtifactError, match=f"64 features per row but the network .* gives {m.body.num_features}"):
+            load_ood_bank(bad, bad_spec, model)
+    with pytest.raises(ArtifactError, match="feature bank has 64 features"):
+        Predictor(bad, backend="torch")  # the app's load path: its "could not load" page, not a 500 per request
+
+
+def test_a_feature_bank_with_nan_rows_is_refused(tmp_path):
+    from snake_model.ood import make_bank
+
+    m = build_network("tf_efficientnet_lite0", 2, pretrained=False)
+    bank = make_bank(np.random.default_rng(0).normal(0, 1, (5, m.body.num_features)))
+    bank[2, 3] = np.nan
+    save_artifact(m, ModelSpec(labels=["a", "b"], image_size=48), tmp_path, ood_bank=bank)
+    with pytest.raises(ArtifactError, match="finite"):
+        load_ood_bank(tmp_path, load_artifact(tmp_path)[1])
+
+
+def test_nan_and_wrong_types_in_config_json_are_artifact_errors(artifact):
+    d, _ = artifact
+    cfg = json.loads((d / "config.json").read_text())
+    for field, value in [
+        ("abstain_threshold", float("nan")),
+        ("temperature", float("inf")),
+        ("std", [0.5, float("nan"), 0.5]),
+        ("abstain_threshold", "0.4"),
+        ("image_size", 16.9),
+        ("tta_flip", "no"),
+    ]:
+        (d / "config.json").write_text(json.dumps({**cfg, field: value}))
+        with pytest.raises(ArtifactError, match=field):
             load_artifact(d)
 
 

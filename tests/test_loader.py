@@ -162,3 +162,61 @@ def test_every_bad_input_is_an_image_load_error_and_a_value_error(blob):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ImageLoadError, match="cannot read"):
         load_image(tmp_path / "nope.jpg")
+
+
+def _old_grey_to_rgb(img: Image.Image) -> Image.Image:
+    """The whole-image float64 conversion the loader used before it worked block by block (the reference)."""
+    import numpy as np
+
+    arr = np.asarray(img, dtype=np.float64)
+    if img.mode == "F":
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = ((arr - lo) / max(hi - lo, 1e-12) * 255.0).astype("uint8")
+    else:
+        top = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        arr = np.clip(arr / top * 255.0, 0, 255).astype("uint8")
+    return Image.fromarray(arr, "L").convert("RGB")
+
+
+@pytest.mark.parametrize("block", [1 << 20, 7, 300])
+def test_sixteen_and_thirty_two_bit_greyscale_convert_exactly_as_before(monkeypatch, block):
+    import numpy as np
+
+    from snake_model import loader
+
+    if hasattr(loader, "_GREY_BLOCK_PIXELS"):
+        monkeypatch.setattr(loader, "_GREY_BLOCK_PIXELS", block)  # several blocks, a short last one
+    every16 = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    rng = np.random.default_rng(0)
+    images = [
+        Image.fromarray(every16[:, :255]),  # I;16, every 16-bit value but the last column
+        Image.frombytes("I;16B", (256, 256), every16.astype(">u2").tobytes()),
+        Image.fromarray(rng.integers(-5000, 900_000, (37, 41), dtype=np.int32), "I"),
+        Image.fromarray(rng.normal(3.0, 50.0, (37, 41)).astype(np.float32), "F"),
+        Image.new("I", (5, 3), 0),
+        Image.new("F", (5, 3), 2.5),
+    ]
+    for img in images:
+        assert np.array_equal(np.asarray(loader._to_rgb(img)), np.asarray(_old_grey_to_rgb(img))), img.mode
+    png = load_image(encode(images[0], "PNG"))  # through the decoder as well
+    assert np.array_equal(np.asarray(png), np.asarray(_old_grey_to_rgb(images[0])))
+
+
+def test_sixteen_bit_greyscale_does_not_make_full_size_float64_copies():
+    # A 77 KB 16-bit PNG of 6300x6300 used to peak at ~1.1 GB: whole-image float64 arrays, 8 bytes a pixel, several
+    # at once. numpy reports its buffers to tracemalloc; Pillow's image memory is not counted. At 4 megapixels the
+    # old way allocates >= 64 MB of float64; block by block stays near 8 MB of scratch plus the 4 MB 8-bit result.
+    # (Bench: python /tmp/audit10/mem.py on the 6300x6300 PNG: maxrss 1092 MB before, 372 MB after; 8-bit RGB 321.)
+    import tracemalloc
+
+    from snake_model.loader import _to_rgb
+
+    img = Image.new("I;16", (2000, 2000), 40000)
+    tracemalloc.start()
+    try:
+        out = _to_rgb(img)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.getpixel((1999, 1999)) == (155, 155, 155)
+    assert peak < 24e6, f"peak {peak / 1e6:.0f} MB of numpy arrays"
