@@ -22,6 +22,7 @@ import gradio as gr
 
 from snake_model.artifact import ArtifactError, read_json_object
 from snake_model.loader import ImageLoadError, load_image
+from snake_model.mdtext import md_text
 
 log = logging.getLogger("app")
 
@@ -208,9 +209,9 @@ class App:
                 "The scores below are shown for reference only."
             )
         else:
-            text = f"### {decision['display_name']}: {decision['confidence']:.0%}"
+            text = f"### {md_text(decision['display_name'])}: {decision['confidence']:.0%}"
         if decision["venomous_in_top3"]:
-            names = ", ".join(self.names[v] for v in decision["venomous_in_top3"])
+            names = ", ".join(md_text(self.names[v]) for v in decision["venomous_in_top3"])
             text += f"\n\n☠️ **Venomous species among the top 3: {names}.** Keep your distance."
         return text + f"\n\n{SAFETY_SHORT}"
 
@@ -238,8 +239,24 @@ class App:
         except Exception as e:  # noqa: BLE001 - a clear message, never a stack trace or a dead worker
             log.exception("Grad-CAM failed")
             raise _refuse(f"Grad-CAM failed on this image ({type(e).__name__}); try another photo.") from e
-        name = self.names[self.spec.labels[idx]]
-        return self._heatmap_file(out), f"Heatmap for **{name}**: warm colours mark the pixels that raised its score."
+        name = md_text(self.names[self.spec.labels[idx]])
+        heatmap = self._heatmap_file(out)
+        if target and target != PREDICTED:
+            return heatmap, f"Heatmap for **{name}**: warm colours mark the pixels that raised its score."
+        if self._abstains(img):
+            return heatmap, (
+                f"🤷 I don't think this is any of the {len(self.spec.labels)} snakes I know; this heatmap shows "
+                f"what drove the top score (**{name}**) anyway: warm colours mark the pixels that raised it."
+            )
+        return heatmap, f"Heatmap for **{name}**: warm colours mark the pixels that raised its score."
+
+    def _abstains(self, img) -> bool:
+        """The same decision /predict makes for this image: the predictor abstains on it."""
+        try:
+            return bool(self.p.predict(img).abstain)
+        except Exception as e:  # noqa: BLE001 - a clear message, never a stack trace or a dead worker
+            log.exception("predict failed")
+            raise _refuse(f"The model failed on this image ({type(e).__name__}); try another photo.") from e
 
     def _heatmap_file(self, img) -> str:
         """The heatmap as a PNG written once, atomically, under its content hash.
@@ -441,7 +458,7 @@ def build_demo(predictor=None, origin: str = "", error: str | None = None, model
         model_dir = model_dir or getattr(predictor, "model_dir", None)
         sources = ["upload", "webcam", "clipboard"]
         with gr.Tab("Classify", id="classify"):
-            gr.Markdown(f"Knows {len(app.names)} species: {', '.join(app.names.values())}.")
+            gr.Markdown(f"Knows {len(app.names)} species: {', '.join(md_text(n) for n in app.names.values())}.")
             with gr.Row():
                 inp = SafeImage(sources=sources, type="filepath", label="Photo", elem_id="classify-input")
                 with gr.Column():

@@ -10,6 +10,8 @@ import json
 import logging
 import os
 import re
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,7 +29,12 @@ ALLOWED_FILES = (*REQUIRED_FILES, OOD_BANK, METRICS, *CARD_IMAGES, *CARD_TEXT)
 COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
-NETWORK_TIMEOUT_S = 10.0
+NETWORK_TIMEOUT_S = 10.0  # per connect/read: a server that sends a byte every few seconds never trips it
+# The whole pull (file list and every file) must finish within this many seconds, or it is abandoned with a clear
+# ModelPullTimeoutError. The env var MODEL_PULL_TIMEOUT_S (read by resolve_model_dir) overrides it; the default leaves
+# room for a ~100 MB model on a slow link.
+PULL_DEADLINE_S = 300.0
+PULL_DEADLINE_ENV = "MODEL_PULL_TIMEOUT_S"
 
 
 class ModelPullError(ArtifactError):
@@ -54,6 +61,10 @@ class ModelOfflineError(ModelPullError):
     """The Hub cannot be reached (or offline mode is on) and the model is not in the local cache."""
 
 
+class ModelPullTimeoutError(ModelPullError):
+    """The Hub kept the connection alive but did not finish sending within the pull's overall deadline."""
+
+
 def is_commit_sha(revision: str | None) -> bool:
     """True for a full 40-hex commit id, the only revision that pins a model."""
     return bool(revision) and COMMIT_SHA.fullmatch(revision) is not None
@@ -78,31 +89,54 @@ def _where(repo_id: str, revision: str) -> str:
     return f"{repo_id}@{revision[:12] if is_commit_sha(revision) else revision}"
 
 
-def _cached_snapshot(repo_id: str, revision: str, cache_dir: str | Path | None) -> Path | None:
-    """The cached snapshot folder holding config.json and model.safetensors for this revision, if any."""
+def _snapshot_folder(repo_id: str, revision: str, cache_dir: str | Path | None) -> Path | None:
+    """The cached snapshot folder that has a config.json for this revision, complete or not, if any."""
     from huggingface_hub import try_to_load_from_cache
 
     found = try_to_load_from_cache(repo_id, CONFIG, cache_dir=cache_dir, revision=revision)
-    if not isinstance(found, str):
-        return None
-    snapshot = Path(found).parent
-    return snapshot if _complete(snapshot) else None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def _cached_snapshot(repo_id: str, revision: str, cache_dir: str | Path | None) -> Path | None:
+    """The cached snapshot folder holding a complete, valid model for this revision, if any."""
+    snapshot = _snapshot_folder(repo_id, revision, cache_dir)
+    return snapshot if snapshot is not None and _complete(snapshot) else None
+
+
+def _valid(snapshot: Path) -> bool:
+    """config.json is a model spec, and the weights, if present, match the sha256 it records.
+
+    A bad download (an HTML page saved as config.json, cut-short or swapped weights) fails this, so the next pull
+    fetches those files again instead of failing on the same cached copy forever.
+    """
+    try:
+        spec = load_spec(snapshot)
+    except (ArtifactError, OSError, ValueError):
+        return False
+    weights = snapshot / WEIGHTS
+    return not weights.is_file() or sha256_file(weights) == spec.weights_sha256
 
 
 def _complete(snapshot: Path) -> bool:
-    """The weights and every file config.json names (the kNN feature bank) are in the snapshot.
+    """The weights and every file config.json names (the kNN feature bank) are in the snapshot, and they are valid.
 
-    A pull killed half-way leaves config.json without the rest; such a snapshot is pulled again, not served.
+    A pull killed half-way (or abandoned at the deadline) leaves config.json without the rest, and a bad download
+    leaves a config.json that does not parse or weights that do not match it; such a snapshot is pulled again.
     """
-    if not (snapshot / WEIGHTS).is_file():
+    if not (snapshot / WEIGHTS).is_file() or not _valid(snapshot):
         return False
     try:
         cfg = json.loads((snapshot / CONFIG).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return True  # _verified reports the broken config.json
+        return False
     ood = cfg.get("ood") if isinstance(cfg, dict) else None
     name = ood.get("file") if isinstance(ood, dict) else None
     return not isinstance(name, str) or (snapshot / name).is_file()
+
+
+def _cache_folder(snapshot: Path) -> Path:
+    """The repo's whole cache folder (models--OWNER--NAME): deleting it removes the snapshot and its blobs."""
+    return snapshot.parent.parent
 
 
 def _verified(snapshot: Path, repo_id: str, revision: str) -> Path:
@@ -111,14 +145,17 @@ def _verified(snapshot: Path, repo_id: str, revision: str) -> Path:
     try:
         spec = load_spec(snapshot)
     except ArtifactError as e:
-        raise ModelPullError(f"config.json of {where} is not a valid model spec: {e}") from None
+        raise ModelPullError(
+            f"config.json of {where} is not a valid model spec: {e}. If this persists, delete the cache folder "
+            f"{_cache_folder(snapshot)} and pull again; if it still fails, the Hub is not serving the artifact"
+        ) from None
     actual = sha256_file(snapshot / WEIGHTS)
     if actual != spec.weights_sha256:
         raise ModelIntegrityError(
             f"model.safetensors of {where} has sha256 {actual[:16]}..., but its config.json records "
             f"{(spec.weights_sha256 or '(none)')[:16]}...: the weights were changed after export, on the Hub or in "
-            f"the local cache ({snapshot}). Refusing to serve them. Delete that cache folder and pull again; if it "
-            "persists, re-push the artifact."
+            f"the local cache ({snapshot}). Refusing to serve them. Delete the cache folder {_cache_folder(snapshot)} "
+            "and pull again; if it persists, re-push the artifact."
         )
     return snapshot
 
@@ -177,7 +214,7 @@ def _missing_name(e: Exception) -> str:
     return name or "model.safetensors/config.json"
 
 
-def _download(repo_id: str, filename: str, revision: str, cache_dir, endpoint, token) -> Path:
+def _download(repo_id: str, filename: str, revision: str, cache_dir, endpoint, token, force: bool = False) -> Path:
     from huggingface_hub import hf_hub_download
 
     path = hf_hub_download(
@@ -188,8 +225,53 @@ def _download(repo_id: str, filename: str, revision: str, cache_dir, endpoint, t
         endpoint=endpoint,
         token=token,
         etag_timeout=NETWORK_TIMEOUT_S,
+        force_download=force,
     )
     return Path(path)
+
+
+class _Pull:
+    """What the pull is fetching now, and whether it was abandoned at the deadline (the worker then stops)."""
+
+    def __init__(self, deadline_s: float):
+        self.deadline_s = deadline_s
+        self.ends = time.monotonic() + deadline_s
+        self.sending = "the file list"
+        self.abandoned = threading.Event()
+
+    def run(self, fn, where: str, endpoint: str):
+        """fn() in a worker thread, waited on until the deadline; past it, ModelPullTimeoutError.
+
+        huggingface_hub's timeout is per read, so a server that drips a byte every few seconds would hold the
+        pull for ever; this wall-clock limit holds for the whole pull. An abandoned download stays a blob's
+        .incomplete file, never linked into the snapshot, so the cache never counts it as complete.
+        """
+        out: dict = {}
+
+        def work() -> None:
+            try:
+                out["value"] = fn()
+            except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+                out["error"] = e
+
+        worker = threading.Thread(target=work, name="hub-pull", daemon=True)
+        worker.start()
+        worker.join(max(0.0, self.ends - time.monotonic()))
+        if worker.is_alive():
+            self.abandoned.set()
+            raise ModelPullTimeoutError(
+                f"the Hub at {endpoint} did not finish sending {self.sending} of {where} within "
+                f"{self.deadline_s:g} s; try again, raise {PULL_DEADLINE_ENV} for a slow link, or set MODEL_DIR "
+                "to a local model folder"
+            )
+        if "error" in out:
+            raise out["error"]
+        return out["value"]
+
+    def next_file(self, filename: str) -> None:
+        if self.abandoned.is_set():
+            raise ModelPullTimeoutError("the pull was abandoned at its deadline")
+        self.sending = filename
 
 
 def pull_model(
@@ -200,10 +282,12 @@ def pull_model(
     token: str | None = None,
     *,
     offline: bool | None = None,
+    deadline_s: float | None = None,
 ) -> Path:
     """Download (or find in the cache) a model artifact; return the local folder with its weights and config.
 
     Only ALLOWED_FILES are fetched. A commit-sha revision already in the cache needs no network at all.
+    The network part must finish within deadline_s seconds (default PULL_DEADLINE_S) in all.
     Raises a ModelPullError subclass (an ArtifactError) with a clear message on every failure.
     """
     from huggingface_hub import HfApi, constants
@@ -220,24 +304,40 @@ def pull_model(
             revision,
             repo_id,
         )
-    cached = _cached_snapshot(repo_id, revision, cache_dir)
+    found = _snapshot_folder(repo_id, revision, cache_dir)
+    cached = found if found is not None and _complete(found) else None
+    bad = (
+        found is not None and cached is None and not _valid(found)
+    )  # a bad download in the cache: fetch its files again
     if cached is not None and (pinned or offline):
         log.info("using cached model %s from %s", _where(repo_id, revision), cached)
         return _verified(cached, repo_id, cached.name)
     if offline:
+        if bad and (found / WEIGHTS).is_file():
+            _verified(found, repo_id, found.name)  # says what is wrong with the cached copy and which folder
         raise ModelOfflineError(
             f"offline mode (HF_HUB_OFFLINE) is on and {_where(repo_id, revision)} is not in the local cache; "
             "pull it once with the network on, or set MODEL_DIR to a local model folder"
         )
 
+    pull = _Pull(PULL_DEADLINE_S if deadline_s is None else deadline_s)
+    where = _where(repo_id, revision)
     try:
-        info = HfApi(endpoint=endpoint).model_info(repo_id, revision=revision, token=token, timeout=NETWORK_TIMEOUT_S)
+        info = pull.run(
+            lambda: HfApi(endpoint=endpoint).model_info(
+                repo_id, revision=revision, token=token, timeout=NETWORK_TIMEOUT_S
+            ),
+            where,
+            endpoint,
+        )
     except Exception as e:
-        err = _translate(e, repo_id, revision, endpoint)
-        if type(err) in (ModelOfflineError, ModelPullError) and cached is not None:
+        err = e if isinstance(e, ModelPullTimeoutError) else _translate(e, repo_id, revision, endpoint)
+        if type(err) in (ModelOfflineError, ModelPullError, ModelPullTimeoutError) and cached is not None:
             # Unreachable or failing Hub, but the repo was never said to be gone: serve the cached copy.
             log.warning("cannot reach %s (%s); using the cached copy of %s", endpoint, type(e).__name__, revision)
             return _verified(cached, repo_id, cached.name)
+        if type(err) is ModelOfflineError and bad and (found / WEIGHTS).is_file():
+            _verified(found, repo_id, found.name)  # says what is wrong with the cached copy and which folder
         raise err from None
 
     names = {s.rfilename for s in info.siblings} if info.siblings is not None else None
@@ -250,22 +350,32 @@ def pull_model(
             )
     wanted = [f for f in ALLOWED_FILES if names is None or f in names]
 
-    try:
+    def fetch() -> Path:
+        if bad:  # huggingface_hub keeps an existing link even on force_download: drop the bad copy's links
+            for name in wanted:
+                (found / name).unlink(missing_ok=True)
         # config.json by the asked revision first, so a branch is recorded in the cache's refs for offline use;
         # then every other file by the exact commit it resolved to, so all files come from one commit.
-        snapshot = _download(repo_id, CONFIG, revision, cache_dir, endpoint, token).parent
+        pull.next_file(CONFIG)
+        snapshot = _download(repo_id, CONFIG, revision, cache_dir, endpoint, token, force=bad).parent
         commit = snapshot.name
         for filename in wanted:
             if filename == CONFIG:
                 continue
+            pull.next_file(filename)
             try:
-                _download(repo_id, filename, commit, cache_dir, endpoint, token)
+                _download(repo_id, filename, commit, cache_dir, endpoint, token, force=bad)
             except Exception as e:
                 from huggingface_hub.errors import RemoteEntryNotFoundError
 
                 if filename in REQUIRED_FILES or not isinstance(e, RemoteEntryNotFoundError):
                     raise
                 log.info("%s has no %s; skipping it", _where(repo_id, commit), filename)
+        return snapshot
+
+    try:
+        snapshot = pull.run(fetch, where, endpoint)
+        commit = snapshot.name
     except ModelPullError:
         raise
     except Exception as e:
@@ -282,6 +392,19 @@ def _cache_dir_from(env: Mapping[str, str]) -> str | None:
     if env.get("HF_HOME"):
         return os.path.join(env["HF_HOME"], "hub")
     return None
+
+
+def _deadline_from(env: Mapping[str, str]) -> float | None:
+    text = (env.get(PULL_DEADLINE_ENV) or "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ModelPullError(f"{PULL_DEADLINE_ENV}={text!r} is not a positive number of seconds")
+    return value
 
 
 def resolve_model_dir(env: Mapping[str, str] = os.environ) -> Path:
@@ -302,6 +425,7 @@ def resolve_model_dir(env: Mapping[str, str] = os.environ) -> Path:
             endpoint=env.get("HF_ENDPOINT") or None,
             token=env.get("HF_TOKEN") or None,
             offline=True if _truthy(env.get("HF_HUB_OFFLINE")) else None,
+            deadline_s=_deadline_from(env),
         )
     if env.get("MODEL_REVISION"):
         log.warning("MODEL_REVISION is set but MODEL_REPO is not; using the bundled model")

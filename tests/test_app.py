@@ -444,3 +444,46 @@ def test_a_base64_data_url_payload_goes_through_the_loaders_caps_too(tiny_artifa
         box.preprocess(ImageData(path=None, url="data:image/png;base64," + "A" * (app.MAX_UPLOAD_BYTES * 2)))
     with pytest.raises(gr.Error, match="could not read"):
         box.preprocess(ImageData(path=None, url="data:image/png;base64,@@@not base64@@@"))
+
+
+def test_explain_says_when_the_model_abstains_on_the_photo(tiny_artifact, good_image):
+    import app
+    from snake_model.predictor import Predictor
+
+    pred = Predictor(tiny_artifact)
+    a = app.App(pred, "test")
+    _, note = a.explain(str(good_image), app.PREDICTED)
+    assert pred.predict(app.load_image(str(good_image))).abstain is False
+    assert "don't think" not in note and note.startswith("Heatmap for **")
+    pred.spec.abstain_threshold = -1.0  # every score is above it: /predict abstains on everything
+    assert a.classify(str(good_image))[1]["abstain"] is True
+    path, note = a.explain(str(good_image), app.PREDICTED)
+    top = a.names[max(pred.predict(app.load_image(str(good_image))).probs.items(), key=lambda kv: kv[1])[0]]
+    assert Path(path).is_file()
+    assert "I don't think this is any of the 3 snakes I know" in note and f"**{top}**" in note
+    _, chosen = a.explain(str(good_image), a.names[pred.spec.labels[0]])  # a class asked for by name: as asked
+    assert chosen.startswith("Heatmap for **")
+
+
+def test_class_names_are_shown_literally_not_as_markdown_or_html(tiny_artifact, good_image, tmp_path):
+    import app
+    from snake_model.predictor import Predictor
+
+    art = tmp_path / "model"
+    shutil.copytree(tiny_artifact, art)
+    cfg = json.loads((art / "config.json").read_text())
+    hostile = {"display_name": "<b>Bold</b> [link](http://x.test) *em*", "venomous": True}
+    cfg["class_info"] = {lab: hostile | {"display_name": f"{hostile['display_name']} {lab}"} for lab in cfg["labels"]}
+    (art / "config.json").write_text(json.dumps(cfg))
+    pred = Predictor(art)
+    pred.spec.abstain_threshold = 1e9  # never abstains: the verdict names the class
+    a = app.App(pred, "test")
+    _, verdict, _ = a.ui_classify(str(good_image))
+    _, note = a.explain(str(good_image), app.PREDICTED)
+    for text in (verdict, note):
+        assert "<b>" not in text and "[link]" not in text and " *em*" not in text
+        assert "&lt;b&gt;Bold&lt;/b&gt; \\[link\\](http://x.test) \\*em\\*" in text
+    assert app.md_text("a_b\nc") == "a\\_b\\\\x0ac"  # shown as a_b\x0ac: a line break never starts a new block
+    demo = app.build_demo(pred, "test", None, art)
+    shown = [b.value for b in demo.blocks.values() if type(b).__name__ == "Markdown" and "species" in str(b.value)]
+    assert shown and "<b>" not in shown[0] and "&lt;b&gt;" in shown[0]

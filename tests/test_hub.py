@@ -277,16 +277,25 @@ def test_tampered_weights_on_the_hub_are_refused_with_a_sha256_error(fake_hub, a
         H.pull_model(REPO, fake_hub.head(REPO), cache_dir=tmp_path / "c", endpoint=fake_hub.url)
 
 
-def test_weights_tampered_in_the_cache_are_refused_too(fake_hub, artifact, tmp_path):
-    assert do_push(fake_hub, artifact) == 0
-    pulled = H.pull_model(REPO, fake_hub.head(REPO), cache_dir=tmp_path / "c", endpoint=fake_hub.url)
-    blob = (pulled / "model.safetensors").resolve()
-    blob.chmod(0o644)
-    with open(blob, "r+b") as f:
-        f.seek(-1, 2)
-        f.write(b"\x00" if f.read(1) != b"\x00" else b"\x01")
-    with pytest.raises(H.ModelIntegrityError):
-        H.pull_model(REPO, fake_hub.head(REPO), cache_dir=tmp_path / "c", endpoint=fake_hub.url)
+def test_weights_tampered_in_the_cache_are_fetched_again_or_refused_when_the_hub_is_gone(artifact, tmp_path):
+    def tamper(pulled: Path) -> None:
+        blob = (pulled / "model.safetensors").resolve()
+        blob.chmod(0o644)
+        with open(blob, "r+b") as f:
+            f.seek(-1, 2)
+            f.write(b"\x00" if f.read(1) != b"\x00" else b"\x01")
+
+    with FakeHub(tokens={TOKEN: USER}) as hub:
+        assert do_push(hub, artifact) == 0
+        sha, url = hub.head(REPO), hub.url
+        pulled = H.pull_model(REPO, sha, cache_dir=tmp_path / "c", endpoint=url)
+        tamper(pulled)
+        again = H.pull_model(REPO, sha, cache_dir=tmp_path / "c", endpoint=url)  # the Hub's copy replaces it
+        assert (again / "model.safetensors").read_bytes() == (artifact / "model.safetensors").read_bytes()
+        tamper(again)
+    # no Hub (a port nobody listens on; a stopped FakeHub still answers on a kept-alive connection)
+    with pytest.raises(H.ModelIntegrityError, match="Delete the cache folder .*models--alice--snakes"):
+        H.pull_model(REPO, sha, cache_dir=tmp_path / "c", endpoint="http://127.0.0.1:9")
 
 
 def test_no_network_and_no_cache_is_one_clear_offline_error(tmp_path):

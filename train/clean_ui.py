@@ -12,9 +12,9 @@ import gradio as gr
 from PIL import Image
 
 from snake_model.loader import ImageLoadError, load_image
+from snake_model.mdtext import md_text
 from train.clean import QUEUE_TITLES, QUEUES, queues
 from train.decisions import NOT_SNAKE_DIR, DecisionError, Decisions
-from train.mdtext import md_text
 
 THUMB = 512
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from snake_model.artifact import ArtifactError, load_spec
 from snake_model.loader import ImageLoadError
+from snake_model.mdtext import md_code, md_text
 from snake_model.predictor import Predictor
 from snake_model.text import utf8_safe as shown
 
@@ -25,7 +26,6 @@ from . import metrics as M
 from . import plots
 from .cli import FRACTION, DefaultsHelpFormatter, int_at_least
 from .data import IMAGE_SUFFIXES, SKIP_DIRS, Dataset, DatasetError, list_images, random_split, read_splits
-from .mdtext import md_code, md_text
 
 BATCH = 32
 

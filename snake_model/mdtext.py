@@ -1,7 +1,7 @@
 """Untrusted text (file, class and folder names, error reasons, provenance) shown literally in Markdown.
 
-Used by the evaluate report and the cleaning workbench's card: a name must never become markup, HTML or a new
-Markdown block.
+Used by the app, the evaluate report and the cleaning workbench's card: a name must never become markup, a link,
+HTML or a new Markdown block.
 """
 
 from __future__ import annotations
