@@ -1,8 +1,8 @@
 """Gradio Blocks app: Classify, Explain (Grad-CAM) and Model tabs over a safe artifact.
 
 Runs on Hugging Face Spaces and locally (`python app.py` serves on 127.0.0.1:7860; GRADIO_SERVER_NAME and
-GRADIO_SERVER_PORT work). The model comes from MODEL_DIR, else MODEL_REPO (at MODEL_REVISION) on the Hub,
-else the model bundled in ./model (snake_model.hub.resolve_model_dir). Nothing is unpickled, ever, and start-up
+GRADIO_SERVER_PORT work). The model comes from MODEL_DIR, else MODEL_REPO (at MODEL_REVISION) on the Hub (the pull
+must finish within MODEL_PULL_TIMEOUT_S seconds, default 300), else the model bundled in ./model (snake_model.hub.resolve_model_dir). Nothing is unpickled, ever, and start-up
 does no network work except that pinned pull.
 """
 
