@@ -218,3 +218,14 @@ def test_the_workbench_api_refuses_bad_arguments_with_a_clear_message(tmp_path):
         assert snapshot(root) == before  # nothing moved
     finally:
         demo.close()
+
+
+def test_keeping_a_photo_twice_logs_one_decision_so_one_undo_brings_it_back(tmp_path):
+    root = tiny_dataset(tmp_path / "d")
+    dec = Decisions(root)
+    first = dec.decide("boa/0.png", "keep")
+    again = dec.decide("boa/0.png", "keep")  # e.g. a double click, or the API called twice
+    assert again["id"] == first["id"] and [r["id"] for r in dec.live()] == [first["id"]]
+    dec.undo(1)
+    assert dec.live() == []
+    assert dec.decide("boa/0.png", "keep")["id"] != first["id"]  # after the undo it can be kept again

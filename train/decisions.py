@@ -371,6 +371,9 @@ class Decisions:
         old_label = PurePosixPath(rel).parts[0]
         inner = PurePosixPath(*PurePosixPath(rel).parts[1:]).as_posix()
         if action == "keep":
+            kept = [r for r in self.live() if r["action"] == "keep" and r["old_path"] == rel]
+            if kept:  # a double submit: the photo is already kept, and one undo must bring it back to review
+                return kept[-1]
             new_rel, label = rel, old_label
         elif action == "delete":
             new_rel, label = free_path(self.root, f"{TRASH_DIR}/{rel}"), None
