@@ -12,6 +12,7 @@ from snake_model.artifact import CONFIG, read_json_object
 from snake_model.spec import ModelSpec
 
 from .data import BACKGROUND_LABEL
+from .metrics import macro_f1
 
 CARD_IMAGES = {
     "confusion_matrix.png": "Confusion matrix",
@@ -86,11 +87,13 @@ def _front_matter(spec: ModelSpec, metrics: dict, name: str, data_name: str) -> 
     err = metrics.get("valid_error")
     if isinstance(err, int | float):
         results = [{"type": "accuracy", "value": round(1 - err, 4), "name": "Validation accuracy"}]
-        # macro F1 over the classes that have validation images (F1 null, undefined, for the others)
-        f1s = [v.get("f1") for v in metrics.get("per_class", {}).values() if isinstance(v, dict)]
-        f1s = [f for f in f1s if f is not None]
-        if f1s and all(isinstance(f, int | float) for f in f1s):
-            results.append({"type": "f1", "value": round(sum(f1s) / len(f1s), 4), "name": "Validation macro F1"})
+        # macro F1 over the classes that have validation images (F1 null, undefined, for the others); none at all
+        # when metrics.json holds something else than numbers there
+        per = metrics.get("per_class", {})
+        f1s = [v.get("f1") for v in per.values() if isinstance(v, dict)]
+        macro = macro_f1(per) if all(f is None or isinstance(f, int | float) for f in f1s) else None
+        if macro is not None:
+            results.append({"type": "f1", "value": round(macro, 4), "name": "Validation macro F1"})
         meta["model-index"] = [
             {
                 "name": name,

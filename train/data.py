@@ -37,16 +37,20 @@ class Dataset:
         return p.relative_to(self.root).as_posix()
 
 
+def class_dirs(root: str | Path) -> list[Path]:
+    """The sub-folders of a dataset that can be classes, sorted (hidden and bookkeeping folders left out)."""
+    return sorted(
+        d for d in Path(root).iterdir() if d.is_dir() and d.name not in SKIP_DIRS and not d.name.startswith(".")
+    )
+
+
 def list_images(root: str | Path, verify: bool = False, min_classes: int = 2, min_per_class: int = 2) -> Dataset:
     """One sub-folder per class; files are found by suffix and, with verify, decoded by the loader."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root} is not a directory; give a folder with one sub-folder of images per class")
-    class_dirs = sorted(
-        d for d in root.iterdir() if d.is_dir() and d.name not in SKIP_DIRS and not d.name.startswith(".")
-    )
     paths, labels, classes, skipped = [], [], [], {}
-    for d in class_dirs:
+    for d in class_dirs(root):
         files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             continue

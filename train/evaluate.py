@@ -25,7 +25,7 @@ from snake_model.text import utf8_safe as shown
 from . import metrics as M
 from . import plots
 from .cli import FRACTION, DefaultsHelpFormatter, int_at_least
-from .data import IMAGE_SUFFIXES, SKIP_DIRS, Dataset, DatasetError, list_images, random_split, read_splits
+from .data import IMAGE_SUFFIXES, Dataset, DatasetError, class_dirs, list_images, random_split, read_splits
 
 BATCH = 32
 
@@ -80,13 +80,6 @@ def parse_map(items: Sequence[str]) -> dict[str, str]:
             raise EvalError(f"--map {item!r}: expected FOLDER=LABEL")
         out[folder] = label
     return out
-
-
-def data_folders(data_dir: Path) -> list[str]:
-    """The sub-folders of DATA_DIR that list_images may read as classes (hidden and bookkeeping folders left out)."""
-    return sorted(
-        d.name for d in data_dir.iterdir() if d.is_dir() and d.name not in SKIP_DIRS and not d.name.startswith(".")
-    )
 
 
 def check_map_folders(mapping: dict[str, str], folders: Sequence[str]) -> None:
@@ -218,7 +211,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     if not args.data_dir.is_dir():
         raise EvalError(f"data folder {args.data_dir} is not a directory; give one sub-folder of images per class")
     mapping = parse_map(args.map)
-    check_map_folders(mapping, data_folders(args.data_dir))
+    check_map_folders(mapping, [d.name for d in class_dirs(args.data_dir)])
     ood_files = list_ood(args.ood) if args.ood is not None else []
     spec = load_spec(args.artifact_dir)  # cheap: check the labels before the slow predictor start-up
     labels = list(spec.labels)

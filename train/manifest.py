@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from snake_model.text import is_utf8, utf8_safe
-from train.data import SKIP_DIRS
+from train.data import SKIP_DIRS, class_dirs
 
 log = logging.getLogger(__name__)
 
@@ -231,12 +231,6 @@ def append_row(out: Path, row: dict) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def class_dirs(out: Path) -> list[Path]:
-    return sorted(
-        d for d in Path(out).iterdir() if d.is_dir() and d.name not in SKIP_DIRS and not d.name.startswith(".")
-    )
 
 
 def quarantine(out: Path, rel: str, why: str) -> Path:

@@ -26,7 +26,7 @@ from snake_model.text import is_utf8
 from snake_model.text import utf8_safe as shown
 from train import manifest as mf
 from train.cli import FRACTION, int_at_least
-from train.data import IMAGE_SUFFIXES, SPLITS_FILE
+from train.data import IMAGE_SUFFIXES, SPLITS_FILE, class_dirs
 
 log = logging.getLogger("train.split")
 
@@ -84,7 +84,7 @@ def list_files(root: Path) -> list[tuple[str, str]]:
     """(relative path, class) for every image-suffixed file under the class folders, as train.data sees them
     (hidden files included: train.fit trains on them, so they must be deduplicated and split like the rest)."""
     out = []
-    for d in mf.class_dirs(root):
+    for d in class_dirs(root):
         for p in sorted(d.rglob("*")):
             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
                 out.append((p.relative_to(root).as_posix(), d.name))
