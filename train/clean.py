@@ -26,7 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from train.cli import int_at_least
-from train.data import IMAGE_SUFFIXES, SKIP_DIRS, DatasetError
+from train.data import SKIP_DIRS, DatasetError, image_files
 from train.decisions import MANIFEST, NOT_SNAKE_DIR, DecisionError, Decisions
 from train.quality import DUP_COS, DUP_HAMMING, Thresholds, duplicate_clusters, image_checks, quality_severity
 
@@ -60,7 +60,7 @@ def list_dataset(root: Path, not_snake_dir: str = NOT_SNAKE_DIR) -> tuple[list[s
     skip = SKIP_DIRS | {not_snake_dir}
     classes, paths, labels = [], [], []
     for d in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in skip and not p.name.startswith(".")):
-        files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files = image_files(d)
         if files:
             labels += [len(classes)] * len(files)
             classes.append(d.name)

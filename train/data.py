@@ -44,6 +44,11 @@ def class_dirs(root: str | Path) -> list[Path]:
     )
 
 
+def image_files(folder: str | Path) -> list[Path]:
+    """Every file under folder (sub-folders and hidden files included) with an image suffix, sorted."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def list_images(root: str | Path, verify: bool = False, min_classes: int = 2, min_per_class: int = 2) -> Dataset:
     """One sub-folder per class; files are found by suffix and, with verify, decoded by the loader."""
     root = Path(root)
@@ -51,7 +56,7 @@ def list_images(root: str | Path, verify: bool = False, min_classes: int = 2, mi
         raise DatasetError(f"{root} is not a directory; give a folder with one sub-folder of images per class")
     paths, labels, classes, skipped = [], [], [], {}
     for d in class_dirs(root):
-        files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files = image_files(d)
         if not files:
             continue
         ci = len(classes)

@@ -25,7 +25,7 @@ from snake_model.text import utf8_safe as shown
 from . import metrics as M
 from . import plots
 from .cli import FRACTION, DefaultsHelpFormatter, int_at_least
-from .data import IMAGE_SUFFIXES, Dataset, DatasetError, class_dirs, list_images, random_split, read_splits
+from .data import IMAGE_SUFFIXES, Dataset, DatasetError, class_dirs, image_files, list_images, random_split, read_splits
 
 BATCH = 32
 
@@ -197,7 +197,7 @@ def calibration_block(probs: np.ndarray, y: np.ndarray) -> dict:
 def list_ood(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise EvalError(f"--ood {folder} is not a directory")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(folder)
     if not files:
         raise EvalError(f"--ood {folder} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return files

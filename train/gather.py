@@ -533,7 +533,7 @@ class Run:
         self.done_urls = {mf.cell(r["image_url"], exact=True) for r in self.rows}
         self.failed = self._load_failed()
         self.queued: set[tuple[str, str]] = set()
-        have = Counter(mf.top_folder(r["path"]) for r in self.rows if mf.in_class_folder(r))
+        have = Counter(mf.top_folder(r["path"]) for r in self._in_dataset())
         big = 10**12
         want = {c.label: (cfg.count or big) for c in cfg.classes}
         self.iters = {c.label: self._chain(c, max(0, want[c.label] - have[c.label])) for c in cfg.classes}
@@ -573,7 +573,8 @@ class Run:
             pass
         finally:
             bar.close()
-            mf.write_attribution(self.out, self._in_dataset())
+            kept = self._in_dataset()
+            mf.write_attribution(self.out, kept)
             write_classes_json(self.out, cfg.classes)
         problems = [p for src in cfg.sources for p in getattr(src, "problems", [])]
         if problems:
@@ -592,8 +593,8 @@ class Run:
             "failures": dict(self.failures.most_common()),
             "skipped": dict(self.skipped.most_common()),
             "reconciled": {k: v for k, v in fixed.items() if v},
-            "publishable": sum(r["use"] == "publishable" for r in self._in_dataset()),
-            "train_only": sum(r["use"] != "publishable" for r in self._in_dataset()),
+            "publishable": sum(r["use"] == "publishable" for r in kept),
+            "train_only": sum(r["use"] != "publishable" for r in kept),
         }
         mf.atomic_write(self.out / REPORT, json.dumps(report, indent=2).encode())
         return report

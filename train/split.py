@@ -26,7 +26,7 @@ from snake_model.text import is_utf8
 from snake_model.text import utf8_safe as shown
 from train import manifest as mf
 from train.cli import FRACTION, int_at_least
-from train.data import IMAGE_SUFFIXES, SPLITS_FILE, class_dirs
+from train.data import SPLITS_FILE, class_dirs, image_files
 
 log = logging.getLogger("train.split")
 
@@ -83,12 +83,7 @@ def phash_int(img) -> int:
 def list_files(root: Path) -> list[tuple[str, str]]:
     """(relative path, class) for every image-suffixed file under the class folders, as train.data sees them
     (hidden files included: train.fit trains on them, so they must be deduplicated and split like the rest)."""
-    out = []
-    for d in class_dirs(root):
-        for p in sorted(d.rglob("*")):
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
-                out.append((p.relative_to(root).as_posix(), d.name))
-    return out
+    return [(p.relative_to(root).as_posix(), d.name) for d in class_dirs(root) for p in image_files(d)]
 
 
 def manifest_phash(row: dict | None, sha: str) -> int | None:
@@ -185,11 +180,12 @@ def split_dataset(
     threshold: int = DEFAULT_THRESHOLD,
     move: bool = True,
     progress: bool = False,
+    files: list[tuple[str, str]] | None = None,
 ) -> SplitResult:
     """Verify, dedupe and split root; writes splits.csv, split_report.json and (if present) the manifest."""
     root = Path(root)
     known = {r["path"]: r for r in mf.read_manifest(root)}
-    files = list_files(root)
+    files = list_files(root) if files is None else files
     # A name that is not UTF-8 cannot go into splits.csv. Such files are found before anything moves and left where
     # they are; train.fit puts a file splits.csv does not name in train, so their near-duplicates are kept in train.
     odd = {rel for rel, _ in files if not is_utf8(rel)}
@@ -305,12 +301,19 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data_dir.is_dir():
         print(f"error: {args.data_dir} is not a folder; give DATA_DIR with one sub-folder per class", file=sys.stderr)
         return 1
-    if not list_files(args.data_dir):
+    files = list_files(args.data_dir)
+    if not files:
         print(f"error: no images found under {args.data_dir}/<class>/", file=sys.stderr)
         return 1
     try:
         res = split_dataset(
-            args.data_dir, args.valid_pct, args.seed, args.threshold, move=not args.no_move, progress=not args.quiet
+            args.data_dir,
+            args.valid_pct,
+            args.seed,
+            args.threshold,
+            move=not args.no_move,
+            progress=not args.quiet,
+            files=files,
         )
     except OSError as e:
         print(f"error: {e.strerror or e} ({e.filename or ''})", file=sys.stderr)
