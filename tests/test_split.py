@@ -242,3 +242,14 @@ def test_hidden_image_files_are_deduplicated_and_split_like_train_fit_sees_them(
     assert (root / "krait" / "5.jpg").is_file()
     ds = list_images(root)  # what train.fit sees: every file is named in splits.csv
     assert {ds.rel(p) for p in ds.paths} == set(read_split_file(root))
+
+
+def test_a_file_name_with_a_line_break_is_left_out_not_written_as_another_name(dataset, caplog):
+    root, _ = dataset
+    odd = "tab\there\nnext.jpg"
+    (root / "cobra" / odd).write_bytes(near_copy(photo(7).rotate(2)))
+    assert main([str(root)]) == 0
+    assert "cobra/tab\\there\\nnext.jpg" in caplog.text and "Rename it" in caplog.text
+    text = (root / "splits.csv").read_text(encoding="utf-8")
+    assert "tab" not in text and "next.jpg" not in text  # csv rows would replace the breaks: a path that is not there
+    assert (root / "cobra" / odd).is_file()

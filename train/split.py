@@ -22,8 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from snake_model.loader import ImageLoadError, load_image
-from snake_model.text import is_utf8
-from snake_model.text import utf8_safe as shown
 from train import manifest as mf
 from train.cli import FRACTION, int_at_least
 from train.data import SPLITS_FILE, class_dirs, image_files
@@ -49,7 +47,7 @@ class SplitResult:
     exact_duplicates: list[tuple[str, str]] = field(default_factory=list)  # (dropped, kept)
     cross_class: list[list[str]] = field(default_factory=list)  # groups whose members carry different labels
     near_groups: list[list[str]] = field(default_factory=list)  # groups of more than one image
-    bad_names: list[str] = field(default_factory=list)  # file names that are not UTF-8, as shown (left in place)
+    bad_names: list[str] = field(default_factory=list)  # names splits.csv cannot hold, as shown (left in place)
 
     def counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = defaultdict(lambda: {"train": 0, "valid": 0})
@@ -186,14 +184,16 @@ def split_dataset(
     root = Path(root)
     known = {r["path"]: r for r in mf.read_manifest(root)}
     files = list_files(root) if files is None else files
-    # A name that is not UTF-8 cannot go into splits.csv. Such files are found before anything moves and left where
-    # they are; train.fit puts a file splits.csv does not name in train, so their near-duplicates are kept in train.
-    odd = {rel for rel, _ in files if not is_utf8(rel)}
+    # A name that is not UTF-8, or holds a line break or control character, cannot go into splits.csv as it is. Such
+    # files are found before anything moves and left where they are; train.fit puts a file splits.csv does not name
+    # in train, so their near-duplicates are kept in train.
+    odd = {rel for rel, _ in files if not mf.usable_name(rel)}
     for rel in sorted(odd):
         log.warning(
-            "%s: the file name is not UTF-8, so splits.csv cannot name it; it stays where it is, out of the split "
-            "(train.fit will train on it). Rename it to a UTF-8 name and run the split again",
-            shown(str(root / rel)),
+            "%s: the file name is not UTF-8 text (or holds a control character), so splits.csv cannot name it; it stays "
+            "where it is, out of the split (train.fit will train on it). Rename it to a UTF-8 name on one line and run "
+            "the split again",
+            mf.shown(str(root / rel)),
         )
     items, bad = scan(root, known, files, progress)
     bad = {k: v for k, v in bad.items() if k not in odd}  # a badly named file is reported as such, never moved
@@ -224,11 +224,11 @@ def split_dataset(
     members: dict[int, list[Item]] = defaultdict(list)
     for it, g in zip(kept_items, groups, strict=True):
         members[g].append(it)
-    multi = [sorted(shown(m.path) for m in ms) for ms in members.values() if len(ms) > 1]
-    cross = [sorted(shown(m.path) for m in ms) for ms in members.values() if len({m.label for m in ms}) > 1]
+    multi = [sorted(mf.shown(m.path) for m in ms) for ms in members.values() if len(ms) > 1]
+    cross = [sorted(mf.shown(m.path) for m in ms) for ms in members.values() if len({m.label for m in ms}) > 1]
     pinned = {g for it, g in zip(kept_items, groups, strict=True) if it.path in odd}
     splits = {p: s for p, s in assign(kept_items, groups, valid_pct, seed, pinned).items() if p not in odd}
-    res = SplitResult(splits, bad, dropped, sorted(cross), sorted(multi), sorted(shown(p) for p in odd))
+    res = SplitResult(splits, bad, dropped, sorted(cross), sorted(multi), sorted(mf.shown(p) for p in odd))
     rows = [{"path": p, "split": s} for p, s in sorted(res.splits.items())]
     mf.atomic_write(root / SPLITS_FILE, mf.rows_to_csv(rows, ["path", "split"]))
     report = {
@@ -261,8 +261,8 @@ def format_result(res: SplitResult, root: Path, move: bool) -> str:
     lines.append(f"  groups under two or more classes: {len(res.cross_class)} (check their labels)")
     if res.bad_names:
         lines.append(
-            f"  files left out because their names are not UTF-8: {len(res.bad_names)} (rename them and run the "
-            "split again; until then train.fit puts them, and the split their near-duplicates, in train)"
+            f"  files left out because their names are not UTF-8 text on one line: {len(res.bad_names)} (rename them "
+            "and run the split again; until then train.fit puts them, and the split their near-duplicates, in train)"
         )
         lines += [f"    {p}" for p in res.bad_names[:10]]
         if len(res.bad_names) > 10:
