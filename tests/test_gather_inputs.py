@@ -230,6 +230,8 @@ CLS = "\n[[classes]]\nname='a'"
         ("classes = 5", "classes must be"),
         ("count = true" + CLS, "count must be a positive integer"),
         ("[inaturalist]\nbase_url = 5" + CLS, "[inaturalist] base_url must be"),
+        ("[inaturalist]\nmin_interval = inf" + CLS, "[inaturalist] min_interval must be a number at least 0, not inf"),
+        ("[download]\ntotal_timeout = inf" + CLS, "[download] total_timeout must be a number more than 0, not inf"),
         ("[inaturalist]\nphoto_size = 5" + CLS, "[inaturalist] photo_size must be"),
         ("[inaturalist]\nphoto_size = 'huge'" + CLS, "[inaturalist] photo_size must be"),
         ("[inaturalist]\nlicences = 'cc0'" + CLS, "[inaturalist] licences must be a list"),

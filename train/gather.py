@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import sys
 import tomllib
@@ -160,9 +161,10 @@ def _check_download_value(key: str, v) -> None:
 
 
 def _check_number(v, name: str, lo, whole: bool, lo_open: bool = False):
-    """v when it is a number (a whole one if asked) above lo (or at lo when not lo_open); else a ConfigError."""
+    """v when it is a finite number (a whole one if asked) above lo (or at lo when not lo_open); else a ConfigError.
+    TOML reads nan and inf as floats: an infinite min_interval or timeout would wait forever."""
     kinds = (int,) if whole else (int, float)
-    if isinstance(v, bool) or not isinstance(v, kinds) or v != v or (v <= lo if lo_open else v < lo):
+    if isinstance(v, bool) or not isinstance(v, kinds) or not math.isfinite(v) or (v <= lo if lo_open else v < lo):
         what = "a whole number" if whole else "a number"
         bound = f"more than {lo}" if lo_open else f"at least {lo}"
         raise ConfigError(f"{name} must be {what} {bound}, not {v!r}")
