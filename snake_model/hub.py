@@ -6,7 +6,6 @@ login), so tests and mirrors point it anywhere. Nothing happens at import time; 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -109,29 +108,31 @@ def _valid(snapshot: Path) -> bool:
     A bad download (an HTML page saved as config.json, cut-short or swapped weights) fails this, so the next pull
     fetches those files again instead of failing on the same cached copy forever.
     """
+    return _valid_spec(snapshot) is not None
+
+
+def _valid_spec(snapshot: Path):
+    """The snapshot's ModelSpec when _valid holds, else None."""
     try:
         spec = load_spec(snapshot)
     except (ArtifactError, OSError, ValueError):
-        return False
+        return None
     weights = snapshot / WEIGHTS
-    return not weights.is_file() or sha256_file(weights) == spec.weights_sha256
+    return spec if not weights.is_file() or sha256_file(weights) == spec.weights_sha256 else None
 
 
 def _complete(snapshot: Path) -> bool:
-    """The weights and every file config.json names (the kNN feature bank) are in the snapshot, and they are valid.
+    """The weights and every file config.json names (the kNN feature bank) are in the snapshot, and they are valid:
+    what _verified checks, so a complete snapshot needs no second check.
 
     A pull killed half-way (or abandoned at the deadline) leaves config.json without the rest, and a bad download
     leaves a config.json that does not parse or weights that do not match it; such a snapshot is pulled again.
     """
-    if not (snapshot / WEIGHTS).is_file() or not _valid(snapshot):
+    spec = _valid_spec(snapshot) if (snapshot / WEIGHTS).is_file() else None
+    if spec is None:
         return False
-    try:
-        cfg = json.loads((snapshot / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    ood = cfg.get("ood") if isinstance(cfg, dict) else None
-    name = ood.get("file") if isinstance(ood, dict) else None
-    return not isinstance(name, str) or (snapshot / name).is_file()
+    name = spec.ood.get("file")
+    return name is None or (snapshot / name).is_file()
 
 
 def _cache_folder(snapshot: Path) -> Path:
@@ -305,13 +306,13 @@ def pull_model(
             repo_id,
         )
     found = _snapshot_folder(repo_id, revision, cache_dir)
-    cached = found if found is not None and _complete(found) else None
+    cached = found if found is not None and _complete(found) else None  # complete: its spec and weights verified
     bad = (
         found is not None and cached is None and not _valid(found)
     )  # a bad download in the cache: fetch its files again
     if cached is not None and (pinned or offline):
         log.info("using cached model %s from %s", _where(repo_id, revision), cached)
-        return _verified(cached, repo_id, cached.name)
+        return cached
     if offline:
         if bad and (found / WEIGHTS).is_file():
             _verified(found, repo_id, found.name)  # says what is wrong with the cached copy and which folder
@@ -335,7 +336,7 @@ def pull_model(
         if type(err) in (ModelOfflineError, ModelPullError, ModelPullTimeoutError) and cached is not None:
             # Unreachable or failing Hub, but the repo was never said to be gone: serve the cached copy.
             log.warning("cannot reach %s (%s); using the cached copy of %s", endpoint, type(e).__name__, revision)
-            return _verified(cached, repo_id, cached.name)
+            return cached
         if type(err) is ModelOfflineError and bad and (found / WEIGHTS).is_file():
             _verified(found, repo_id, found.name)  # says what is wrong with the cached copy and which folder
         raise err from None
