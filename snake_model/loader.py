@@ -7,7 +7,7 @@ import struct
 import warnings
 from pathlib import Path
 
-from PIL import Image, ImageFile, ImageOps
+from PIL import ExifTags, Image, ImageFile, ImageOps
 
 # Defaults sized for photos: a 40-megapixel phone picture passes, a decompression bomb does not.
 MAX_PIXELS = 50_000_000
@@ -122,18 +122,44 @@ def _grey_to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(out, "L")
 
 
+# Rows per strip when compositing alpha on white: about 260,000 pixels, so each strip's scratch image is ~1 MB.
+# Compositing the whole image at once made three extra full-size 4-byte-a-pixel images (a converted copy, the white
+# background, the composite) besides the RGB result, and ImageOps.exif_transpose a fourth (it copies even when there
+# is nothing to turn): a 40-megapixel 16-bit RGBA PNG peaked at ~930 MB of RSS. Now ~330 MB: the decoded image and
+# the result, 4 bytes a pixel each (Pillow stores RGB in 4 bytes too), plus the strips.
+_ALPHA_BLOCK_PIXELS = 1 << 18
+
+_ALPHA_MODES = ("RGBA", "LA", "RGBa", "La", "PA", "P")
+
+
+def _alpha_on_white(img: Image.Image) -> Image.Image:
+    """RGBA/LA/RGBa/La/PA/P to 8-bit RGB, alpha composited on white, one strip of rows at a time.
+
+    Each strip goes through exactly the Pillow calls the whole image used to (convert("RGBA"), alpha_composite onto
+    opaque white, convert("RGB")); they work pixel by pixel, so the result is identical. Extra memory: the RGB result
+    plus a few strip-sized images, instead of four full-size ones.
+    """
+    w, h = img.size
+    out = Image.new("RGB", (w, h))
+    rows = max(1, _ALPHA_BLOCK_PIXELS // max(w, 1))
+    white = Image.new("RGBA", (w, min(rows, h)), (255, 255, 255, 255))
+    for y in range(0, h, rows):
+        strip = img.crop((0, y, w, min(h, y + rows)))
+        if strip.mode != "RGBA":
+            strip = strip.convert("RGBA")
+        background = white if strip.size == white.size else white.crop((0, 0, w, strip.height))
+        out.paste(Image.alpha_composite(background, strip).convert("RGB"), (0, y))
+    return out
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any decoded mode to 8-bit RGB; alpha is composited on white."""
+    """Convert any decoded mode to 8-bit RGB; alpha is composited on white. An RGB image is returned as it is."""
     if img.mode == "RGB":
         return img
-    if img.mode == "P":
-        img = img.convert("RGBA")
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         return _grey_to_8bit(img).convert("RGB")
-    if img.mode in ("RGBA", "LA", "RGBa", "La", "PA"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode in _ALPHA_MODES:
+        return _alpha_on_white(img)
     return img.convert("RGB")
 
 
@@ -192,18 +218,39 @@ def load_image(
         finally:
             ImageFile.LOAD_TRUNCATED_IMAGES = old_flag
         try:
-            out = normalise_image(img)
+            out = _normalise(img, in_place=True)  # img is this function's own: turn it in place
             out.load()
+        except MemoryError as e:
+            raise ImageTooLargeError(f"{name}: the image is too large to convert to RGB") from e
         except (OSError, ValueError) as e:
             raise TruncatedImageError(f"{name}: the image cannot be converted to RGB ({e})") from e
     return out
 
 
-def normalise_image(img: Image.Image) -> Image.Image:
-    """An already-open PIL image made what load_image returns: EXIF-oriented, 8-bit RGB, alpha on white."""
+def _orient(img: Image.Image, *, in_place: bool) -> Image.Image:
+    """Apply the EXIF orientation. No copy when there is nothing to turn (ImageOps.exif_transpose always copies)."""
     try:
-        oriented = ImageOps.exif_transpose(img)
-        img = oriented if oriented is not None else img
+        img.load()
+        orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+        if orientation in (2, 3, 4, 5, 6, 7, 8):
+            if in_place:
+                ImageOps.exif_transpose(img, in_place=True)  # the old pixels are freed as the turned ones arrive
+                return img
+            return ImageOps.exif_transpose(img)
     except Exception:  # noqa: BLE001 - a corrupt EXIF block must not lose a good picture
         pass
-    return _to_rgb(img)
+    return img
+
+
+def _normalise(img: Image.Image, *, in_place: bool) -> Image.Image:
+    out = _to_rgb(_orient(img, in_place=in_place))
+    # Always a new image, never the caller's (or the decoder's ImageFile, which still holds the file's bytes).
+    return out.copy() if out is img else out
+
+
+def normalise_image(img: Image.Image) -> Image.Image:
+    """An already-open PIL image made what load_image returns: EXIF-oriented, 8-bit RGB, alpha on white.
+
+    The caller's image is left as it is; the result is always a new image.
+    """
+    return _normalise(img, in_place=False)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
+import sys
 import zlib
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -220,3 +223,169 @@ def test_sixteen_bit_greyscale_does_not_make_full_size_float64_copies():
         tracemalloc.stop()
     assert out.getpixel((1999, 1999)) == (155, 155, 155)
     assert peak < 24e6, f"peak {peak / 1e6:.0f} MB of numpy arrays"
+
+
+def _png16_rgba(pixels) -> bytes:
+    """A 16-bit RGBA PNG (Pillow cannot write one) from an H x W x 4 array of 0..65535 values."""
+    import numpy as np
+
+    arr = np.asarray(pixels, dtype=">u2")
+    raw = b"".join(b"\x00" + row.tobytes() for row in arr)
+    ihdr = struct.pack(">IIBBBBB", arr.shape[1], arr.shape[0], 16, 6, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(raw))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def test_sixteen_bit_rgba_is_composited_on_white_with_these_exact_pixels():
+    # Pillow keeps the high byte of each 16-bit sample; then out = round((c * a + 255 * (255 - a)) / 255).
+    png = _png16_rgba(
+        [
+            [
+                [0xFFFF, 0, 0, 0xFFFF],  # opaque red
+                [0xFFFF, 0, 0, 0x8000],  # a = 128: 255, 0*128/255 + 127 = 127, 127
+                [0, 0, 0, 0x8000],  # half-transparent black: 127 grey
+                [0xC0FF, 0x4000, 0x0080, 0x4000],  # c = 192, 64, 0 at a = 64: 239.19, 207.06, 191
+                [0x1234, 0x5678, 0x9ABC, 0],  # fully transparent: white whatever the colour
+                [0, 0, 0, 0x00FF],  # alpha's high byte is 0: transparent
+                [0x00FF, 0xFFFF, 0x8000, 0xFF00],  # alpha's high byte is 255: opaque 0, 255, 128
+            ]
+        ]
+    )
+    im = load_image(png)
+    assert im.mode == "RGB" and im.size == (7, 1)
+    assert [im.getpixel((x, 0)) for x in range(7)] == [
+        (255, 0, 0),
+        (255, 127, 127),
+        (127, 127, 127),
+        (239, 207, 191),
+        (255, 255, 255),
+        (255, 255, 255),
+        (0, 255, 128),
+    ]
+
+
+def _old_alpha_to_rgb(img: Image.Image) -> Image.Image:
+    """The whole-image compositing the loader used before it worked strip by strip (the reference)."""
+    rgba = img.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+
+
+@pytest.mark.parametrize("block", [1 << 20, 1, 7, 300])
+def test_alpha_compositing_strip_by_strip_is_exactly_the_whole_image_result(monkeypatch, block):
+    import numpy as np
+
+    from snake_model import loader
+
+    if hasattr(loader, "_ALPHA_BLOCK_PIXELS"):
+        monkeypatch.setattr(loader, "_ALPHA_BLOCK_PIXELS", block)  # several strips, a short last one
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (41, 37, 4), dtype=np.uint8)
+    p = Image.fromarray(rgba[..., 0] % 16, "L").convert("P")
+    p.putpalette(list(rng.integers(0, 256, 768)))
+    p_index = p.copy()
+    p_index.info["transparency"] = 3
+    p_alpha = p.copy()
+    p_alpha.info["transparency"] = bytes(rng.integers(0, 256, 16, dtype=np.uint8))
+    images = [
+        Image.fromarray(rgba, "RGBA"),
+        Image.fromarray(rgba, "RGBA").convert("RGBa"),
+        Image.fromarray(rgba[..., :2].copy(), "LA"),
+        p,
+        p_index,
+        p_alpha,
+        p.convert("PA"),
+        Image.fromarray(rgba[:1, :1], "RGBA"),
+    ]
+    for img in images:
+        kept = img.tobytes()
+        out = loader.normalise_image(img)
+        assert out.mode == "RGB" and out.size == img.size
+        assert np.array_equal(np.asarray(out), np.asarray(_old_alpha_to_rgb(img))), img.mode
+        assert img.tobytes() == kept  # the caller's image is not touched
+    big = rng.integers(0, 65536, (29, 53, 4))
+    ref = _old_alpha_to_rgb(Image.open(io.BytesIO(_png16_rgba(big))))
+    assert np.array_equal(np.asarray(load_image(_png16_rgba(big))), np.asarray(ref))
+
+
+def test_exif_turn_of_an_rgba_image_leaves_the_callers_image_alone():
+    from snake_model.loader import normalise_image
+
+    img = Image.new("RGBA", (40, 20), (255, 0, 0, 0))
+    img.putpixel((0, 0), (0, 0, 255, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 clockwise when displayed
+    img.info["exif"] = exif.tobytes()
+    out = normalise_image(img)
+    assert out.size == (20, 40) and out.getpixel((19, 0)) == (0, 0, 255) and out.getpixel((0, 0)) == (255, 255, 255)
+    assert img.size == (40, 20) and img.getpixel((0, 0)) == (0, 0, 255, 255)
+    rgb = Image.new("RGB", (3, 2), "red")
+    assert normalise_image(rgb) is not rgb  # always a new image
+    im = load_image(encode(img, "PNG", exif=exif.tobytes()))
+    assert im.size == (20, 40) and im.getpixel((19, 0)) == (0, 0, 255)
+
+
+def test_truncated_sixteen_bit_rgba_png_is_a_clear_error():
+    import numpy as np
+
+    png = _png16_rgba(np.random.default_rng(0).integers(0, 65536, (60, 70, 4)))
+    with pytest.raises(TruncatedImageError, match="truncated or corrupt"):
+        load_image(png[: len(png) // 2])
+
+
+_PEAK_SCRIPT = """
+import sys
+from snake_model.loader import load_image
+
+def peak_rss():  # VmHWM: this process's own peak, from its exec on (ru_maxrss would count the parent's RSS too)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+
+data = open(sys.argv[1], "rb").read()
+load_image(open(sys.argv[2], "rb").read())  # warm up: every code path once, on a tiny image
+before = peak_rss()
+im = load_image(data)
+print(im.size[0], im.size[1], im.mode, peak_rss() - before)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux's /proc/self/status (VmHWM)")
+def test_sixteen_bit_rgba_loads_without_full_size_compositing_copies(tmp_path):
+    # A 39.7-megapixel 16-bit RGBA PNG (1.7 MB on disk) used to peak at ~930 MB: the decoded RGBA, an EXIF "turn"
+    # copy, a converted copy, a white background, the composite and the RGB result, 4 bytes a pixel each (Pillow
+    # keeps RGB in 4 bytes too): 24 bytes a pixel. Now the decoded image, the result and ~1 MB strips: ~9 bytes a
+    # pixel here, ~330 MB for the 39.7 MP file. Pillow's memory is invisible to tracemalloc, so this measures the peak
+    # RSS of a fresh interpreter. Bench: python /tmp/h_loader/mem.py on the 6300x6300 PNG (maxrss 930 -> 329 MB).
+    import subprocess
+
+    import numpy as np
+
+    w, h = 2000, 2000
+    x = np.arange(w) % 64
+    rows = []
+    for y in range(0, h, 8):  # rows repeat in eights and columns every 64 pixels: a small file, varied alpha
+        px = np.stack([x * 37 + y * 11, x * 101 + y, np.full(w, y * 257), (x // 7) * 4099 + (y // 5) * 977], axis=1)
+        rows += [px % 65536] * 8
+    big, tiny = tmp_path / "big.png", tmp_path / "tiny.png"
+    big.write_bytes(_png16_rgba(np.stack(rows)))
+    tiny.write_bytes(_png16_rgba(np.full((3, 5, 4), 0x8000)))
+    del rows
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    res = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT, str(big), str(tiny)],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+        env=env,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    out_w, out_h, mode, grew = res.stdout.split()
+    assert (int(out_w), int(out_h), mode) == (w, h, "RGB"), res.stdout
+    per_pixel = int(grew) / (w * h)
+    assert per_pixel < 16, f"loading peaked {int(grew) / 1e6:.0f} MB over the baseline, {per_pixel:.1f} bytes a pixel"
