@@ -9,9 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 
 from .artifact import CONFIG, WEIGHTS, ArtifactError, load_spec, sha256_file
@@ -232,25 +234,37 @@ def _download(repo_id: str, filename: str, revision: str, cache_dir, endpoint, t
 
 
 class _Pull:
-    """What the pull is fetching now, and whether it was abandoned at the deadline (the worker then stops)."""
+    """What the pull is fetching now, and whether it was abandoned at the deadline (the worker then stops).
+
+    Python cannot kill the worker thread, so abandoning a pull makes the worker stop by itself: while it runs, every
+    HTTP request it sends through huggingface_hub's shared httpx client is watched (see _watch_session), and at the
+    deadline the sockets of its open connections are shut down. A read blocked on a slow server then returns at
+    once, the download fails, and any request it tries next (huggingface_hub retries, the next file) is refused.
+    """
 
     def __init__(self, deadline_s: float):
         self.deadline_s = deadline_s
         self.ends = time.monotonic() + deadline_s
         self.sending = "the file list"
         self.abandoned = threading.Event()
+        self._lock = threading.Lock()
+        self._sockets: dict[_Trace, socket.socket] = {}  # the worker's open connections, by request
 
     def run(self, fn, where: str, endpoint: str):
         """fn() in a worker thread, waited on until the deadline; past it, ModelPullTimeoutError.
 
         huggingface_hub's timeout is per read, so a server that drips a byte every few seconds would hold the
-        pull for ever; this wall-clock limit holds for the whole pull. An abandoned download stays a blob's
-        .incomplete file, never linked into the snapshot, so the cache never counts it as complete.
+        pull for ever; this wall-clock limit holds for the whole pull. At the deadline the worker is cancelled
+        (its connections shut down) and stops within about a second. Its half-written download is a temporary
+        file that huggingface_hub deletes on the failure and never links into the snapshot, so the cache never
+        counts it as complete, and a retry finds no download still writing into the cache.
         """
         out: dict = {}
 
         def work() -> None:
+            _ACTIVE_PULL.set(self)  # this thread's own context: requests from other threads are never watched
             try:
+                _watch_session()
                 out["value"] = fn()
             except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
                 out["error"] = e
@@ -259,7 +273,7 @@ class _Pull:
         worker.start()
         worker.join(max(0.0, self.ends - time.monotonic()))
         if worker.is_alive():
-            self.abandoned.set()
+            self.cancel()
             raise ModelPullTimeoutError(
                 f"the Hub at {endpoint} did not finish sending {self.sending} of {where} within "
                 f"{self.deadline_s:g} s; try again, raise {PULL_DEADLINE_ENV} for a slow link, or set MODEL_DIR "
@@ -269,10 +283,115 @@ class _Pull:
             raise out["error"]
         return out["value"]
 
-    def next_file(self, filename: str) -> None:
+    def cancel(self) -> None:
+        """Abandon the pull: refuse the worker's next request and cut its open connections (from any thread)."""
+        with self._lock:
+            self.abandoned.set()
+            sockets = list(self._sockets.values())
+            self._sockets.clear()
+        for sock in sockets:
+            _shut(sock)
+
+    def check(self) -> None:
+        """In the worker: raise once the pull was abandoned, so it sends no further request."""
         if self.abandoned.is_set():
             raise ModelPullTimeoutError("the pull was abandoned at its deadline")
+
+    def watch(self, request: _Trace, sock: socket.socket) -> None:
+        with self._lock:
+            if not self.abandoned.is_set():
+                self._sockets[request] = sock  # the latest wins: a TLS socket replaces the TCP one it wraps
+                return
+        _shut(sock)  # connected just after the deadline
+
+    def unwatch(self, request: _Trace) -> None:
+        """The request's response is closed: its connection may go back to the shared pool, no longer ours."""
+        with self._lock:
+            self._sockets.pop(request, None)
+
+    def next_file(self, filename: str) -> None:
+        self.check()
+        _watch_session()
         self.sending = filename
+
+
+_ACTIVE_PULL: ContextVar[_Pull | None] = ContextVar("snake_model_hub_pull", default=None)
+_HOOKS_LOCK = threading.Lock()
+
+
+def _shut(sock: socket.socket) -> None:
+    """Shut a connection down from another thread: a recv blocked on it returns at once (close alone would not).
+
+    socket.socket.shutdown also for a TLS socket, so its SSL object stays for the worker that still uses it.
+    """
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+class _Trace:
+    """httpcore's "trace" extension for one request of a pull's worker: it learns the request's socket."""
+
+    def __init__(self, pull: _Pull, inner):
+        self.pull = pull
+        self.inner = inner  # a trace the request already had
+
+    def __call__(self, name: str, info: dict) -> None:
+        if self.inner is not None:
+            self.inner(name, info)
+        if name.endswith((".connect_tcp.complete", ".start_tls.complete")):
+            self.watch(info.get("return_value"))
+        elif name.endswith(".response_closed.complete"):
+            self.pull.unwatch(self)
+
+    def watch(self, stream) -> None:
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if isinstance(sock, socket.socket):
+            self.pull.watch(self, sock)
+
+
+def _on_request(request) -> None:
+    """httpx request hook: a pull's worker sends nothing once the pull is abandoned, and its sockets are watched."""
+    pull = _ACTIVE_PULL.get()
+    if pull is None:
+        return
+    pull.check()
+    request.extensions["trace"] = _Trace(pull, request.extensions.get("trace"))
+
+
+def _on_response(response) -> None:
+    """httpx response hook (before the body is read): the socket of a connection reused from the pool."""
+    trace = response.request.extensions.get("trace")
+    if isinstance(trace, _Trace):
+        trace.watch(response.extensions.get("network_stream"))
+
+
+def _not_abandoned(record: logging.LogRecord) -> bool:
+    """Logging filter: drop huggingface_hub's "trying to resume download" warnings from an abandoned pull's worker
+    (the caller already reported the deadline); everything else, from any other thread, passes."""
+    pull = _ACTIVE_PULL.get()
+    return pull is None or not pull.abandoned.is_set()
+
+
+def _watch_session() -> None:
+    """Add _on_request/_on_response to huggingface_hub's shared httpx client, once per client.
+
+    They do nothing for requests sent outside a pull's worker thread. huggingface_hub makes a new client after
+    close_session (e.g. after a connect error), hence the check before every pull and every file.
+    """
+    from huggingface_hub import get_session
+
+    for name in ("huggingface_hub.file_download", "huggingface_hub.utils._http"):
+        logging.getLogger(name).addFilter(_not_abandoned)  # once: addFilter skips a filter already there
+    client = get_session()
+    with _HOOKS_LOCK:
+        hooks = client.event_hooks
+        if _on_request not in hooks["request"]:
+            client.event_hooks = {
+                "request": [*hooks["request"], _on_request],
+                "response": [*hooks["response"], _on_response],
+            }
 
 
 def pull_model(

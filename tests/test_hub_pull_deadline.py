@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import sys
 import threading
 import time
@@ -31,14 +32,26 @@ INFO = "the file list"  # the key of the model_info answer in ScriptedHub.modes
 HTML = b"<html><body>Please log in</body></html>"
 
 
+# Seconds between two bytes of a dripped answer: "drip" is a slow link, "stall" one that sends a byte just often
+# enough to stay under huggingface_hub's 10 s read timeout.
+DRIP_EVERY = {"drip": 0.2, "stall": 8.0}
+
+
 class ScriptedHub:
-    """modes[name] is "ok", "drip" (one byte every 0.2 s, until stop) or "html"; name is a file or INFO."""
+    """modes[name] is "ok", "drip" or "stall" (see DRIP_EVERY; until stop) or "html"; name is a file or INFO.
+
+    While dripping, the server watches its connection: `dripping` counts the answers still being sent, `hung_up`
+    names those whose client closed the connection before the end.
+    """
 
     def __init__(self, files: dict[str, bytes]):
         self.files = files
         self.modes: dict[str, str] = {}
         self.requests: list[str] = []
         self.stop_drip = threading.Event()
+        self.lock = threading.Lock()
+        self.dripping = 0
+        self.hung_up: list[str] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -71,17 +84,44 @@ class ScriptedHub:
                 mode = outer.modes.get(name, "ok")
                 if mode == "html":
                     return self._plain(200, HTML, headers | {"ETag": '"html"'}, "text/html")
-                if mode == "drip" and self.command == "GET":
+                if mode in DRIP_EVERY and self.command == "GET":
                     self._head(200, len(body), headers, "application/octet-stream")
+                    with outer.lock:
+                        outer.dripping += 1
                     try:
-                        for i in range(len(body)):
-                            if outer.stop_drip.wait(0.2):
-                                return
-                            self.wfile.write(body[i : i + 1])
-                            self.wfile.flush()
-                    except OSError:
-                        return
+                        if not self._drip(body, DRIP_EVERY[mode]):
+                            with outer.lock:
+                                outer.hung_up.append(name)
+                    finally:
+                        with outer.lock:
+                            outer.dripping -= 1
+                    return None
                 return self._plain(200, body, headers, "application/octet-stream")
+
+            def _drip(self, body, every) -> bool:
+                """Send body a byte every `every` s; False as soon as the client closes the connection."""
+                sent, due = 0, time.monotonic()
+                while sent < len(body):
+                    if outer.stop_drip.wait(0.05):
+                        return True
+                    if self._client_gone():
+                        return False
+                    if time.monotonic() >= due:
+                        try:
+                            self.wfile.write(body[sent : sent + 1])
+                            self.wfile.flush()
+                        except OSError:
+                            return False
+                        sent, due = sent + 1, due + every
+                return True
+
+            def _client_gone(self) -> bool:
+                try:  # the client sends nothing after its request: readable means it closed (or reset) the connection
+                    return self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+                except BlockingIOError:
+                    return False
+                except OSError:
+                    return True
 
             def _head(self, status, length, headers, ctype):
                 self.send_response(status)
@@ -146,6 +186,51 @@ def test_a_hub_that_drips_the_weights_is_abandoned_at_the_deadline_and_not_cache
         hub.modes["model.safetensors"] = "ok"
         pulled = pull(hub, cache, deadline_s=60)
         assert (pulled / "model.safetensors").read_bytes() == artifact_files["model.safetensors"]
+
+
+def _pull_workers() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "hub-pull"}
+
+
+def _wait_for(condition, timeout: float) -> bool:
+    ends = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > ends:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize("mode", ["drip", "stall"])
+def test_the_worker_of_a_pull_abandoned_at_the_deadline_stops_reading_and_a_retry_succeeds(
+    artifact_files, tmp_path, mode
+):
+    cache = tmp_path / "cache"
+    before = _pull_workers()
+    with ScriptedHub(artifact_files) as hub:
+        hub.modes["model.safetensors"] = mode  # megabytes, a byte at a time: it would take days to finish
+        with pytest.raises(H.ModelPullTimeoutError, match=r"model\.safetensors"):
+            pull(hub, cache, deadline_s=1.5)
+        abandoned = _pull_workers() - before
+        assert any(r.startswith("GET ") and r.endswith("/model.safetensors") for r in hub.requests)
+        # Python cannot kill a thread: the abandoned worker must stop reading by itself, soon. The server sees its
+        # connection closed by the client (stop_drip is never set here), and the worker thread ends.
+        assert _wait_for(lambda: hub.dripping == 0, 5), "the abandoned pull is still reading the weights"
+        assert hub.hung_up == ["model.safetensors"]
+        for worker in abandoned:
+            worker.join(5)
+        assert not [t for t in abandoned if t.is_alive()], "the abandoned pull's worker thread is still running"
+        assert not list(cache.rglob("*.incomplete"))  # nothing left behind to be written into later
+        assert H._cached_snapshot(REPO, SHA, cache) is None  # the partial download is not a cached model
+        # Requests outside a pull (this thread) are untouched by the cancelled one.
+        from huggingface_hub import get_session
+
+        assert get_session().get(f"{hub.url}/api/models/{REPO}/revision/{SHA}").status_code == 200
+        # The same Hub now answers at full speed: a retry right away pulls the whole model, and it verifies.
+        hub.modes["model.safetensors"] = "ok"
+        pulled = pull(hub, cache, deadline_s=60)
+        assert (pulled / "model.safetensors").read_bytes() == artifact_files["model.safetensors"]
+        assert H._cached_snapshot(REPO, SHA, cache) == pulled
 
 
 def test_a_hub_that_drips_the_file_list_is_abandoned_at_the_deadline_set_by_the_env_var(artifact_files, tmp_path):
