@@ -12,6 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from snake_model.artifact import sha256_file
 from snake_model.ood import choose_threshold
 from snake_model.predictor import Predictor
 from tests.conftest import make_dataset
@@ -98,6 +99,91 @@ def test_sigterm_during_fit_removes_the_staging_folder_and_restores_the_handler(
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no model, no hidden staging folder
+
+
+def fake_model(folder: Path, tag: str, *names: str) -> dict[str, bytes]:
+    """A model folder whose config.json holds its weights' sha256 (what load_artifact checks); its files' bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.safetensors").write_bytes(f"weights of {tag}".encode())
+    for name in names:
+        (folder / name).write_text(f"{name} of {tag}")
+    cfg = {"tag": tag, "weights_sha256": sha256_file(folder / "model.safetensors")}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def model_files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.name in fit.ARTIFACT_FILES}
+
+
+def consistent(folder: Path) -> bool:
+    cfg = json.loads((folder / "config.json").read_text())
+    return cfg["weights_sha256"] == sha256_file(folder / "model.safetensors")
+
+
+def signal_after_the_new_weights_move(monkeypatch, out: Path, signum: int) -> list[str]:
+    """Send signum the moment publish() has put the new model.safetensors next to the old config.json."""
+    real, sent = os.replace, []
+
+    def replace(src, dst):
+        real(src, dst)
+        if Path(dst) == out / "model.safetensors" and not sent:
+            sent.append(Path(dst).name)
+            os.kill(os.getpid(), signum)
+
+    monkeypatch.setattr(os, "replace", replace)
+    return sent
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_signal_during_publish_waits_until_out_holds_the_whole_new_model(tmp_path, monkeypatch, signame):
+    signum = getattr(signal, signame)
+    out, staging = tmp_path / "model", tmp_path / ".model.fit-1234"
+    old = fake_model(out, "old", "metrics.json", "README.md", "top_losses.png")
+    (out / "my_notes.txt").write_text("mine")
+    new = fake_model(staging, "new", "metrics.json", "README.md", "reliability.png")
+    sent = signal_after_the_new_weights_move(monkeypatch, out, signum)
+    previous = fit.catch_termination(out, staging)  # SIGTERM: fit's handler; SIGINT: Python's, KeyboardInterrupt
+    int_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(SystemExit if signame == "SIGTERM" else KeyboardInterrupt) as e:
+            fit.publish(staging, out)
+        assert sent == ["model.safetensors"]  # the signal came in the middle of the swap
+        if signame == "SIGTERM":
+            assert e.value.code == 128 + signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGINT, int_handler)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    assert model_files(out) == new != old  # not the new weights next to the old config.json
+    assert consistent(out) and (out / "my_notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_sigterm_during_publish_exits_after_the_new_model_is_in_place(tmp_path, monkeypatch, capsys):
+    data = make_dataset(tmp_path / "data", per_class=4)
+    out = tmp_path / "model"
+    old = fake_model(out, "old", "metrics.json", "README.md", "top_losses.png")
+    (out / "my_notes.txt").write_text("mine")
+    got = []
+
+    def ours(signum, frame):  # stands in for the default action (which would end pytest)
+        got.append(signum)
+
+    sent = signal_after_the_new_weights_move(monkeypatch, out, signal.SIGTERM)
+    previous = signal.signal(signal.SIGTERM, ours)
+    try:
+        with pytest.raises(SystemExit) as e:
+            fast_fit(data, out, "--no-photo-previews")
+        assert e.value.code == 128 + signal.SIGTERM and sent == ["model.safetensors"]
+        assert signal.getsignal(signal.SIGTERM) is ours and got == []
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert consistent(out) and model_files(out)["model.safetensors"] != old["model.safetensors"]
+    assert f"stopped by signal SIGTERM after the new model was published in --out {out}" in capsys.readouterr().err
+    assert not (out / "top_losses.png").exists() and (out / "my_notes.txt").read_text() == "mine"
+    assert Predictor(out).labels == ["blue_square", "green_bar", "red_disc"]  # the whole new model, loadable
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model"]  # no staging folder left behind
 
 
 def test_original_recipe_with_fewer_training_images_than_bs_still_trains(tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -13,7 +14,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,6 +40,9 @@ from .data import (
     read_class_info,
     read_splits,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("train.fit")
 
@@ -268,16 +275,48 @@ def staging_dir(out: Path) -> Path:
 def publish(staging: Path, out: Path) -> None:
     """Move a finished model from staging into out, config.json last: until then out holds the previous model.
 
-    Files that are not part of a model (notes of yours, a push-dry-run folder) stay as they are.
+    Files that are not part of a model (notes of yours, a push-dry-run folder) stay as they are. The moves are not
+    one atomic step (new weights sit next to the old config.json for a moment), so SIGTERM, SIGHUP and Ctrl-C are
+    held until the last one is done, then delivered: a signal leaves out with the whole old model or the whole new one.
     """
-    out.mkdir(parents=True, exist_ok=True)
-    new = {p.name for p in staging.iterdir()}
-    for name in ARTIFACT_FILES:
-        if name not in new and (out / name).is_file():
-            (out / name).unlink()
-    for p in sorted(staging.iterdir(), key=lambda p: p.name == "config.json"):
-        os.replace(p, out / p.name)
-    staging.rmdir()
+    with signals_held():
+        out.mkdir(parents=True, exist_ok=True)
+        new = {p.name for p in staging.iterdir()}
+        for name in ARTIFACT_FILES:
+            if name not in new and (out / name).is_file():
+                (out / name).unlink()
+        for p in sorted(staging.iterdir(), key=lambda p: p.name == "config.json"):
+            os.replace(p, out / p.name)
+        staging.rmdir()
+
+
+# SIGTERM and SIGHUP end a run cleanly (catch_termination); SIGINT (Ctrl-C) raises KeyboardInterrupt.
+TERMINATION_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+HELD_SIGNALS = (*TERMINATION_SIGNALS, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGTERM, SIGHUP and SIGINT while the body runs; afterwards, put the handlers back and deliver the first
+    signal that came to its own handler. An ignored signal stays ignored; off the main thread (which gets no Python
+    signal handlers), no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {}
+    for s in HELD_SIGNALS:
+        old = signal.getsignal(s)
+        if old is not signal.SIG_IGN:
+            previous[s] = signal.SIG_DFL if old is None else old  # None: set outside Python
+            signal.signal(s, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if caught:
+            signal.raise_signal(caught[0])  # runs its handler now: SystemExit, KeyboardInterrupt or the end
 
 
 def calibration_temperature(logits: np.ndarray, y: np.ndarray, extra: dict) -> tuple[float, dict[str, int]]:
@@ -453,9 +492,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"error: cannot write next to --out {out}: {e.strerror or e}", file=sys.stderr)
         return 2
-    previous = catch_termination(out)
+    previous = catch_termination(out, args.out)
     try:
-        return finish(args, argv, out, ds, train_idx, valid_idx, device, mixed, class_info, trainer, t0)
+        return finish(FitRun(args, argv, out, ds, train_idx, valid_idx, device, mixed, class_info, trainer, t0))
     finally:
         args.out, staging = out, args.out
         if staging.exists():
@@ -464,19 +503,21 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signum, handler)
 
 
-TERMINATION_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
-
-
-def catch_termination(out: Path) -> dict:
+def catch_termination(out: Path, staging: Path) -> dict:
     """Make SIGTERM (and SIGHUP) raise SystemExit during training, so the staging folder is removed as on Ctrl-C;
-    return the handlers to put back. A signal that is ignored (nohup) stays ignored; off the main thread, no-op."""
+    return the handlers to put back. A signal that is ignored (nohup) stays ignored; off the main thread, no-op.
+    publish() holds a signal until the new model is wholly in out, and the staging folder gone."""
     if threading.current_thread() is not threading.main_thread():
         return {}
 
     def stop(signum, frame):
         for s in TERMINATION_SIGNALS:  # a second signal must not interrupt the clean-up
             signal.signal(s, signal.SIG_IGN)
-        print(f"stopped by signal {signal.Signals(signum).name}; --out {out} is left as it was", file=sys.stderr)
+        name = signal.Signals(signum).name
+        if staging.exists():
+            print(f"stopped by signal {name}; --out {out} is left as it was", file=sys.stderr)
+        else:
+            print(f"stopped by signal {name} after the new model was published in --out {out}", file=sys.stderr)
         raise SystemExit(128 + signum)
 
     previous = {}
@@ -488,39 +529,68 @@ def catch_termination(out: Path) -> dict:
     return previous
 
 
-def finish(args, argv, out: Path, ds, train_idx, valid_idx, device, mixed: bool, class_info, trainer, t0) -> int:
-    """Train into the staging folder args.out, write the outputs, then publish them into out."""
-    try:
-        model, spec, logits, feats = trainer(ds, train_idx, valid_idx, args, device)
-    except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    spec.class_info = {k: v for k, v in class_info.items() if k in spec.labels}
-    spec.training.update(
-        {
+@dataclass
+class FitRun:
+    """What main() has checked and set up before training; finish() trains and publishes from it."""
+
+    args: argparse.Namespace  # args.out is the staging folder while the run lasts
+    argv: list[str]
+    out: Path  # the --out folder the model is published into
+    ds: Dataset
+    train_idx: list[int]
+    valid_idx: list[int]
+    device: torch.device
+    mixed: bool  # mixed precision
+    class_info: dict
+    trainer: Callable  # recipe_fast.train_fast or recipe_original.train_original
+    t0: float  # time.time() at the start
+
+    def training_record(self) -> dict:
+        """How the model was trained, for config.json's "training"."""
+        args = self.args
+        return {
             "recipe": args.recipe,
-            "command": "python -m train.fit " + " ".join(shlex.quote(a) for a in argv),
-            "device": str(device),
-            "mixed_precision": mixed,
+            "command": "python -m train.fit " + " ".join(shlex.quote(a) for a in self.argv),
+            "device": str(self.device),
+            "mixed_precision": self.mixed,
             "seed": args.seed,
-            "n_train": len(train_idx),
-            "n_valid": len(valid_idx),
+            "n_train": len(self.train_idx),
+            "n_valid": len(self.valid_idx),
             "data_dir_name": Path(args.data_dir).resolve().name,
             **({"data_source": args.data_source} if args.data_source else {}),
         }
-    )
-    extra = {"n_train": len(train_idx), "train_seconds": time.time() - t0, "max_false_abstain": args.max_false_abstain}
-    extra.update(feats)
-    extra["train_paths"] = [ds.paths[i] for i in train_idx]
-    extra["quiet"] = args.quiet
-    extra["photo_previews"] = not args.no_photo_previews
-    extra["data_dir"] = args.data_dir
-    m = write_outputs(model, spec, ds, valid_idx, logits, args.out, extra)
-    publish(args.out, out)
+
+    def output_extras(self, feats: dict) -> dict:
+        """write_outputs()'s `extra`: the run's facts plus what the recipe returned besides the model."""
+        args = self.args
+        extra = {
+            "n_train": len(self.train_idx),
+            "train_seconds": time.time() - self.t0,
+            "max_false_abstain": args.max_false_abstain,
+        }
+        extra.update(feats)
+        extra["train_paths"] = [self.ds.paths[i] for i in self.train_idx]
+        extra["quiet"] = args.quiet
+        extra["photo_previews"] = not args.no_photo_previews
+        extra["data_dir"] = args.data_dir
+        return extra
+
+
+def finish(run: FitRun) -> int:
+    """Train into the staging folder run.args.out, write the outputs, then publish them into run.out."""
+    try:
+        model, spec, logits, feats = run.trainer(run.ds, run.train_idx, run.valid_idx, run.args, run.device)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    spec.class_info = {k: v for k, v in run.class_info.items() if k in spec.labels}
+    spec.training.update(run.training_record())
+    m = write_outputs(model, spec, run.ds, run.valid_idx, logits, run.args.out, run.output_extras(feats))
+    publish(run.args.out, run.out)
     print(
         f"valid error {m['valid_error']:.1%} | ECE {m['ece_before']:.3f} -> {m['ece_after']:.3f} "
         f"(T={m['temperature']:.2f}; a perfectly calibrated model would show {m['ece_noise_floor']:.3f} on this "
-        f"many images) | {time.time() - t0:.0f} s | artifact in {out}"
+        f"many images) | {time.time() - run.t0:.0f} s | artifact in {run.out}"
     )
     return 0
 
