@@ -19,6 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import gradio as gr
+from gradio.data_classes import ImageData
+from gradio_client.utils import is_file_obj_with_meta
+from pydantic import ConfigDict
 
 from snake_model.artifact import ArtifactError, read_json_object
 from snake_model.loader import ImageLoadError, load_image
@@ -50,19 +53,93 @@ SAFETY_SHORT = "⚠️ Not for snakebite or medical decisions: a wrong answer ca
 PREDICTED = "predicted class"
 
 
+SEND_AN_IMAGE = (
+    "send the image file with gradio_client.handle_file(local_path) (over plain HTTP: POST it to "
+    '/gradio_api/upload and send {"path": the path that returns, "meta": {"_type": "gradio.FileData"}}), '
+    f"or send it inline as a base64 data URL (data:image/jpeg;base64,...) of at most {MAX_UPLOAD_BYTES // 2**20} MB"
+)
+URL_REFUSED = (
+    "Image URLs are not fetched by this app (not even with handle_file(url)): download the image, then "
+    + SEND_AN_IMAGE
+    + "."
+)
+BARE_STRING_REFUSED = (
+    "The image was sent as a plain string, not as an image file: a string is never opened as a path on this "
+    "server, and only a base64 data URL is read as an image; " + SEND_AN_IMAGE + "."
+)
+
+
+def not_file_data_refused(kind: str) -> str:
+    """The message for an image input that is neither a FileData dict nor a string (kind: 'a number', ...)."""
+    return f"The image was sent as {kind}, not as an image file: {SEND_AN_IMAGE}."
+
+
+NOT_FILE_DATA_DICT_REFUSED = (
+    'The image was sent as a dict that is not an image FileData, and the "path" in it is not read: '
+    + SEND_AN_IMAGE
+    + "."
+)
+_URL_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+def _image_payload(value):
+    """The raw API value for an image input, as gradio's ImageData accepts it, or a gr.Error saying what to send.
+
+    gradio has already moved a FileData dict (one with meta {"_type": "gradio.FileData"}) into its cache after
+    checking its path lies in the upload folder; anything else arrives here untouched. A bare base64 data: URL
+    becomes {"url": ...} (SafeImage.preprocess decodes it under the upload cap, load_image then applies its own
+    caps); every other string is refused: it is never fetched (no request to any URL from this server) and never
+    opened as a server path. Any other dict is refused too: gradio checks the path only of a dict with that meta,
+    and reading an unchecked path would let a client probe for, or classify, any file on the server.
+    """
+    if value is None or isinstance(value, ImageData):
+        return value
+    if isinstance(value, str):
+        if value[:5].lower() == "data:":
+            return {"path": None, "url": "data:" + value[5:]}
+        raise _refuse(URL_REFUSED if _URL_SCHEME.match(value) else BARE_STRING_REFUSED)
+    if isinstance(value, dict):
+        if is_file_obj_with_meta(value):
+            return value
+        url = value.get("url")
+        if value.get("path") is None and isinstance(url, str) and url[:5].lower() == "data:":
+            return {"path": None, "url": "data:" + url[5:]}
+        raise _refuse(NOT_FILE_DATA_DICT_REFUSED)
+    kind = {bool: "a boolean", int: "a number", float: "a number", list: "a list"}.get(type(value), "a JSON value")
+    raise _refuse(not_file_data_refused(kind))
+
+
+class _ImagePayload(ImageData):
+    """gradio's ImageData (the same API schema) whose validation turns a value that is not an image into gr.Error.
+
+    gradio validates the raw request value with `data_model.model_validate` before the component's preprocess;
+    a bare string fails there with a pydantic error that the client sees only as "The upstream Gradio app has
+    raised an exception". gr.Error is a ValueError, which pydantic would swallow inside a validator, so the
+    check runs before pydantic's.
+    """
+
+    model_config = ConfigDict(title="ImageData")
+
+    @classmethod
+    def model_validate(cls, obj, *args, **kwargs):
+        return super().model_validate(_image_payload(obj), *args, **kwargs)
+
+
 class SafeImage(gr.Image):
     """gr.Image that hands the uploaded file's path to our loader instead of decoding it inside gradio.
 
     gradio's own decoding fails before our function runs, and the client then sees no useful message; here
     every upload reaches load_image, whose errors become gr.Error with a clear text. URLs are refused: gradio
-    would download them without a size cap.
+    would download them without a size cap. A value that is not an image FileData (a bare string: a URL, a path,
+    junk) is refused with a clear message by _ImagePayload; a base64 data URL is decoded under the upload cap.
     """
 
     is_template = True  # render with the stock Image frontend
+    data_model = _ImagePayload
 
     async def async_move_resource_to_block_cache(self, url_or_file_path):
-        if isinstance(url_or_file_path, str) and re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", url_or_file_path):
-            raise _refuse("Image URLs are not fetched by this app: upload the image file itself.")
+        if isinstance(url_or_file_path, str) and _URL_SCHEME.match(url_or_file_path):
+            raise _refuse(URL_REFUSED)
         return await super().async_move_resource_to_block_cache(url_or_file_path)
 
     def preprocess(self, payload):

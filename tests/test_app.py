@@ -249,6 +249,113 @@ def test_an_image_url_is_refused_without_fetching_it(client, good_image):
     _assert_healthy(c, good_image)
 
 
+def _raw_predict_error(url: str, value) -> str:
+    """The error text the app sends back for a raw HTTP call of /predict with `value` as the image."""
+    r = httpx.post(url + "gradio_api/call/predict", json={"data": [value]}, timeout=30)
+    r.raise_for_status()
+    events = httpx.get(url + f"gradio_api/call/predict/{r.json()['event_id']}", timeout=60).text
+    assert "event: error" in events and "event: complete" not in events, events[:500]
+    data = events.split("event: error", 1)[1].split("data:", 1)[1].strip().splitlines()[0]
+    return json.loads(data)["error"]
+
+
+def _data_url(data: bytes, mime: str = "image/png") -> str:
+    import base64
+
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+@pytest.mark.parametrize("api", ["/predict", "/explain"])
+@pytest.mark.parametrize("kind", ["http_url", "https_url", "ftp_url", "server_path", "junk", "empty"])
+def test_a_bare_string_as_the_image_gets_the_apps_message_not_gradios_generic_one(server, good_image, kind, api, capfd):
+    """gradio_client sends a string as is (only handle_file's dict is uploaded): it fails gradio's ImageData
+    validation before any app code runs, and the client saw only "The upstream Gradio app has raised an exception"."""
+    import app
+
+    url, c, _, _ = server
+    value, message = {
+        "http_url": ("http://127.0.0.1:9/snake.jpg", app.URL_REFUSED),
+        "https_url": ("https://example.invalid/snake.png", app.URL_REFUSED),
+        "ftp_url": ("ftp://127.0.0.1:9/snake.png", app.URL_REFUSED),
+        "server_path": (str(good_image), app.BARE_STRING_REFUSED),  # a real image on the server: not opened
+        "junk": ("not an image at all", app.BARE_STRING_REFUSED),
+        "empty": ("", app.BARE_STRING_REFUSED),
+    }[kind]
+    args = (value,) if api == "/predict" else (value, app.PREDICTED)
+    with pytest.raises(Exception) as info:
+        c.predict(*args, api_name=api)
+    assert getattr(info.value, "message", None) == message, str(info.value)
+    assert "handle_file(local_path)" in message and "data:image/jpeg;base64" in message
+    if api == "/predict":
+        assert _raw_predict_error(url, value) == message  # a raw HTTP POST gets the same words
+    _assert_healthy(c, good_image)
+    assert "Traceback" not in capfd.readouterr().err  # the client's mistake, not a server fault
+
+
+@pytest.mark.parametrize(
+    "value, kind", [(5, "a number"), (1.5, "a number"), (True, "a boolean"), ([1, 2], "a list")], ids=str
+)
+def test_a_non_string_non_file_image_value_gets_the_apps_message(client, value, kind):
+    import app
+
+    c, _ = client
+    with pytest.raises(Exception) as info:
+        c.predict(value, api_name="/predict")
+    assert getattr(info.value, "message", None) == app.not_file_data_refused(kind), str(info.value)
+
+
+def test_a_dict_without_file_data_meta_is_not_read_as_a_server_path(server, good_image, capfd):
+    """Without meta {"_type": "gradio.FileData"} gradio neither checks nor copies the path: it must not be read."""
+    import app
+
+    url, c, _, _ = server
+    for path in (str(good_image), "/etc/hostname", "/nonexistent/x.png"):  # no classifying, no existence oracle
+        for value in ({"path": path}, {"path": path, "meta": {"_type": "other"}}):
+            with pytest.raises(Exception) as info:
+                c.predict(value, api_name="/predict")
+            assert getattr(info.value, "message", None) == app.NOT_FILE_DATA_DICT_REFUSED, str(info.value)
+            assert _raw_predict_error(url, value) == app.NOT_FILE_DATA_DICT_REFUSED
+    with pytest.raises(Exception) as info:
+        c.predict({"url": "http://127.0.0.1:9/snake.jpg"}, api_name="/predict")
+    assert getattr(info.value, "message", None) == app.NOT_FILE_DATA_DICT_REFUSED
+    _assert_healthy(c, good_image)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_bare_base64_data_url_is_classified_like_the_same_file(server, good_image):
+    """A data: URL carries the image itself (nothing is fetched): it is decoded under the upload cap and goes
+    through load_image like an upload, so it gets the same answer as handle_file of the same bytes."""
+    url, c, pred, _ = server
+    want, _ = _confidences(c.predict(handle_file(str(good_image)), api_name="/predict"))
+    durl = _data_url(good_image.read_bytes())
+    for value in (durl, "DATA:" + durl[5:], {"url": durl}):
+        got, decision = _confidences(c.predict(value, api_name="/predict"))
+        assert got == pytest.approx(want, abs=1e-9) and decision["probs"]
+    path, note = c.predict(durl, "predicted class", api_name="/explain")
+    assert Image.open(path).size == (pred.spec.image_size, pred.spec.image_size) and note.startswith("Heatmap")
+    r = httpx.post(url + "gradio_api/call/predict", json={"data": [durl]}, timeout=30)
+    events = httpx.get(url + f"gradio_api/call/predict/{r.json()['event_id']}", timeout=60).text
+    assert "event: complete" in events
+
+
+def test_a_bad_bare_data_url_gets_a_clear_message(client, good_image):
+    import app
+
+    c, _ = client
+    over = "data:image/png;base64," + "A" * (app.MAX_UPLOAD_BYTES * 4 // 3 + 8)
+    for value, words in (
+        ("data:image/png;base64,@@@not base64@@@", "could not read the image data"),
+        ("data:image/png,rawbytes", "base64 data URL"),
+        (over, "MB limit"),
+        (_data_url(b"<!doctype html><html></html>", "image/jpeg"), "HTML"),  # load_image still sniffs the bytes
+        (_data_url(bomb_png()), "megapixel"),
+    ):
+        with pytest.raises(Exception) as info:
+            c.predict(value, api_name="/predict")
+        assert words in str(getattr(info.value, "message", "")), str(info.value)[:300]
+    _assert_healthy(c, good_image)
+
+
 def test_a_server_path_outside_the_upload_cache_is_refused(server):
     url = server[0]
     payload = {"data": [{"path": "/etc/hostname", "meta": {"_type": "gradio.FileData"}}]}
