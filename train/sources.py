@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 INATURALIST_API = "https://api.inaturalist.org/v1"
 INAT_LICENCES = ("cc0", "cc-by", "cc-by-sa")
 PHOTO_SIZES = ("square", "thumb", "small", "medium", "large", "original")
+DDG_IMAGE_BACKEND = "duckduckgo"  # ddgs.engines.ENGINES["images"] key of DuckDuckGo's own image search
 
 
 class SourceError(ValueError):
@@ -115,11 +116,14 @@ class INaturalistSource:
     problems: list[str] = field(default_factory=list)  # why the source stopped early, for the final report
     _last: float = field(default=-1e9, repr=False)
 
-    def _get_json(self, params: dict[str, Any]) -> dict:
+    def endpoint(self) -> str:
+        return f"{self.base_url.rstrip('/')}/observations"
+
+    def _get_json(self, params: dict[str, Any]) -> Any:
         wait = self._last + self.min_interval - time.monotonic()
         if wait > 0:
             self.sleep(wait)
-        url = f"{self.base_url.rstrip('/')}/observations?{urlencode(params)}"
+        url = f"{self.endpoint()}?{urlencode(params)}"
         try:
             resp = fetch(url, self.http, HostGate(1, 0.0), accept="application/json", sleep=self.sleep)
         finally:
@@ -132,53 +136,132 @@ class INaturalistSource:
     def _photo_url(self, url: str) -> str:
         return re.sub(rf"/({'|'.join(PHOTO_SIZES)})\.", f"/{self.photo_size}.", url, count=1)
 
-    def candidates(self, cls: ClassSpec, want: int) -> Iterator[Candidate]:
-        taxon = cls.scientific or cls.name
-        allowed = {normalise_licence(x) for x in self.licences}
-        for page in range(1, self.max_pages + 1):
-            params = {
-                "taxon_name": taxon,
-                "quality_grade": "research",
-                "photos": "true",
-                "photo_license": ",".join(self.licences),
-                "per_page": self.per_page,
-                "page": page,
-                "order_by": "id",
-                "order": "desc",
-            }
-            try:
-                data = self._get_json(params)
-            except FetchError as e:
-                log.warning("iNaturalist: stopping %s at page %d: %s", taxon, page, e)
-                self.problems.append(f"iNaturalist {taxon} page {page}: {e.reason}")
-                return
-            results = data.get("results") or []
-            for obs in results:
-                yield from self._from_observation(cls, taxon, obs, allowed)
-            total = int(data.get("total_results") or 0)
-            if not results or page * self.per_page >= total:
-                return
+    def _page(self, data: Any) -> tuple[list, int]:
+        """The observations and total_results of one API answer; FetchError when its shape is not the API's."""
 
-    def _from_observation(self, cls: ClassSpec, taxon: str, obs: dict, allowed: set[str]) -> Iterator[Candidate]:
-        user = obs.get("user") or {}
-        author = user.get("name") or user.get("login") or ""
-        page_url = obs.get("uri") or (f"https://www.inaturalist.org/observations/{obs['id']}" if "id" in obs else "")
-        taken = 0
-        for photo in obs.get("photos") or []:
-            lic = normalise_licence(photo.get("license_code"))
-            if lic not in allowed or not photo.get("url") or taken >= self.photos_per_observation:
-                continue
-            taken += 1
-            yield Candidate(
-                label=cls.label,
-                source=self.name,
-                query=taxon,
-                image_url=self._photo_url(photo["url"]),
-                page_url=page_url,
-                licence=lic,
-                author=author,
-                attribution=photo.get("attribution") or "",
+        def bad(what: str) -> FetchError:
+            return FetchError(
+                "bad_api_response",
+                f"{self.endpoint()}: the iNaturalist API answer is not in the expected shape ({what}); check "
+                "[inaturalist] base_url, it should be the API root like " + INATURALIST_API,
             )
+
+        if not isinstance(data, dict):
+            raise bad(f"a JSON {_json_kind(data)} instead of an object")
+        if "results" not in data:
+            raise bad("no 'results' list")
+        results = data["results"]
+        if results is None:
+            results = []
+        if not isinstance(results, list):
+            raise bad(f"'results' is a JSON {_json_kind(results)}, not a list")
+        total = data.get("total_results")
+        if total is None:
+            total = 0
+        if isinstance(total, bool) or not isinstance(total, int):
+            raise bad(f"'total_results' is a JSON {_json_kind(total)}, not a whole number")
+        if results and not any(isinstance(o, dict) for o in results):
+            raise bad(f"'results' holds {_json_kind(results[0])}s, not observation objects")
+        return results, total
+
+    def taxon_for(self, cls: ClassSpec) -> str:
+        """The taxon_name to ask for: the scientific name, else the display name, else the label (never empty:
+        an empty taxon_name is no filter at all, and every species' photos would be filed under the class)."""
+        for text in (cls.scientific, cls.name, cls.label.replace("_", " ")):
+            if isinstance(text, str) and text.strip():
+                return " ".join(text.split())
+        raise SourceError(
+            f"class {cls.label!r} has no scientific name, name or label to ask iNaturalist for; give it "
+            "scientific = 'Genus species' in [[classes]]"
+        )
+
+    def candidates(self, cls: ClassSpec, want: int) -> Iterator[Candidate]:
+        taxon = self.taxon_for(cls)
+        if not cls.scientific.strip():
+            log.info("iNaturalist: class %s has no scientific name; asking for taxon_name=%r", cls.label, taxon)
+        allowed = {normalise_licence(x) for x in self.licences}
+        malformed = 0
+        try:
+            for page in range(1, self.max_pages + 1):
+                params = {
+                    "taxon_name": taxon,
+                    "quality_grade": "research",
+                    "photos": "true",
+                    "photo_license": ",".join(self.licences),
+                    "per_page": self.per_page,
+                    "page": page,
+                    "order_by": "id",
+                    "order": "desc",
+                }
+                try:
+                    results, total = self._page(self._get_json(params))
+                except FetchError as e:
+                    log.warning("iNaturalist: stopping %s at page %d: %s", taxon, page, e)
+                    self.problems.append(f"iNaturalist {taxon} page {page}: {e.reason}")
+                    return
+                for obs in results:
+                    found, skipped = self._from_observation(cls, taxon, obs, allowed)
+                    malformed += skipped
+                    yield from found
+                if not results or page * self.per_page >= total:
+                    return
+        finally:
+            if malformed:
+                log.warning(
+                    "iNaturalist: skipped %d malformed observation(s) or photo(s) of %s in the answers of %s",
+                    malformed,
+                    taxon,
+                    self.endpoint(),
+                )
+                self.problems.append(f"iNaturalist {taxon}: skipped {malformed} malformed result(s)")
+
+    def _from_observation(self, cls: ClassSpec, taxon: str, obs: Any, allowed: set[str]) -> tuple[list[Candidate], int]:
+        """The candidates of one observation, and how many malformed entries (the observation, or photos) it had."""
+        photos = obs.get("photos") if isinstance(obs, dict) else None
+        if not isinstance(obs, dict) or not isinstance(photos, list | None):
+            return [], 1
+        found: list[Candidate] = []
+        bad = 0
+        user = obs.get("user")
+        user = user if isinstance(user, dict) else {}
+        author = _text(user.get("name")) or _text(user.get("login"))
+        oid = obs.get("id")
+        has_id = (isinstance(oid, int) and not isinstance(oid, bool)) or (isinstance(oid, str) and oid.isdigit())
+        page_url = _text(obs.get("uri")) or (f"https://www.inaturalist.org/observations/{oid}" if has_id else "")
+        for photo in photos or []:
+            if len(found) >= self.photos_per_observation:
+                break
+            code = photo.get("license_code") if isinstance(photo, dict) else None
+            url = photo.get("url") if isinstance(photo, dict) else None
+            if not isinstance(photo, dict) or not isinstance(code, str | None) or not _text(url):
+                bad += 1
+                continue
+            lic = normalise_licence(code)
+            if lic not in allowed:
+                continue
+            found.append(
+                Candidate(
+                    label=cls.label,
+                    source=self.name,
+                    query=taxon,
+                    image_url=self._photo_url(url.strip()),
+                    page_url=page_url,
+                    licence=lic,
+                    author=author,
+                    attribution=_text(photo.get("attribution")),
+                )
+            )
+        return found, bad
+
+
+def _text(value: Any) -> str:
+    """A JSON value that should be text: the stripped string, else '' (a number, list, null ...)."""
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _json_kind(value: Any) -> str:
+    names = {dict: "object", list: "list", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 # ---------------------------------------------------------------- DuckDuckGo through ddgs
@@ -210,12 +293,30 @@ class DDGSource:
     def _search(self, query: str, n: int) -> list[dict]:
         from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
 
-        kw: dict[str, Any] = {"region": self.region, "safesearch": self.safesearch, "max_results": n}
+        # backend: ddgs's "auto" may pick its Bing image engine, which drops license_image (the Creative Commons
+        # filter); its "duckduckgo" engine (DuckDuckGo's own i.js endpoint) honours it
+        kw: dict[str, Any] = {
+            "region": self.region,
+            "safesearch": self.safesearch,
+            "max_results": n,
+            "backend": DDG_IMAGE_BACKEND,
+        }
         if self.license_image:
             kw["license_image"] = self.license_image
         for attempt in range(self.retries + 1):
             try:
-                return list(self._client().images(query, **kw) or [])
+                results = self._client().images(query, **kw)
+                if results is None:
+                    return []
+                if not isinstance(results, list | tuple):
+                    log.warning(
+                        "DuckDuckGo search %r: ddgs answered a %s instead of a list of results; skipped it",
+                        query,
+                        type(results).__name__,
+                    )
+                    self.problems.append(f"DuckDuckGo {query!r}: malformed answer ({type(results).__name__})")
+                    return []
+                return list(results)
             except (RatelimitException, TimeoutException) as e:
                 kind = "rate-limited" if isinstance(e, RatelimitException) else "timed out on"
                 if attempt == self.retries:
@@ -240,21 +341,28 @@ class DDGSource:
     def candidates(self, cls: ClassSpec, want: int) -> Iterator[Candidate]:
         n = max(10, int(want * self.oversample))
         for query in cls.search_queries():
+            malformed = 0
             for r in self._search(query, n):
-                url = r.get("image") or ""
-                if not url:
+                url = _text(r.get("image")) if isinstance(r, dict) else ""
+                if not url:  # not a result object, or one without an image URL
+                    malformed += 1
                     continue
-                page = r.get("url") or ""
-                title = r.get("title") or ""
+                page = _text(r.get("url"))
+                title = _text(r.get("title"))
                 yield Candidate(
                     label=cls.label,
                     source=self.name,
                     query=query,
                     image_url=url,
-                    page_url=page,
+                    page_url=page,  # the page the image was found on: the provenance to check its author and licence
                     licence="unknown",
-                    author=r.get("source") or "",
-                    attribution=f"{title} ({page or url}); found by DuckDuckGo image search, licence unknown",
+                    # no author: ddgs's `source` is the search backend ("Bing"), not who made the photo
+                    author="",
+                    attribution=f"{title} ({page or url}); found by DuckDuckGo image search, licence unknown".lstrip(),
+                )
+            if malformed:
+                log.warning(
+                    "DuckDuckGo search %r: skipped %d malformed result(s) without an image URL", query, malformed
                 )
 
 
