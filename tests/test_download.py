@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
 import pytest
 
+import train.download as download
 from tests.servers import Reply, image_bytes, jpeg_reply, serve
 from train.download import FetchError, HostGate, HttpConfig, fetch, parse_retry_after
+from train.netguard import HostResolutionError, system_resolver
 
 LOOPBACK = frozenset({"127.0.0.1"})
 
@@ -161,3 +164,132 @@ def test_retry_after_dates_are_understood():
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == pytest.approx(10.0)
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+# ---------------------------------------------------------------- URLs as people and servers write them
+
+
+def test_non_ascii_and_spaces_are_sent_percent_encoded_and_fetched():
+    pit, photo = image_bytes("JPEG", seed=4), image_bytes("JPEG", seed=5)
+    routes = {
+        "/Pit%C3%B3n.jpg": Reply(200, pit, {"Content-Type": "image/jpeg"}),
+        "/my%20photo.jpg": Reply(200, photo, {"Content-Type": "image/jpeg"}),
+        "/q.jpg": jpeg_reply(),
+    }
+    with serve(routes) as s:
+        assert fetch(s.base + "/Pit\u00f3n.jpg", cfg()).body == pit
+        assert fetch(s.base + "/my photo.jpg", cfg()).body == photo  # not a 'connection' failure, not retried
+        assert fetch(s.base + "/Pit%C3%B3n.jpg", cfg()).body == pit  # already encoded: not encoded twice
+        fetch(s.base + "/q.jpg?name=Pit\u00f3n boa&x=%2F#frag", cfg())
+        assert s.hits["/Pit%C3%B3n.jpg"] == 2 and s.hits["/my%20photo.jpg"] == 1
+        sent = [path for _t, path in s.log]
+    assert sent == ["/Pit%C3%B3n.jpg", "/my%20photo.jpg", "/Pit%C3%B3n.jpg", "/q.jpg?name=Pit%C3%B3n%20boa&x=%2F"]
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "/Pit\u00f3n.jpg".encode().decode("latin-1"),  # raw UTF-8 bytes on the wire, as servers send them today
+        "/Pit\u00f3n.jpg",  # the server's send_header writes this as the Latin-1 byte F3
+        "http://127.0.0.1:{port}/Pit\u00f3n.jpg".encode().decode("latin-1"),
+    ],
+)
+def test_a_redirect_to_a_raw_non_ascii_location_is_followed(location):
+    body = image_bytes("JPEG", seed=4)
+    with serve({"/Pit%C3%B3n.jpg": Reply(200, body, {"Content-Type": "image/jpeg"})}) as s:
+        s.routes["/moved"] = Reply(302, b"", {"Location": location.format(port=s.port)})
+        r = fetch(s.url("/moved"), cfg())
+        assert r.body == body and r.url == s.url("/Pit%C3%B3n.jpg")
+        assert s.hits["/Pit%C3%B3n.jpg"] == 1
+
+
+def refuse_dns(host: str, port: int) -> list[str]:
+    raise AssertionError(f"{host!r} was looked up; a URL that cannot be sent must fail before that")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{port}/a\ud800.jpg",  # a lone surrogate: not text UTF-8 can encode
+        "http://exa mple.com/a.jpg",  # no host name has a space
+        "http://a..b/a.jpg",
+        "http://127.0.0.1:port/a.jpg",
+    ],
+)
+def test_a_url_that_cannot_be_sent_is_a_permanent_per_url_failure(url):
+    with serve({"/a.jpg": jpeg_reply()}) as s:
+        with pytest.raises(FetchError) as e:
+            fetch(url.format(port=s.port), cfg(resolver=refuse_dns))
+        assert e.value.reason == "bad_url" and not e.value.transient
+        assert sum(s.hits.values()) == 0
+
+
+def test_a_redirect_to_a_url_that_cannot_be_sent_is_a_bad_redirect():
+    with serve({"/r.jpg": Reply(302, b"", {"Location": "http://exa mple.com/a.jpg"})}) as s:
+        with pytest.raises(FetchError) as e:
+            fetch(s.url("/r.jpg"), cfg(resolver=refuse_dns))
+        assert e.value.reason == "bad_redirect" and not e.value.transient
+        assert s.hits["/r.jpg"] == 1
+
+
+def test_a_request_http_client_refuses_is_bad_url_not_a_crash_or_a_retry(monkeypatch):
+    monkeypatch.setattr(download, "encode_url", lambda url: url)  # the last line of defence, on its own
+    with serve({}) as s:
+        for url in (s.base + "/Pit\u00f3n.jpg", s.base + "/my photo.jpg"):
+            with pytest.raises(FetchError) as e:
+                fetch(url, cfg())
+            assert e.value.reason == "bad_url" and not e.value.transient
+        assert sum(s.hits.values()) == 0
+
+
+# ---------------------------------------------------------------- DNS failures are not refusals
+
+
+def test_a_dns_failure_is_transient_and_the_url_works_once_dns_is_back():
+    online = {"up": False}
+
+    def resolver(host: str, port: int) -> list[str]:
+        if not online["up"]:
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return ["127.0.0.1"]
+
+    with serve({"/a.jpg": jpeg_reply()}) as s:
+        c = cfg(allow_hosts=frozenset({"images.test"}), resolver=resolver)
+        url = f"http://images.test:{s.port}/a.jpg"
+        with pytest.raises(FetchError) as e:
+            fetch(url, c)
+        assert e.value.reason == "dns" and e.value.transient
+        assert "images.test" in str(e.value) and "online" in str(e.value)
+        online["up"] = True
+        assert fetch(url, c).status == 200 and s.hits["/a.jpg"] == 1
+
+
+def test_a_redirect_to_a_host_that_does_not_resolve_is_transient_too():
+    def resolver(host: str, port: int) -> list[str]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    with serve({}) as s:
+        s.routes["/r.jpg"] = Reply(302, b"", {"Location": "http://gone.example/a.jpg"})
+        with pytest.raises(FetchError) as e:
+            fetch(s.url("/r.jpg"), cfg(resolver=resolver))
+        assert e.value.reason == "dns" and e.value.transient
+
+
+def test_the_system_resolver_reports_a_dns_failure_as_such(monkeypatch):
+    def offline(*a, **kw):
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
+    with pytest.raises(HostResolutionError) as e:
+        system_resolver("upload.wikimedia.org", 443)
+    assert e.value.host == "upload.wikimedia.org"
+    with pytest.raises(FetchError) as f:
+        fetch("https://upload.wikimedia.org/a.jpg", cfg(allow_hosts=frozenset()))
+    assert f.value.reason == "dns" and f.value.transient
+
+
+@pytest.mark.parametrize("address", ["10.0.0.7", "127.0.0.1", "169.254.169.254"])
+def test_a_host_that_resolves_to_a_private_address_stays_a_permanent_refusal(address):
+    with pytest.raises(FetchError) as e:
+        fetch("http://images.example/a.jpg", cfg(allow_hosts=frozenset(), resolver=lambda h, p: [address]))
+    assert e.value.reason == "blocked_address" and not e.value.transient

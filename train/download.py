@@ -6,21 +6,27 @@ import email.utils
 import http.client
 import logging
 import random
+import re
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
-from train.netguard import BlockedURLError, Resolver, Target, check_url
+from train.netguard import BlockedURLError, HostResolutionError, Resolver, Target, check_url, parse_ip
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "snake-classifier-gather/0.1 (+https://github.com/; research image dataset builder; polite, 1 req/s)"
 REDIRECTS = {301, 302, 303, 307, 308}
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+# What a browser leaves as is in a path / query: the RFC 3986 delimiters and '%' (an existing %XX stays as written).
+_PATH_SAFE = "/%:@!$&'()*+,;=~"
+_QUERY_SAFE = _PATH_SAFE + "?"
+_LONE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_HOST_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?\Z")
 
 
 class FetchError(Exception):
@@ -129,6 +135,44 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
+def encode_url(url: str) -> str:
+    """The URL as a browser sends it: path and query percent-encoded as UTF-8 (an existing %XX is kept, a '%' that
+    starts none becomes %25), no fragment. Raises ValueError, saying why, for a URL that cannot be made sendable.
+    Anything but http(s) is returned as it is, for the SSRF guard to refuse."""
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a port that is not a number raises here
+    except ValueError as e:
+        raise ValueError(f"malformed URL {url!r} ({e})") from e
+    if parts.scheme.lower() not in ("http", "https"):
+        return url
+    host = parts.hostname or ""
+    if host and parse_ip(host) is None:
+        try:
+            ascii_host = host.encode("idna").decode("ascii")
+        except UnicodeError as e:
+            raise ValueError(f"{url!r}: {host!r} is not a valid host name ({e})") from e
+        if not _HOST_NAME.match(ascii_host):
+            raise ValueError(f"{url!r}: {host!r} is not a valid host name")
+    try:
+        path = quote(_LONE_PERCENT.sub("%25", parts.path), safe=_PATH_SAFE)
+        query = quote(_LONE_PERCENT.sub("%25", parts.query), safe=_QUERY_SAFE)
+    except UnicodeError as e:  # e.g. a lone surrogate: text that is not a character
+        raise ValueError(f"{url!r} cannot be encoded as UTF-8 ({e})") from e
+    return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
+
+
+def location_text(raw: str) -> str:
+    """A Location header as the server meant it. http.client reads header bytes as Latin-1: take the bytes back and
+    read them as UTF-8, as servers send them today; bytes that are not UTF-8 stay read as Latin-1 (an older server's
+    'ó' is the byte F3), and encode_url then sends either as UTF-8 percent-escapes."""
+    try:
+        return raw.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return raw
+
+
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None."""
     if not value:
@@ -150,11 +194,16 @@ def _request_once(target: Target, cfg: HttpConfig, accept: str, deadline: float)
     cls = _PinnedHTTPS if target.scheme == "https" else _PinnedHTTP
     conn = cls(target, cfg.connect_timeout, cfg.read_timeout)
     try:
-        conn.request(
-            "GET",
-            target.path,
-            headers={"User-Agent": cfg.user_agent, "Accept": accept, "Accept-Encoding": "identity"},
-        )
+        try:
+            conn.request(
+                "GET",
+                target.path,
+                headers={"User-Agent": cfg.user_agent, "Accept": accept, "Accept-Encoding": "identity"},
+            )
+        except (ssl.SSLError, ssl.CertificateError):
+            raise  # a CertificateError is also a ValueError
+        except (http.client.InvalidURL, ValueError) as e:  # UnicodeEncodeError is a ValueError too
+            raise FetchError("bad_url", f"{target.url}: the request cannot be sent ({e})") from e
         resp = conn.getresponse()
         status, ctype = resp.status, resp.getheader("Content-Type", "") or ""
         headers = {k.lower(): v for k, v in resp.getheaders()}
@@ -198,13 +247,26 @@ def fetch(
     accept: str = "image/*,*/*;q=0.5",
     sleep: Callable[[float], None] = time.sleep,
 ) -> Response:
-    """GET a URL, re-checking the SSRF guard on every redirect hop and retrying 429/5xx/timeouts with backoff."""
+    """GET a URL, re-checking the SSRF guard on every redirect hop and retrying 429/5xx/timeouts with backoff.
+
+    The URL (and every redirect Location) is percent-encoded as browsers do. Every failure is a FetchError: one
+    that cannot be made sendable is `bad_url` (`bad_redirect` after a redirect), a host name that does not resolve
+    is the transient `dns`, a refused address `blocked_address` (`blocked_redirect`).
+    """
     gate = gate or HostGate(cfg.per_host, cfg.host_interval)
     deadline = time.monotonic() + cfg.total_timeout
     current = url
     for _hop in range(cfg.max_redirects + 1):
         try:
+            current = encode_url(current)
+        except ValueError as e:
+            if _hop == 0:
+                raise FetchError("bad_url", f"bad URL: {e}") from e
+            raise FetchError("bad_redirect", f"{url}: redirected to a bad URL: {e}") from e
+        try:
             target = check_url(current, cfg.allow_hosts, cfg.resolver)
+        except HostResolutionError as e:
+            raise FetchError("dns", f"{current}: {e}: are you online? (tried again on the next run)", True) from e
         except BlockedURLError as e:
             raise FetchError("blocked_address" if _hop == 0 else "blocked_redirect", str(e)) from e
         resp = _with_retries(target, cfg, gate, accept, deadline, sleep)
@@ -212,7 +274,10 @@ def fetch(
             location = resp.headers.get("location")
             if not location:
                 raise FetchError("bad_redirect", f"{current}: HTTP {resp.status} without a Location header")
-            current = urljoin(current, location)
+            try:
+                current = urljoin(current, location_text(location))
+            except ValueError as e:
+                raise FetchError("bad_redirect", f"{current}: HTTP {resp.status} to a bad Location ({e})") from e
             continue
         if resp.status == 404 or resp.status == 410:
             raise FetchError("http_404", f"{current}: HTTP {resp.status} not found")

@@ -40,6 +40,15 @@ class BlockedURLError(ValueError):
     """The URL may not be fetched: wrong scheme, or a host that is (or resolves to) a non-public address."""
 
 
+class HostResolutionError(BlockedURLError):
+    """The host name did not resolve (offline, DNS down or flaky, or no such name): nothing was refused, so
+    the URL is worth trying again later. A BlockedURLError, so code that knows only that still fails closed."""
+
+    def __init__(self, host: str, detail: str = ""):
+        super().__init__(f"cannot resolve host {host!r}" + (f" ({detail})" if detail else ""))
+        self.host = host
+
+
 @dataclass(frozen=True)
 class Target:
     """A checked URL: connect to `ip`, but speak HTTP (Host header, TLS SNI) to `host`."""
@@ -122,12 +131,32 @@ def is_public_ip(ip: IPAddress | str) -> bool:
 
 
 def system_resolver(host: str, port: int) -> list[str]:
-    """Every address the system resolver gives for host."""
+    """Every address the system resolver gives for host; HostResolutionError when the lookup fails."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError, OSError) as e:
-        raise BlockedURLError(f"cannot resolve host {host!r} ({e})") from e
+    except UnicodeError as e:  # not a valid host name (IDNA): no lookup can ever succeed
+        raise BlockedURLError(f"host name {host!r} cannot be looked up ({e})") from e
+    except OSError as e:  # socket.gaierror and kin: no network, DNS down or flaky, or no such name
+        raise HostResolutionError(host, str(e)) from e
+    if not infos:
+        raise HostResolutionError(host, "no addresses")
     return sorted({info[4][0] for info in infos})
+
+
+def _resolve(resolver: Resolver | None, host: str, port: int) -> list[str]:
+    """The addresses of host by resolver (the system one by default): a lookup that fails, whichever resolver
+    raised what, is a HostResolutionError; a name that cannot be looked up at all is a BlockedURLError."""
+    try:
+        ips = (resolver or system_resolver)(host, port)
+    except BlockedURLError:
+        raise
+    except UnicodeError as e:
+        raise BlockedURLError(f"host name {host!r} cannot be looked up ({e})") from e
+    except OSError as e:  # socket.gaierror from a resolver that does not wrap it
+        raise HostResolutionError(host, str(e)) from e
+    if not ips:
+        raise HostResolutionError(host, "no addresses")
+    return list(ips)
 
 
 def normalise_hosts(hosts: Iterable[str] | None) -> frozenset[str]:
@@ -136,7 +165,8 @@ def normalise_hosts(hosts: Iterable[str] | None) -> frozenset[str]:
 
 
 def check_url(url: str, allow_hosts: Iterable[str] | None = None, resolver: Resolver | None = None) -> Target:
-    """Check a URL and pick the address to connect to, or raise BlockedURLError saying why.
+    """Check a URL and pick the address to connect to, or raise BlockedURLError saying why (its subclass
+    HostResolutionError when the host name did not resolve, which may work later).
 
     A host on the allow-list (compared exactly as written in the URL, so `127.0.0.1` does not also admit
     `2130706433` or `localhost`) skips the address check; everything else must resolve only to public addresses.
@@ -159,17 +189,16 @@ def check_url(url: str, allow_hosts: Iterable[str] | None = None, resolver: Reso
     allowed = normalise_hosts(allow_hosts)
     literal = parse_ip(host)
     if host.lower() in allowed:
-        ip = str(literal) if literal is not None else (resolver or system_resolver)(host, port)[0]
-        return Target(url, scheme, host, port, path, ip)
+        if literal is not None:
+            return Target(url, scheme, host, port, path, str(literal))
+        return Target(url, scheme, host, port, path, _resolve(resolver, host, port)[0])
     if literal is not None:
         if not is_public_ip(literal):
             raise BlockedURLError(f"refused {url!r}: {host} is the non-public address {literal}")
         return Target(url, scheme, host, port, path, str(literal))
     if host.lower() in _BLOCKED_NAMES or host.lower().endswith((".localhost", ".internal", ".local")):
         raise BlockedURLError(f"refused {url!r}: {host} names a local or metadata host")
-    ips = (resolver or system_resolver)(host, port)
-    if not ips:
-        raise BlockedURLError(f"cannot resolve host {host!r}")
+    ips = _resolve(resolver, host, port)
     bad = [a for a in ips if not is_public_ip(a)]
     if bad:
         raise BlockedURLError(f"refused {url!r}: {host} resolves to the non-public address {bad[0]}")
