@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import os
@@ -11,6 +12,7 @@ import shutil
 import uuid
 from collections import Counter
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from snake_model.text import is_utf8, utf8_safe
@@ -69,18 +71,70 @@ def normalise_licence(text: str | None) -> str:
     return t
 
 
-def licence_use(licence: str, publishable: Iterable[str] = PUBLISHABLE) -> str:
-    """'publishable' for CC0 / CC-BY / CC-BY-SA (by default), 'train-only' for NC, ND, unknown and the rest."""
-    return "publishable" if normalise_licence(licence) in set(publishable) else "train-only"
+# Author cells that name nobody: an image under a licence that requires attribution cannot be credited.
+NO_AUTHOR = frozenset({"", "?", "unknown", "none", "null", "n/a", "-"})
+
+
+def needs_attribution(licence: str | None) -> bool:
+    """Whether the licence requires crediting the author: every CC BY variant (cc-by, cc-by-sa, cc-by-nc, ...)."""
+    code = normalise_licence(licence)
+    return code == "cc-by" or code.startswith("cc-by-")
+
+
+def has_author(author: str | None) -> bool:
+    """Whether an author cell names someone (not empty, '?', 'unknown', ...)."""
+    return " ".join(str(author or "").split()).lower() not in NO_AUTHOR
+
+
+def use_reason(licence: str | None, author: str | None, publishable: Iterable[str] = PUBLISHABLE) -> str:
+    """Why an image may not be published ('' when it may): its licence is not in `publishable`, or the licence
+    requires attribution and no author is recorded to credit."""
+    code = normalise_licence(licence)
+    if code not in {normalise_licence(p) for p in publishable}:
+        if code == "unknown":
+            return "licence unknown"
+        return f"{code} is not a publishable licence"
+    if needs_attribution(code) and not has_author(author):
+        return f"no author to credit ({code} requires attribution)"
+    return ""
+
+
+def licence_use(licence: str, publishable: Iterable[str] = PUBLISHABLE, author: str | None = None) -> str:
+    """'publishable' for CC0 / CC-BY / CC-BY-SA (by default), 'train-only' for NC, ND, unknown and the rest.
+
+    Pass the image's `author` ("" when there is none): a licence that requires attribution (CC BY and its
+    variants) with no author to credit is train-only. author=None means the caller has no author to check and
+    only the licence is looked at; every caller that records or filters an image should pass it.
+    """
+    if author is None:
+        return (
+            "publishable" if normalise_licence(licence) in {normalise_licence(p) for p in publishable} else "train-only"
+        )
+    return "train-only" if use_reason(licence, author, publishable) else "publishable"
+
+
+def is_web_url(text: str | None) -> bool:
+    """Whether a link can be published: http(s) only, never a file:// URL or a local path."""
+    return str(text or "").lower().startswith(("http://", "https://"))
+
+
+def public_link(row: dict) -> str:
+    """The row's page (else image) URL when it is a web address; '' for local files (file://, paths)."""
+    for key in ("page_url", "image_url"):
+        if is_web_url(row.get(key)):
+            return str(row[key])
+    return ""
 
 
 def attribution_text(row: dict) -> str:
-    """A one-line credit: what, who, licence, where."""
+    """A one-line credit: what, who, licence, where (a web address; a local file is never named)."""
     lic = row.get("licence") or "unknown"
-    who = f"by {row['author']}" if row.get("author") else "author unknown"
-    where = row.get("page_url") or row.get("image_url") or ""
+    who = f"by {row['author']}" if has_author(row.get("author")) else "author unknown"
+    where = public_link(row)
+    local = not where and bool(row.get("page_url") or row.get("image_url"))
     lic_text = "licence unknown" if lic == "unknown" else lic.upper().replace("CC-", "CC ")
-    return f"Photo {who}, {lic_text}, via {row.get('source', '?')}" + (f": {where}" if where else "")
+    text = f"Photo {who}, {lic_text}, via {row.get('source', '?')}"
+    return text + (f": {where}" if where else " (local file)" if local else "")
 
 
 # ---------------------------------------------------------------- atomic writes
@@ -274,16 +328,91 @@ def _image_files(d: Path, deep: bool = False) -> list[Path]:
     return sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
 
 
-def reconcile(out: Path, adopt=None, classes: Iterable[str] = ()) -> tuple[list[dict], dict[str, int]]:
-    """Make the manifest match the disk after any interruption; returns (rows, counts of what was fixed).
+# gather writes its report at the end of every run that finished (or was stopped with Ctrl-C), never after a crash:
+# its modification time is when the last run that completed ended.
+LAST_RUN = "gather_report.json"
+
+
+def last_completed_run(out: Path) -> float | None:
+    """When the last gather run that completed ended (its report's mtime), or None when none has."""
+    try:
+        return (Path(out) / LAST_RUN).stat().st_mtime
+    except OSError:
+        return None
+
+
+def _fetched_at(row: dict) -> float | None:
+    try:
+        when = datetime.fromisoformat((row.get("fetched_at") or "").strip())
+    except ValueError:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def deleted_by_hand(row: dict, completed_at: float | None) -> bool:
+    """Whether a row whose file is gone was deleted by hand rather than lost in a crash.
+
+    gather writes the image (fsynced) before its row, so a crash leaves an image without a row, never the other way
+    round, except on a file system that loses a finished write: then the row is newer than the last completed run
+    (or no run has completed yet). A row from before the last completed run lost its file after that run ended:
+    the user removed it. A row whose time cannot be read is taken as a hand deletion (a hand-edited row).
+    """
+    if completed_at is None:
+        return False
+    when = _fetched_at(row)
+    return when is None or when <= completed_at
+
+
+def _sha256(p: Path) -> str | None:
+    h = hashlib.sha256()
+    try:
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _label_at(rel: str, row: dict) -> str:
+    """The class a row takes when its file is found at rel: the folder's name; _trash keeps the class (a delete,
+    as the clean workbench records it); _not_snake becomes the class, as the workbench records it."""
+    top = top_folder(rel)
+    return row["class"] if top == "_trash" else top
+
+
+def _free_rel(out: Path, rel: str, taken: set[str]) -> str:
+    """rel, or rel with a -N suffix, that no row records and no file occupies."""
+    stem, dot, ext = rel.rpartition(".")
+    cand, n = rel, 1
+    while cand in taken or (out / cand).exists():
+        cand = f"{stem}-{n}.{ext}" if dot else f"{rel}-{n}"
+        n += 1
+    return cand
+
+
+def reconcile(
+    out: Path, adopt=None, classes: Iterable[str] = (), completed_at: float | None = None
+) -> tuple[list[dict], dict[str, int]]:
+    """Make the manifest match the disk after any interruption or hand edit; returns (rows, counts of what changed).
 
     Only gather's own folders are looked at: the class folders (`classes`, and the folders manifest rows point
     into). Files that are not named like images (.jpg, .png, ...) and every other folder are never touched.
 
-    With a manifest (gather's earlier output): stale temp files are deleted; rows whose file is gone are dropped;
-    a file gather wrote but had no time to record (an orphan named like ours) is moved to _quarantine/orphans/
-    so it is fetched again with its provenance; any other unrecorded image is adopted through
-    `adopt(path, rel, label) -> row | None` (None, it does not decode: moved to _quarantine/unrecorded/).
+    With a manifest (gather's earlier output):
+    - stale temp files are deleted;
+    - a row whose file is gone but whose image (same sha256) is found unrecorded elsewhere (another class folder,
+      _trash/, _not_snake/) was moved by hand: the row follows it (path, and class: the user relabelled it);
+      counted as `moved_by_hand`;
+    - a row in a class folder whose file is gone and not found was deleted by hand when it is older than the last
+      completed run (`completed_at`, default: the mtime of gather_report.json; see deleted_by_hand): it is kept as
+      a tombstone, its path moved to _trash/<path> as the clean workbench records a delete, so its URL and image
+      are never fetched again while its class's quota (files in class folders) is refilled; `deleted_by_hand`.
+      A row newer than that is a crash's: dropped so it is fetched again; `rows_without_file`;
+    - a row outside the class folders (_trash, _not_snake: a clean decision) whose file is gone stays as it is;
+    - a file gather wrote but had no time to record (an orphan named like ours, matching no row) is moved to
+      _quarantine/orphans/ so it is fetched again with its provenance; any other unrecorded image is adopted
+      through `adopt(path, rel, label) -> row | None` (None, it does not decode: moved to _quarantine/unrecorded/).
 
     Without a manifest (a folder gather did not make, or one whose manifest was lost): nothing is moved or
     deleted. Images in the class folders (and in folders holding files named like gather's) are adopted as they
@@ -309,13 +438,40 @@ def reconcile(out: Path, adopt=None, classes: Iterable[str] = ()) -> tuple[list[
                 tmp.unlink(missing_ok=True)
                 fixed["temp_files_removed"] += 1
     raw_lines = max(0, len((out / MANIFEST).read_bytes().splitlines()) - 1) if had_manifest else 0
-    rows, seen = [], set()
+    rows: list[dict] = []
+    seen: set[str] = set()  # every path a row records
+    lost: dict[str, list[dict]] = {}  # sha256 -> rows whose file is gone and is not found yet
+    lost_ids: set[int] = set()
     for r in on_disk:
-        if r["path"] in seen or not (out / r["path"]).is_file():
-            fixed["rows_without_file"] += 1
+        if r["path"] in seen:
+            fixed["rows_without_file"] += 1  # a second row for one file
             continue
         seen.add(r["path"])
+        r = dict(r)
         rows.append(r)
+        if not (out / r["path"]).is_file():
+            lost.setdefault(r["sha256"], []).append(r)
+            lost_ids.add(id(r))
+    moved: set[int] = set()  # id() of the lost rows found again
+
+    def find_moved(p: Path, rel: str, digest: str | None = None) -> bool:
+        """Whether the unrecorded file p is a lost row's image, moved by hand; the row then follows it."""
+        if not lost:
+            return False
+        named = OWN_NAME.match(p.name)
+        if named and not any(sha.startswith(p.name.split(".")[0]) for sha in lost):
+            return False  # gather's name is the start of the sha256: not one of the lost images
+        digest = digest or _sha256(p)
+        if digest not in lost:
+            return False
+        r = lost[digest].pop(0)
+        if not lost[digest]:
+            del lost[digest]
+        r["path"], r["class"] = rel, _label_at(rel, r)
+        seen.add(rel)
+        moved.add(id(r))
+        fixed["moved_by_hand"] += 1
+        return True
 
     def unrecorded(files: list[Path]) -> Iterable[tuple[Path, str]]:
         for p in files:
@@ -334,6 +490,8 @@ def reconcile(out: Path, adopt=None, classes: Iterable[str] = ()) -> tuple[list[
 
     for f in folders:
         for p, rel in unrecorded(_image_files(out / f)):
+            if had_manifest and find_moved(p, rel):
+                continue
             if had_manifest and OWN_NAME.match(p.name):
                 quarantine(out, rel, "orphans")
                 fixed["orphans_quarantined"] += 1
@@ -349,6 +507,33 @@ def reconcile(out: Path, adopt=None, classes: Iterable[str] = ()) -> tuple[list[
             else:
                 log.warning("left %s where it is: it is named like an image but does not decode", shown(rel))
                 fixed["not_images_left"] += 1
+    if lost:  # moved out of gather's folders: to a new class folder, or to _trash / _not_snake by hand
+        elsewhere = [d for d in class_dirs(out) if d.name not in folders] + [
+            out / top for top in DECIDED_DIRS if (out / top).is_dir()
+        ]
+        for d in elsewhere:
+            try:
+                found = _image_files(d, deep=d.name in DECIDED_DIRS)
+            except OSError:
+                continue
+            for p in found:
+                rel = p.relative_to(out).as_posix()
+                if lost and OWN_NAME.match(p.name) and rel not in seen and usable_name(rel):
+                    find_moved(p, rel)
+    completed = last_completed_run(out) if completed_at is None else completed_at
+    gone: list[int] = []
+    for i, r in enumerate(rows):
+        if id(r) not in lost_ids or id(r) in moved or not in_class_folder(r):
+            continue  # a row with its file, or a clean decision (_trash, _not_snake) whose file was removed since
+        if deleted_by_hand(r, completed):
+            r["path"] = _free_rel(out, f"_trash/{r['path']}", seen)
+            seen.add(r["path"])
+            fixed["deleted_by_hand"] += 1
+        else:
+            gone.append(i)
+            fixed["rows_without_file"] += 1
+    for i in reversed(gone):
+        del rows[i]
     if not had_manifest and adopt:
         for top in DECIDED_DIRS:
             if not (out / top).is_dir():
@@ -368,6 +553,33 @@ def reconcile(out: Path, adopt=None, classes: Iterable[str] = ()) -> tuple[list[
     return rows, dict(fixed)
 
 
+def reapply_policy(out: Path, publishable: Iterable[str] = PUBLISHABLE, rows: list[dict] | None = None) -> int:
+    """Recompute every row's `use` from its licence, its author and the current licence policy; returns how many
+    rows changed. The manifest is rewritten when one did, and ATTRIBUTION.md is rewritten from the rows in class
+    folders.
+
+    `rows`: the manifest's rows as reconcile returned them (updated in place, so a caller holding them stays in
+    step); default: read from out/manifest.csv (a malformed one raises ManifestError, nothing is changed).
+    """
+    out = Path(out)
+    if rows is None:
+        if not (out / MANIFEST).is_file():
+            return 0
+        rows = read_manifest(out, strict=True)
+    publishable = frozenset(normalise_licence(p) for p in publishable)
+    changed = 0
+    for r in rows:
+        use = licence_use(r.get("licence") or "", publishable, r.get("author") or "")
+        if r.get("use") != use:
+            r["use"] = use
+            changed += 1
+    if changed or not (out / MANIFEST).is_file():
+        extra = [k for k in (rows[0] if rows else {}) if k not in COLUMNS and isinstance(k, str)]
+        atomic_write(out / MANIFEST, rows_to_csv(rows, COLUMNS + extra))
+    write_attribution(out, rows)
+    return changed
+
+
 # ---------------------------------------------------------------- ATTRIBUTION.md
 
 
@@ -375,16 +587,28 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _md_link(url: str) -> str:
+    return _md(url).replace(" ", "%20").replace("(", "%28").replace(")", "%29")
+
+
 def attribution_markdown(rows: list[dict]) -> str:
+    """ATTRIBUTION.md for the images in the class folders (rows moved to _trash, _not_snake, ... are left out).
+
+    It is published with the model: a source is linked only by its web address, never by a file:// URL or a local
+    path ("local file"), and a train-only image whose licence requires attribution says so when it has no author.
+    """
+    rows = [r for r in rows if in_class_folder(r)]
     pub = [r for r in rows if r.get("use") == "publishable"]
+    pub_licences = sorted({normalise_licence(r.get("licence")) for r in pub})
+    shown_licences = ", ".join(x.upper().replace("CC-", "CC ") for x in pub_licences) or "none"
     lines = [
         "# Image attribution",
         "",
         "Generated from `manifest.csv` by `python -m train.gather`; do not edit by hand.",
         "",
-        f"{len(rows)} images: {len(pub)} publishable (CC0, CC BY, CC BY-SA), "
-        f"{len(rows) - len(pub)} train-only (non-commercial, no-derivatives or unknown licence: used to train the "
-        "model, never redistributed).",
+        f"{len(rows)} images: {len(pub)} publishable ({shown_licences}), "
+        f"{len(rows) - len(pub)} train-only (non-commercial, no-derivatives or unknown licence, or no author to "
+        "credit: used to train the model, never redistributed).",
         "",
     ]
     for cls in sorted({r["class"] for r in rows}):
@@ -396,10 +620,20 @@ def attribution_markdown(rows: list[dict]) -> str:
             "|---|---|---|---|---|",
         ]
         for r in sorted(mine, key=lambda r: r["path"]):
-            link = r.get("page_url") or r.get("image_url") or ""
-            src = f"[{_md(r['source'])}]({link})" if link.startswith("http") else _md(f"{r.get('source', '')} {link}")
+            link = public_link(r)
+            source = _md(r.get("source") or "?")
+            if link:
+                src = f"[{source}]({_md_link(link)})"
+            elif r.get("page_url") or r.get("image_url"):
+                src = f"{source} (local file)"
+            else:
+                src = source
+            use = r.get("use", "")
+            if use != "publishable" and needs_attribution(r.get("licence")) and not has_author(r.get("author")):
+                use = f"{use} (no author to credit)"
+            author = r.get("author") if has_author(r.get("author")) else "unknown"
             lines.append(
-                f"| `{_md(r['path'])}` | {_md(r.get('licence') or 'unknown')} | {r.get('use', '')} | {_md(r.get('author') or '?')} | {src} |"
+                f"| `{_md(r['path'])}` | {_md(r.get('licence') or 'unknown')} | {_md(use)} | {_md(author)} | {src} |"
             )
         lines.append("")
     return "\n".join(lines)
