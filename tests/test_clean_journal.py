@@ -229,3 +229,235 @@ def test_keeping_a_photo_twice_logs_one_decision_so_one_undo_brings_it_back(tmp_
     dec.undo(1)
     assert dec.live() == []
     assert dec.decide("boa/0.png", "keep")["id"] != first["id"]  # after the undo it can be kept again
+
+
+# ---- splits.csv follows every move, so a decision never moves a photo across the train/valid split -------------
+
+
+def _with_splits(root: Path, valid: set[str], eol: str = "\n") -> Path:
+    """splits.csv as train.split writes it (path,split), every image named; `valid` holds the valid ones."""
+    rows = ["path,split"] + [
+        f"{rel},{'valid' if rel in valid else 'train'}"
+        for rel in sorted(p.relative_to(root).as_posix() for p in root.glob("*/*.png"))
+    ]
+    (root / "splits.csv").write_bytes((eol.join(rows) + eol).encode())
+    return root
+
+
+def _files(root_or_snapshot: Path | dict) -> dict[str, str]:
+    """A snapshot without the journal."""
+    snap = snapshot(root_or_snapshot) if isinstance(root_or_snapshot, Path) else root_or_snapshot
+    return {k: v for k, v in snap.items() if not k.startswith(".clean/")}
+
+
+def _splits(root: Path) -> dict[str, str]:
+    import csv
+
+    with open(root / "splits.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    out = {r["path"]: r["split"] for r in rows}
+    assert len(out) == len(rows), "a path named twice in splits.csv"
+    return out
+
+
+def _as_fit_splits(root: Path) -> dict[str, str]:
+    """Where train.fit puts every photo (train.data.read_splits)."""
+    from train.data import list_images, read_splits
+
+    ds = list_images(root)
+    tr, va = read_splits(ds)
+    return {ds.rel(ds.paths[i]): "train" for i in tr} | {ds.rel(ds.paths[i]): "valid" for i in va}
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n"])
+def test_a_relabelled_photo_stays_in_its_split_and_undo_restores_splits_csv_byte_for_byte(tmp_path, eol):
+    root = _with_splits(_with_manifest(tiny_dataset(tmp_path / "d")), {"cobra/1.png", "boa/2.png"}, eol)
+    before = snapshot(root)
+    dec = Decisions(root)
+    moved = dec.decide("cobra/1.png", "relabel", "boa")["new_path"]
+    assert moved == "boa/1_1.png"  # boa/1.png is taken
+    assert _splits(root)[moved] == "valid" and "cobra/1.png" not in _splits(root)
+    assert _as_fit_splits(root)[moved] == "valid"  # not silently put in train
+    other = dec.decide("boa/0.png", "relabel", "cobra")["new_path"]
+    assert other == "cobra/0_1.png" and _splits(root)[other] == "train"
+    assert (root / "splits.csv").read_bytes().count(eol.encode()) == 7  # line endings kept
+    dec.undo(2)
+    assert _files(root) == _files(before)  # splits.csv and manifest.csv byte for byte
+
+
+@pytest.mark.parametrize("action", ["delete", "not_snake"])
+def test_a_photo_that_leaves_the_dataset_keeps_a_harmless_row_that_undo_brings_back(tmp_path, action):
+    root = _with_splits(tiny_dataset(tmp_path / "d"), {"boa/0.png", "cobra/0.png"})
+    before = snapshot(root)
+    dec = Decisions(root)
+    gone = dec.decide("boa/0.png", action)["new_path"]
+    assert gone.startswith(("_trash/", "_not_snake/")) and _splits(root)[gone] == "valid"
+    assert "boa/0.png" not in _splits(root)
+    fit = _as_fit_splits(root)
+    assert gone not in fit and "boa/0.png" not in fit and fit["cobra/0.png"] == "valid"
+    dec.undo(1)
+    assert _files(root) == _files(before) and _as_fit_splits(root)["boa/0.png"] == "valid"
+
+
+def test_a_stale_row_for_the_name_a_photo_moves_to_is_dropped(tmp_path):
+    root = _with_splits(tiny_dataset(tmp_path / "d"), {"cobra/2.png", "boa/1.png"})
+    (root / "boa" / "2.png").unlink()  # removed by hand: its row (train) stays in splits.csv
+    Decisions(root).decide("cobra/2.png", "relabel", "boa")  # lands on boa/2.png
+    assert _splits(root)["boa/2.png"] == "valid"  # one row for the path, the moved photo's
+
+
+def test_a_photo_splits_csv_does_not_name_moves_without_touching_it(tmp_path):
+    root = _with_splits(tiny_dataset(tmp_path / "d"), {"cobra/2.png", "boa/1.png"})
+    Image.new("RGB", (9, 9), (1, 2, 3)).save(root / "cobra" / "new.png")  # added after the split
+    text = (root / "splits.csv").read_bytes()
+    rec = Decisions(root).decide("cobra/new.png", "relabel", "boa")
+    assert rec["splits"] is None and (root / "splits.csv").read_bytes() == text
+
+
+@pytest.mark.parametrize("step", ["pending", "moved", "manifest", "splits"])
+def test_a_crash_between_steps_leaves_splits_csv_naming_the_photo_where_it_is(tmp_path, step):
+    root = _with_splits(_with_manifest(tiny_dataset(tmp_path / "d")), {"cobra/1.png", "boa/2.png"})
+
+    def crash(s):
+        if s == step:
+            raise KeyboardInterrupt(f"simulated crash after {s}")
+
+    with pytest.raises(KeyboardInterrupt):
+        Decisions(root, hook=crash).decide("cobra/1.png", "relabel", "boa")
+    (rec,) = Decisions(root).recovered
+    where = "cobra/1.png" if step == "pending" else "boa/1_1.png"
+    assert rec["status"] == ("rolled_back" if step == "pending" else "done")
+    assert (root / where).is_file() and _splits(root)[where] == "valid"
+    assert set(_splits(root)) == {p.relative_to(root).as_posix() for p in root.glob("*/*.png")}
+    assert f"{where},{where.split('/')[0]},web" in (root / "manifest.csv").read_text()
+
+
+def test_replay_moves_the_rows_of_the_copys_own_splits_csv(tmp_path):
+    a = _with_splits(tiny_dataset(tmp_path / "a"), {"cobra/1.png", "boa/2.png"})
+    b = tmp_path / "b"
+    import shutil
+
+    shutil.copytree(a, b)
+    _with_splits(b, {"cobra/2.png", "boa/0.png"})  # the copy was split differently
+    Decisions(a).decide("cobra/1.png", "relabel", "boa")
+    Decisions(a).decide("cobra/2.png", "relabel", "boa")
+    Decisions(b).replay(a / LOG_FILE)
+    assert _splits(b)["boa/1_1.png"] == "train" and _splits(b)["boa/2_1.png"] == "valid"
+    assert "cobra/1.png" not in _splits(b) and "cobra/2.png" not in _splits(b)
+
+
+# ---- replay resumes where it stopped ---------------------------------------------------------------------------
+
+
+def _source_and_copy(tmp_path: Path) -> tuple[Path, Path, Path]:
+    import shutil
+
+    a = _with_splits(_with_manifest(tiny_dataset(tmp_path / "a")), {"cobra/1.png", "boa/2.png"})
+    b = tmp_path / "b"
+    shutil.copytree(a, b)
+    dec = Decisions(a)
+    dec.decide("boa/0.png", "keep")
+    dec.decide("boa/1.png", "delete")
+    dec.decide("cobra/1.png", "relabel", "boa")
+    dec.decide("cobra/2.png", "not_snake")
+    dec.decide("boa/2.png", "relabel", "cobra")
+    dec.undo(1)
+    return a, b, a / LOG_FILE
+
+
+def test_a_replay_that_stopped_part_way_resumes_and_a_finished_one_is_a_no_op(tmp_path, capsys, caplog):
+    a, b, log = _source_and_copy(tmp_path)
+    held = tmp_path / "held.png"
+    (b / "cobra" / "2.png").rename(held)  # still syncing into the copy
+    assert clean.main([str(b), "--replay", str(log)]) == 2
+    err = capsys.readouterr().err
+    assert "replay stopped at decision 4: cobra/2.png is missing" in err and "run the same replay again" in err
+    assert [r["replayed_from"] for r in Decisions(b).done()] == [1, 2, 3]
+
+    held.rename(b / "cobra" / "2.png")
+    with caplog.at_level("WARNING", logger="train.decisions"):
+        assert clean.main([str(b), "--replay", str(log)]) == 0
+    assert "replayed 3 decision(s)" in capsys.readouterr().out
+    assert "skipped 3 decision(s)" in caplog.text
+    done = Decisions(b).done()
+    assert [r["replayed_from"] for r in done] == [1, 2, 3, 4, 5, 6]  # no second keep, nothing twice
+    assert done[-1]["undoes"] == done[-2]["id"]
+    assert _files(b) == _files(a)  # folders, manifest and splits as on the source
+
+    before = snapshot(b)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="train.decisions"):
+        assert clean.main([str(b), "--replay", str(log)]) == 0
+    assert "replayed 0 decision(s)" in capsys.readouterr().out
+    assert "all 6 decision(s)" in caplog.text and "already applied" in caplog.text
+    assert snapshot(b) == before  # not even the journal changed
+
+
+def test_replaying_onto_a_copy_made_after_the_decisions_is_a_no_op(tmp_path):
+    import shutil
+
+    a, _, log = _source_and_copy(tmp_path)
+    c = tmp_path / "c"
+    shutil.copytree(a, c)
+    before = snapshot(c)
+    assert Decisions(c).replay(log) == [] and snapshot(c) == before
+    shutil.rmtree(c / ".clean")  # the folders were copied, the journal was not
+    before = snapshot(c)
+    dec = Decisions(c)
+    out = dec.replay(log)
+    # the moves are found done on disk and skipped; the keep (which moves nothing) and the relabel that was undone
+    # (the photo is back where it started, so nothing on disk shows it) are applied again, to the same end
+    assert [r["action"] for r in out] == ["keep", "relabel", "undo"] and dec.replay_skipped == [2, 3, 4]
+    assert out[2]["undoes"] == out[1]["id"]
+    assert _files(c) == _files(before)
+
+
+# ---- a manifest.csv (or splits.csv) that is not UTF-8 ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["manifest.csv", "splits.csv"])
+def test_a_csv_that_is_not_utf8_is_refused_by_name_before_anything_moves(tmp_path, capsys, name):
+    root = _with_splits(_with_manifest(tiny_dataset(tmp_path / "d")), {"cobra/1.png", "boa/2.png"})
+    f = root / name
+    extra = (
+        "cobra/zz.png,cobra,Jos\u00e9 N\u00fa\u00f1ez\n" if name == "manifest.csv" else "cobra/Jos\u00e9.png,train\n"
+    )
+    f.write_bytes(f.read_bytes() + extra.encode("cp1252"))  # re-saved by a spreadsheet in Windows-1252
+    before = snapshot(root)
+    dec = Decisions(root)
+    for action, label in (("relabel", "cobra"), ("delete", None), ("not_snake", None)):
+        with pytest.raises(DecisionError) as e:
+            dec.decide("boa/1.png", action, label)
+        msg = str(e.value)
+        assert str(f) in msg and "not UTF-8" in msg and "must be UTF-8" in msg and "re-save it as UTF-8" in msg
+        assert "No file was moved" in msg
+    assert dec.decide("boa/1.png", "keep")["status"] == "done"  # keeping moves nothing and edits neither file
+    after = snapshot(root)
+    assert after.pop(LOG_FILE.as_posix()) and after == before
+
+
+def test_an_undo_after_the_manifest_was_resaved_in_another_encoding_is_refused_before_anything_moves(tmp_path, capsys):
+    root = _with_manifest(tiny_dataset(tmp_path / "d"))
+    Decisions(root).decide("boa/1.png", "relabel", "cobra")
+    f = root / "manifest.csv"
+    f.write_bytes(f.read_bytes() + "boa/x.png,boa,Jos\u00e9\n".encode("cp1252"))  # a spreadsheet re-saved it
+    before = snapshot(root)
+    with pytest.raises(DecisionError, match="must be UTF-8") as e:  # the workbench's undo button
+        Decisions(root).undo(1)
+    assert str(e.value).startswith(f"{f} is not UTF-8") and "No file was moved" in str(e.value)
+    assert snapshot(root) == before
+    assert clean.main([str(root), "--undo", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {f} is not UTF-8") and "Traceback" not in err
+    assert snapshot(root) == before  # the file, the manifest and the journal as they were
+    f.write_bytes(f.read_bytes().decode("cp1252").encode("utf-8"))  # re-saved as UTF-8: the undo goes through
+    assert clean.main([str(root), "--undo", "1"]) == 0 and (root / "boa" / "1.png").is_file()
+
+
+def test_a_manifest_saved_with_a_byte_order_mark_is_still_updated(tmp_path):
+    root = _with_manifest(tiny_dataset(tmp_path / "d"))
+    f = root / "manifest.csv"
+    f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())  # a spreadsheet's "CSV UTF-8"
+    Decisions(root).decide("boa/1.png", "relabel", "cobra")
+    text = f.read_bytes()
+    assert text.startswith(b"\xef\xbb\xbf") and b"cobra/1_1.png,cobra,web" in text and b"boa/1.png" not in text

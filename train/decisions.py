@@ -1,11 +1,16 @@
 """Cleaning decisions applied to the dataset on disk, through an intent-then-commit journal.
 
 Every decision is one move (or none, for keep) of one file plus, when DATA_DIR/manifest.csv has a row for
-it, the same change to that row. The journal DATA_DIR/.clean/decisions.jsonl is append-only: a decision is
-written with status "pending" and fsynced, the file is moved (never over another file), the manifest is
-replaced atomically, and the same record is appended again with status "done". On open, a pending record
-without an outcome is finished or rolled back by looking where the file actually is, so a crash at any
-point leaves folders, manifest and log consistent. The last record with a given id is its state.
+it, the same change to that row, and, when DATA_DIR/splits.csv (train.split) has a row for it, the rename of
+that row: a moved photo stays in the split it was in (train.data.read_splits puts a file splits.csv does not
+name in train, which would leak a validation photo, or the twin of one, into training). A photo that leaves
+the dataset (_trash, the not-a-snake folder) keeps its row under its new path, which read_splits never looks
+up, so an undo brings the row back with the photo. The journal DATA_DIR/.clean/decisions.jsonl is
+append-only: a decision is written with status "pending" and fsynced, the file is moved (never over another
+file), the manifest and then splits.csv are replaced atomically, and the same record is appended again with
+status "done". On open, a pending record without an outcome is finished or rolled back by looking where the
+file actually is, so a crash at any point leaves folders, manifest, splits and log consistent. The last record
+with a given id is its state.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from snake_model.artifact import sha256_file
-from train.data import IMAGE_SUFFIXES, SKIP_DIRS
+from train.data import IMAGE_SUFFIXES, SKIP_DIRS, SPLITS_FILE
 from train.manifest import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -77,11 +82,11 @@ def record_problem(rec: object) -> str | None:
             return f"its {k} {rec[k]!r} is not a path inside the dataset like <class>/<file>"
     if rec["action"] == "undo" and (not isinstance(rec.get("undoes"), int) or isinstance(rec.get("undoes"), bool)):
         return "it is an undo without the integer id of the decision it undoes"
-    if rec.get("manifest") is not None and not (
-        isinstance(rec["manifest"], dict) and isinstance(rec["manifest"].get("old"), str)
-        and isinstance(rec["manifest"].get("new"), str)
-    ):  # fmt: skip
-        return "its manifest change is not an object with old and new lines"
+    for key in ("manifest", "splits"):
+        if rec.get(key) is not None and not (
+            isinstance(rec[key], dict) and isinstance(rec[key].get("old"), str) and isinstance(rec[key].get("new"), str)
+        ):
+            return f"its {key} change is not an object with old and new lines"
     return None
 
 
@@ -140,27 +145,55 @@ def move_noclobber(src: Path, dst: Path) -> None:
 class Manifest:
     """Line-level edits of manifest.csv, so undoing a change restores the file byte for byte."""
 
+    name = MANIFEST
+    fix = 're-save it as UTF-8 (in a spreadsheet: "Save as" > "CSV UTF-8") and try again'
+    # Other rows naming the path a photo moves to are stale (free_path picked a name no file has): drop them so
+    # the moved photo's row is the only one for its path. Off for the manifest, whose undo is byte for byte.
+    drop_stale = False
+
     def __init__(self, root: Path):
-        self.path = root / MANIFEST
+        self.path = root / self.name
 
     def _lines(self) -> list[str]:
         # Bytes, not read_text: universal newlines would turn the file's \r\n into \n on rewrite.
-        text = self.path.read_bytes().decode("utf-8")
+        data = self.path.read_bytes()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = data[: e.start].count(b"\n") + 1
+            raise DecisionError(
+                f"{self.path} is not UTF-8 text (line {line} has the byte 0x{data[e.start]:02X}; it was probably "
+                f"saved by a spreadsheet in another encoding such as Windows-1252). It must be UTF-8: {self.fix}. "
+                "No file was moved"
+            ) from e
         lines = [ln + "\n" for ln in text.split("\n")]
         lines[-1] = lines[-1][:-1]  # what follows the last newline has none
         return [ln for ln in lines if ln]
+
+    def check(self) -> None:
+        """Raise DecisionError now, before anything moves, if the file exists but cannot be edited."""
+        if self.path.is_file():
+            self._lines()
+
+    @staticmethod
+    def _header(lines: list[str]) -> list[str]:
+        # A spreadsheet's "CSV UTF-8" starts with a byte order mark; it stays in the file but is not a column name.
+        return next(csv.reader([lines[0].removeprefix("\ufeff")]), []) if lines else []
+
+    @classmethod
+    def _path_index(cls, lines: list[str]) -> int | None:
+        header = cls._header(lines)
+        return header.index("path") if "path" in header else None
 
     def change_for(self, old_path: str, new_path: str, new_label: str | None) -> dict | None:
         """The {"old": line, "new": line} edit that moves the row of old_path, or None without a row."""
         if not self.path.is_file():
             return None
         lines = self._lines()
-        if not lines:
+        pi = self._path_index(lines)
+        if pi is None:
             return None
-        header = next(csv.reader([lines[0]]))
-        if "path" not in header:
-            return None
-        pi = header.index("path")
+        header = self._header(lines)
         ci = next((header.index(c) for c in ("class", "label") if c in header), None)
         for line in lines[1:]:
             fields = next(csv.reader([line]), [])
@@ -185,10 +218,17 @@ class Manifest:
         if want in bare:
             return
         if have not in bare:
-            log.warning("manifest has no row %r to change; leaving it as it is", have[:80])
+            log.warning("%s has no row %r to change; leaving it as it is", self.path.name, have[:80])
             return
         i = bare.index(have)
         lines[i] = want + lines[i][len(bare[i]) :]
+        pi = self._path_index(lines)
+        if self.drop_stale and pi is not None:
+            target = self._field(want, pi)
+            stale = {j for j in range(1, len(lines)) if j != i and self._field(lines[j], pi) == target}
+            if stale:
+                log.warning("%s: dropping %d stale row(s) for %s", self.path.name, len(stale), target)
+                lines = [ln for j, ln in enumerate(lines) if j not in stale]
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "w", encoding="utf-8", newline="") as fh:
             fh.write("".join(lines))
@@ -196,6 +236,19 @@ class Manifest:
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
         fsync_dir(self.path.parent)
+
+    @staticmethod
+    def _field(line: str, i: int) -> str | None:
+        fields = next(csv.reader([line.rstrip("\r\n")]), [])
+        return fields[i] if len(fields) > i else None
+
+
+class Splits(Manifest):
+    """Line-level edits of splits.csv (path,split): a moved photo's row follows it, so it stays in its split."""
+
+    name = SPLITS_FILE
+    fix = "re-save it as UTF-8, or write it again with `python -m train.split DATA_DIR`, and try again"
+    drop_stale = True
 
 
 class Decisions:
@@ -208,6 +261,8 @@ class Decisions:
         self.not_snake_dir = not_snake_dir
         self.log_path = self.root / LOG_FILE
         self.manifest = Manifest(self.root)
+        self.splits = Splits(self.root)
+        self.replay_skipped: list[int] = []  # ids of the last replay's decisions that were already applied here
         self._hook = hook or (lambda step: None)  # tests inject crashes between steps
         self._check_not_snake_dir(self.records())  # reads and checks the whole log before anything moves
         self.recovered = self.recover()
@@ -285,10 +340,14 @@ class Decisions:
         return [r for r in recs if r["action"] != "undo" and r["id"] not in undone]
 
     # ---- one step ----------------------------------------------------------------------------------
-    def _commit(self, rec: dict, manifest_change: dict | None) -> dict:
+    def _commit(self, rec: dict, manifest_change: dict | None, splits_change: dict | None = None) -> dict:
+        for rows, change in ((self.manifest, manifest_change), (self.splits, splits_change)):
+            if change:
+                rows.check()  # an unreadable file is refused before the journal and the folders change
         recs = self._read()
         rec = {"id": (max((r["id"] for r in recs), default=0) + 1), "status": "pending", "time": _now(), **rec}
         rec["manifest"] = manifest_change
+        rec["splits"] = splits_change
         self._append(rec)
         self._hook("pending")
         if rec["old_path"] != rec["new_path"]:
@@ -306,6 +365,8 @@ class Decisions:
         self._hook("moved")
         self.manifest.apply(manifest_change)
         self._hook("manifest")
+        self.splits.apply(splits_change)
+        self._hook("splits")
         rec = {**rec, "status": "done", "time_done": _now()}
         self._append(rec)
         return rec
@@ -344,6 +405,7 @@ class Decisions:
                 status = "failed"
                 log.error("decision %s: %s is at neither %s nor %s", rec["id"], rec["sha256"][:12], src, dst)
             self.manifest.apply(rec.get("manifest"), reverse=status != "done")
+            self.splits.apply(rec.get("splits"), reverse=status != "done")
             rec = {**rec, "status": status, "recovered": True, "time_done": _now()}
             self._append(rec)
             out.append(rec)
@@ -391,9 +453,10 @@ class Decisions:
             if label == old_label:
                 raise DecisionError(f"{rel} is already labelled {label!r}")
             new_rel = free_path(self.root, f"{label}/{inner}")
-        change = None
+        change = splits_change = None
         if new_rel != rel:
             change = self.manifest.change_for(rel, new_rel, label if action != "delete" else None)
+            splits_change = self.splits.change_for(rel, new_rel, None)
         rec = {
             "action": action,
             "sha256": sha256_file(p),
@@ -402,7 +465,7 @@ class Decisions:
             "old_path": rel,
             "new_path": new_rel,
         }
-        return self._commit(rec, change)
+        return self._commit(rec, change, splits_change)
 
     @_one_writer
     def undo(self, n: int = 1) -> list[dict]:
@@ -423,6 +486,10 @@ class Decisions:
             change = {"old": m["new"], "new": m["old"], "eol": m.get("eol", "\n")} if m else None
             if m and back != rec["old_path"]:
                 change = self.manifest.change_for(rec["new_path"], back, rec["old_label"])
+            s = rec.get("splits")  # absent in decisions logged before splits.csv followed moves: nothing to undo
+            splits_change = {"old": s["new"], "new": s["old"], "eol": s.get("eol", "\n")} if s else None
+            if s and back != rec["old_path"]:
+                splits_change = self.splits.change_for(rec["new_path"], back, None)
             undo = {
                 "action": "undo",
                 "undoes": rec["id"],
@@ -433,7 +500,7 @@ class Decisions:
                 "old_path": rec["new_path"],
                 "new_path": back,
             }
-            out.append(self._commit(undo, change))
+            out.append(self._commit(undo, change, splits_change))
         return out
 
     @_one_writer
@@ -459,22 +526,38 @@ class Decisions:
                         f"{src}: decision {rec['id']} has {k} {rec[k]!r}, not a path inside the dataset; "
                         "nothing was replayed"
                     )
+        todo = [r for r in recs if r["status"] == "done"]
+        if any(r["old_path"] != r["new_path"] for r in todo):
+            self.manifest.check()  # a file that cannot be edited is refused before the first move
+            self.splits.check()
+        # What this dataset's journal already holds of that log: a decision replayed before (replayed_from), or the
+        # same decision in a journal copied with the dataset (same id), with the same action, file and origin.
+        here = self.done()
+        mine = {}
+        for r in here:
+            for origin in {r["id"], r.get("replayed_from", r["id"])}:
+                mine[(origin, r["action"], r["sha256"], r["old_path"])] = r
         ids: dict[int, int] = {}
-        out = []
-        for rec in recs:
-            if rec["status"] != "done":
+        out, skipped = [], []
+        self.replay_skipped = skipped
+        for rec in todo:
+            already = self._already_applied(rec, mine, here)
+            if already is not None:
+                ids[rec["id"]] = already.get("id", -1)
+                skipped.append(rec["id"])
                 continue
             old = self.root / rec["old_path"]
             if not old.is_file() or sha256_file(old) != rec["sha256"]:
+                done_so_far = f"replayed {len(out)}" + (f", skipped {len(skipped)} already applied" if skipped else "")
                 raise DecisionError(
-                    f"replay stopped at decision {rec['id']}: {rec['old_path']} is missing or differs "
-                    f"(replayed {len(out)})"
+                    f"replay stopped at decision {rec['id']}: {rec['old_path']} is missing or differs ({done_so_far}); "
+                    "put the file back and run the same replay again: the decisions already applied are skipped"
                 )
             new_rel = rec["new_path"]
             if new_rel != rec["old_path"] and (self.root / new_rel).exists():
                 new_rel = free_path(self.root, new_rel)
                 log.warning("replay: %s is taken, using %s", rec["new_path"], new_rel)
-            change = None
+            change = splits_change = None
             if new_rel != rec["old_path"]:
                 m = rec.get("manifest")
                 if (
@@ -486,15 +569,52 @@ class Decisions:
                 else:
                     label = rec["new_label"] if rec["action"] != "delete" else None
                     change = self.manifest.change_for(rec["old_path"], new_rel, label)
+                # This copy's own split: its splits.csv may differ from the one the log was made on.
+                splits_change = self.splits.change_for(rec["old_path"], new_rel, None)
             keys = ("action", "sha256", "old_label", "new_label", "old_path")
             new = {k: rec[k] for k in keys} | {"new_path": new_rel, "replayed_from": rec["id"]}
             if rec["action"] == "undo":
                 new["undoes"] = ids.get(rec["undoes"], -1)
                 new["undone_action"] = rec.get("undone_action")
-            done = self._commit(new, change)
+            done = self._commit(new, change, splits_change)
             ids[rec["id"]] = done["id"]
             out.append(done)
+            here.append(done)
+        if skipped and not out:
+            log.warning(
+                "replay: all %d decision(s) of %s are already applied to %s; nothing to do", len(todo), src, self.root
+            )
+        elif skipped:
+            log.warning(
+                "replay: skipped %d decision(s) of %s already applied to %s (%s)",
+                len(skipped), src, self.root, ", ".join(map(str, skipped[:20])) + (" ..." if len(skipped) > 20 else ""),
+            )  # fmt: skip
         return out
+
+    def _already_applied(self, rec: dict, mine: dict, here: list[dict]) -> dict | None:
+        """The record of this dataset that applied rec (a done decision of a log being replayed), {} when the disk
+        shows it applied without a record here, or None when it still has to be applied. mine: this dataset's done
+        records (as the replay began) by (replayed_from or id, action, sha256, old_path); here: its done records,
+        oldest first, this replay's included."""
+        hit = mine.get((rec["id"], rec["action"], rec["sha256"], rec["old_path"]))
+        if hit is not None:
+            return hit
+        if rec["action"] == "keep":  # kept here already (and not undone): a second keep would need two undos
+            undone = {r["undoes"] for r in here if r["action"] == "undo"}
+            kept = [
+                r for r in here if r["action"] == "keep" and r["id"] not in undone and r["old_path"] == rec["old_path"]
+            ]
+            return kept[-1] if kept and kept[-1]["sha256"] == rec["sha256"] else None
+        if rec["old_path"] == rec["new_path"]:
+            return None
+        old, new = self.root / rec["old_path"], self.root / rec["new_path"]
+        if old.is_file() and sha256_file(old) == rec["sha256"]:
+            return None  # still where the decision found it (a later decision may have put another file there)
+        if new.is_file() and sha256_file(new) == rec["sha256"]:
+            # Moved already (by hand, or before this copy was made): map it to the decision that put it there.
+            put = [r for r in here if r["new_path"] == rec["new_path"] and r["sha256"] == rec["sha256"]]
+            return put[-1] if put else {}
+        return None
 
     @staticmethod
     def _fold(path: Path) -> list[dict]:
