@@ -346,3 +346,48 @@ def test_file_names_cannot_put_html_into_the_reports_or_break_code_spans(fixed_c
     for tag in ("<img src=x", "<b>", "<i>"):
         assert tag not in page
     assert html.escape(f"{ticks}.jpg") in page and html.escape("e`vil<i>.png") in page  # OOD lists in the page too
+
+
+def test_a_picture_that_cannot_be_drawn_is_a_warning_and_the_report_is_written(
+    fixed_case, tmp_path, monkeypatch, capsys
+):
+    from train import plots
+
+    art, data, _ = fixed_case
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "confusion_matrix.png").write_bytes(b"a picture of an earlier run")
+
+    def broken(*a, **k):
+        raise ValueError("\n^\nParseSyntaxException: Expected end of text")
+
+    monkeypatch.setattr(plots, "confusion_png", broken)
+    assert evaluate.main([str(art), str(data), "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: confusion_matrix.png could not be drawn (ValueError: ^ ParseSyntaxException" in err, err
+    assert "Traceback" not in err
+    assert not (out / "confusion_matrix.png").exists()  # the earlier run's picture does not pass for this one's
+    assert json.loads((out / "report.json").read_text())["n"] == 10
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    assert "(confusion matrix: not drawn)" in md and "![reliability diagram](reliability.png)" in md
+    assert "(confusion matrix: not drawn)" in page and "data:image/png;base64," in page
+
+
+def test_a_report_that_cannot_be_made_still_writes_the_numbers(fixed_case, tmp_path, monkeypatch, capsys):
+    art, data, _ = fixed_case
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "report.md").write_text("the report of an earlier run")
+
+    def broken(*a, **k):
+        raise RuntimeError("a bug in the HTML page")
+
+    monkeypatch.setattr(evaluate, "to_html", broken)
+    assert evaluate.main([str(art), str(data), "--out", str(out), "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert "report.md and report.html could not be made (RuntimeError: a bug in the HTML page)" in captured.err
+    assert str(out / "report.json") in captured.err and "Traceback" not in captured.err
+    assert "10 images: error 40.0 %" in captured.out  # the numbers are still shown
+    r = json.loads((out / "report.json").read_text())
+    assert r["n"] == 10 and r["confusion"] == [[2, 1, 1], [1, 2, 0], [0, 1, 2]]
+    assert not (out / "report.md").exists() and not (out / "report.html").exists()  # no stale report beside it

@@ -314,8 +314,8 @@ def _f3(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
 
 
-def to_markdown(r: dict) -> str:
-    """The report as Markdown (pictures linked next to it)."""
+def to_markdown(r: dict, missing: Sequence[str] = ()) -> str:
+    """The report as Markdown (pictures linked next to it; those named in `missing` could not be drawn)."""
     lines = [
         f"# Evaluation of {md_code(r['artifact'])} on {md_code(r['data_dir'])}",
         "",
@@ -347,7 +347,9 @@ def to_markdown(r: dict) -> str:
         lines.append(
             f"| {md_text(lab)} | {_f3(v['precision'])} | {_f3(v['recall'])} | {_f3(v['f1'])} | {v['support']} |"
         )
-    lines += ["", "![confusion matrix](confusion_matrix.png)", "", "![reliability diagram](reliability.png)", ""]
+    for name, alt in (("confusion_matrix.png", "confusion matrix"), ("reliability.png", "reliability diagram")):
+        lines += ["", f"({alt}: not drawn)" if name in missing else f"![{alt}]({name})"]
+    lines.append("")
     if r["unreadable"]:
         lines += (
             ["## Unreadable files", ""] + [f"- {md_code(k)}: {md_text(v)}" for k, v in r["unreadable"].items()] + [""]
@@ -362,6 +364,8 @@ def to_html(r: dict, out: Path) -> str:
     """A standalone HTML page: the Markdown facts as a table, pictures embedded as data URIs."""
 
     def img(name: str, alt: str) -> str:
+        if not (out / name).is_file():  # a picture that could not be drawn (write_report said why)
+            return f"<em>({alt}: not drawn)</em>"
         data = base64.b64encode((out / name).read_bytes()).decode("ascii")
         return f'<img alt="{alt}" src="data:image/png;base64,{data}">'
 
@@ -409,21 +413,61 @@ def to_html(r: dict, out: Path) -> str:
     )
 
 
-def write_report(r: dict, out: Path) -> None:
-    """Pictures, report.json, report.md and report.html into out."""
-    out.mkdir(parents=True, exist_ok=True)
+REPORT_TEXTS = ("report.json", "report.md", "report.html")
+
+
+def draw_pictures(r: dict, out: Path) -> dict[str, str]:
+    """confusion_matrix.png and reliability.png into out; {picture: why} for those that could not be drawn (a stale
+    copy from an earlier run removed), so a plotting failure never costs the report. OSError (disk full) is raised."""
     title = shown(f"{Path(r['data_dir']).name} ({r['n']} images)")
-    plots.confusion_png(np.asarray(r["confusion"]), r["labels"], out / "confusion_matrix.png", title)
-    plots.reliability_png(r["uncalibrated"]["reliability"], r["calibrated"]["reliability"], out / "reliability.png")
+    labels = [shown(lab) for lab in r["labels"]]
+    steps = {
+        r["images"]["confusion"]: lambda path: plots.confusion_png(np.asarray(r["confusion"]), labels, path, title),
+        r["images"]["reliability"]: lambda path: plots.reliability_png(
+            r["uncalibrated"]["reliability"], r["calibrated"]["reliability"], path
+        ),
+    }
+    problems = {}
+    for name, draw in steps.items():
+        try:
+            draw(out / name)
+        except OSError:
+            raise
+        except Exception as e:  # noqa: BLE001 - matplotlib can fail on odd data; the numbers matter more
+            (out / name).unlink(missing_ok=True)
+            problems[name] = f"{type(e).__name__}: {_one_line(e)}"
+    return problems
+
+
+def _one_line(e: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line, shortened (matplotlib's parse errors run over several)."""
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or "(no message)"
+    return shown(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def write_report(r: dict, out: Path) -> dict[str, str]:
+    """Pictures, report.json, report.md and report.html into out; returns {picture: why} for those not drawn."""
+    out.mkdir(parents=True, exist_ok=True)
+    problems = draw_pictures(r, out)
     # Every text is made before any file is opened, so a report is never left half written. json.dumps escapes the
     # surrogates of names that are not UTF-8 (Python reads them back as the same name); Markdown and HTML show them.
     texts = {
         "report.json": json.dumps(r, indent=2) + "\n",
-        "report.md": shown(to_markdown(r)),
+        "report.md": shown(to_markdown(r, missing=list(problems))),
         "report.html": shown(to_html(r, out)),
     }
     for name, text in texts.items():
         (out / name).write_text(text, encoding="utf-8")
+    return problems
+
+
+def write_numbers_only(r: dict, out: Path) -> None:
+    """report.json alone, when the full report could not be made; report.md and report.html of an earlier run are
+    removed, so that nothing in out contradicts the new numbers."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(r, indent=2, default=str) + "\n", encoding="utf-8")
+    for name in REPORT_TEXTS[1:]:
+        (out / name).unlink(missing_ok=True)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -471,11 +515,26 @@ def main(argv: list[str] | None = None) -> int:
     except (EvalError, DatasetError, ArtifactError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    rc = 0
     try:
-        write_report(report, args.out)
+        for name, why in write_report(report, args.out).items():
+            print(f"warning: {name} could not be drawn ({why}); the report has everything else", file=sys.stderr)
     except OSError as e:
         print(f"error: cannot write the report to {args.out}: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - whatever broke the Markdown or HTML, keep the numbers computed
+        why = f"{type(e).__name__}: {_one_line(e)}"
+        try:
+            write_numbers_only(report, args.out)
+        except OSError as e2:
+            print(f"error: the report could not be made ({why}) nor report.json written: {e2}", file=sys.stderr)
+            return 2
+        print(
+            f"error: report.md and report.html could not be made ({why}); the numbers are in "
+            f"{shown(str(args.out / 'report.json'))}",
+            file=sys.stderr,
+        )
+        rc = 1
     c, u = report["calibrated"], report["uncalibrated"]
     line = (
         f"{report['n']} images: error {_pct(report['error'])} | ECE {_pct(u['ece'])} -> {_pct(c['ece'])} | "
@@ -484,8 +543,8 @@ def main(argv: list[str] | None = None) -> int:
     if "ood" in report and report["ood"]["auroc"] is not None:
         line += f" | OOD AUROC {report['ood']['auroc']:.3f} on {report['ood']['n']} photos"
     print(line + (f" | {report['n_unreadable']} unreadable" if report["n_unreadable"] else ""))
-    print(f"report: {shown(str(args.out / 'report.md'))}")
-    return 0
+    print(f"report: {shown(str(args.out / ('report.md' if rc == 0 else 'report.json')))}")
+    return rc
 
 
 if __name__ == "__main__":

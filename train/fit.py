@@ -404,30 +404,92 @@ def write_outputs(
         "recipe": spec.training.get("recipe"),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    plots.confusion_png(cm, spec.labels, out / "confusion_matrix.png", f"Validation ({summary['n']} images)")
+    # The model and its numbers are saved: what follows is optional, and never costs the trained model.
+    optional_step(
+        out / "confusion_matrix.png",
+        lambda path: plots.confusion_png(cm, spec.labels, path, f"Validation ({summary['n']} images)"),
+    )
     if extra.get("photo_previews", True):
-        ims = [load_image(ds.paths[valid_idx[i]]) for i in order[:9]]
-        for im in ims:
-            im.thumbnail((256, 256))
-        caps = [f"{t['predicted']} / {t['actual']}\n{t['loss']:.2f} / {t['prob_actual']:.2f}" for t in top[:9]]
-        plots.top_losses_png(ims, caps, out / "top_losses.png")
-    plots.reliability_png(M.reliability_bins(probs_raw, y), M.reliability_bins(probs, y), out / "reliability.png")
+
+        def top_losses(path: Path) -> None:
+            ims = [load_image(ds.paths[valid_idx[i]]) for i in order[:9]]
+            for im in ims:
+                im.thumbnail((256, 256))
+            caps = [f"{t['predicted']} / {t['actual']}\n{t['loss']:.2f} / {t['prob_actual']:.2f}" for t in top[:9]]
+            plots.top_losses_png(ims, caps, path)
+
+        optional_step(out / "top_losses.png", top_losses)
+    optional_step(
+        out / "reliability.png",
+        lambda path: plots.reliability_png(M.reliability_bins(probs_raw, y), M.reliability_bins(probs, y), path),
+    )
     data_dir = extra.get("data_dir")
     if data_dir is not None and (Path(data_dir) / "ATTRIBUTION.md").is_file():  # the card links to it
-        shutil.copyfile(Path(data_dir) / "ATTRIBUTION.md", out / "ATTRIBUTION.md")
+        optional_step(out / "ATTRIBUTION.md", lambda path: shutil.copyfile(Path(data_dir) / "ATTRIBUTION.md", path))
     write_card(out, data_dir)
     return metrics
 
 
+def _one_line(e: BaseException, limit: int = 200) -> str:
+    """An exception as one short line (matplotlib's parse errors run over several)."""
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    text = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def optional_step(path: Path, step: Callable[[Path], object]) -> bool:
+    """Write one optional file of the model folder (a picture, the attribution copy); if that fails, warn, remove
+    what it left half written and go on: the trained model is never lost for a picture. SystemExit and
+    KeyboardInterrupt (a signal, Ctrl-C) still stop the run."""
+    try:
+        step(path)
+        return True
+    except Exception as e:  # noqa: BLE001 - any failure of an optional file
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+        print(f"warning: {path.name} not written ({_one_line(e)}); the model is complete without it", file=sys.stderr)
+        return False
+
+
 def write_card(out: Path, data_dir: Path | None = None) -> None:
-    """README.md model card from the real numbers and data_dir's gather manifest (licences), when it has one."""
+    """README.md model card from the real numbers and data_dir's gather manifest (licences), when it has one.
+
+    Never fatal: a card that cannot be built (an unreadable manifest, a bug) is replaced by a minimal one, with a
+    warning naming the failure; a card that cannot be written at all leaves the model without README.md."""
     try:
         from .card import build_card
 
         text = build_card(out, data_dir=data_dir)
-    except ImportError:
-        text = minimal_card(out)
-    (out / "README.md").write_text(text, encoding="utf-8")
+    except Exception as e:  # noqa: BLE001 - the trained model matters more than its card
+        print(
+            f"warning: the model card could not be built ({_one_line(e)}); README.md is a minimal card instead "
+            "(the model itself is complete)",
+            file=sys.stderr,
+        )
+        text = fallback_card(out)
+    optional_step(out / "README.md", lambda path: path.write_text(text, encoding="utf-8"))
+
+
+def fallback_card(out: Path) -> str:
+    """The minimal card: card.py's minimal_card when it has one, else this module's, else a few fixed lines."""
+    makers = []
+    with contextlib.suppress(Exception):
+        from . import card
+
+        if callable(getattr(card, "minimal_card", None)):
+            makers.append(card.minimal_card)
+    makers.append(minimal_card)
+    for make in makers:
+        try:
+            text = make(out)
+        except Exception:  # noqa: BLE001 - try the next, simpler card
+            continue
+        if isinstance(text, str) and text.strip():
+            return text
+    return (
+        "# Image classifier\n\nThe model card could not be made; see config.json and metrics.json.\n\n"
+        "Not for snakebite or medical decisions: a wrong answer can kill. Ask a professional.\n"
+    )
 
 
 def minimal_card(out: Path) -> str:
@@ -437,13 +499,17 @@ def minimal_card(out: Path) -> str:
     def num(x) -> str:
         return f"{x:.2f}" if isinstance(x, int | float) else "n/a"
 
+    def pct(x) -> str:
+        return f"{x:.1%}" if isinstance(x, int | float) else "n/a"
+
     rows = "\n".join(
         f"| {spec.display_name(lab)} | {num(v['precision'])} | {num(v['recall'])} | {v['support']} |"
         for lab, v in m["per_class"].items()
     )
     return (
         f"# Image classifier: {len(spec.labels)} classes\n\n"
-        f"Validation error {m['valid_error']:.1%} on {m['n_valid']} images; arch `{spec.arch}`, {spec.image_size} px.\n\n"
+        f"Validation error {pct(m.get('valid_error'))} on {m.get('n_valid', '?')} images; arch `{spec.arch}`, "
+        f"{spec.image_size} px.\n\n"
         f"| class | precision | recall | support |\n|---|---|---|---|\n{rows}\n\n"
         f"Reproduce: `{spec.training.get('command', '')}`\n\n"
         "Not for snakebite or medical decisions: a wrong answer can kill. Ask a professional.\n"

@@ -1,4 +1,8 @@
-"""Pictures of a run: confusion matrix, top losses, reliability diagram (matplotlib, Agg backend)."""
+"""Pictures of a run: confusion matrix, top losses, reliability diagram (matplotlib, Agg backend).
+
+Every text drawn here is plain text: class names, folder names and captions come from the user's files, and a `$`
+in them (a folder named `blue$^$square`) must not be read as matplotlib mathtext (or LaTeX), which fails on it.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,10 @@ def _plt():
     return plt
 
 
+# Text properties for every label, title and caption: no mathtext, no LaTeX, whatever matplotlibrc says.
+PLAIN = {"parse_math": False, "usetex": False}
+
+
 def confusion_png(cm: np.ndarray, labels: Sequence[str], path: str | Path, title: str = "Confusion matrix") -> None:
     """Counts with actual classes as rows, predicted as columns."""
     plt = _plt()
@@ -24,15 +32,17 @@ def confusion_png(cm: np.ndarray, labels: Sequence[str], path: str | Path, title
     fig, ax = plt.subplots(figsize=(2.5 + 0.6 * n, 2 + 0.6 * n), dpi=110)
     ax.imshow(cm, cmap="Blues")
     short = [lab if len(lab) <= 22 else lab[:20] + "…" for lab in labels]
-    ax.set_xticks(range(n), short, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(n), short, fontsize=8)
+    ax.set_xticks(range(n), short, rotation=60, ha="right", fontsize=8, **PLAIN)
+    ax.set_yticks(range(n), short, fontsize=8, **PLAIN)
     top = cm.max() if cm.size else 0
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, int(cm[i, j]), ha="center", va="center", color="white" if cm[i, j] > top / 2 else "black")
-    ax.set_xlabel("Predicted")
-    ax.set_ylabel("Actual")
-    ax.set_title(title)
+            ax.text(
+                j, i, int(cm[i, j]), ha="center", va="center", color="white" if cm[i, j] > top / 2 else "black", **PLAIN
+            )
+    ax.set_xlabel("Predicted", **PLAIN)
+    ax.set_ylabel("Actual", **PLAIN)
+    ax.set_title(title, **PLAIN)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -49,8 +59,8 @@ def top_losses_png(images: Sequence, captions: Sequence[str], path: str | Path, 
         ax.axis("off")
     for ax, im, cap in zip(axes.flat, images, captions, strict=False):
         ax.imshow(im)
-        ax.set_title(cap, fontsize=7)
-    fig.suptitle(title + " (prediction / actual / loss / prob. of actual)", fontsize=9)
+        ax.set_title(cap, fontsize=7, **PLAIN)
+    fig.suptitle(title + " (prediction / actual / loss / prob. of actual)", fontsize=9, **PLAIN)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -67,12 +77,13 @@ def reliability_png(bins_before: list[dict], bins_after: list[dict] | None, path
         xs = [b["confidence"] for b in bins if b["count"]]
         ys = [b["accuracy"] for b in bins if b["count"]]
         ax.plot(xs, ys, "o-", label=name)
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("accuracy")
+    ax.set_xlabel("confidence", **PLAIN)
+    ax.set_ylabel("accuracy", **PLAIN)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.legend()
-    ax.set_title("Reliability diagram")
+    for text in ax.legend().get_texts():
+        text.update(PLAIN)
+    ax.set_title("Reliability diagram", **PLAIN)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -18,7 +18,7 @@ from pathlib import Path
 from snake_model.artifact import CONFIG, WEIGHTS, ArtifactError, load_spec, sha256_file
 from snake_model.hub import CARD_IMAGES, METRICS, OOD_BANK, REPO_ID, is_commit_sha
 
-from .card import ATTRIBUTION, PHOTO_MONTAGES, build_card, publishable_montages
+from .card import ATTRIBUTION, MANIFEST, PHOTO_MONTAGES, build_card, find_manifest, publishable_montages
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,24 @@ def scrub(text: str, token: str | None) -> str:
     return text.replace(token, "hf_***") if token else text
 
 
+def check_data_dir(data_dir: Path | None) -> None:
+    """--data, when given, must be a gather output folder holding manifest.csv: a typo must stop the push, not
+    publish a card whose sources and licences are "unknown". Checked before anything is sent."""
+    if data_dir is None:
+        return
+    fix = f"point --data at the folder gather wrote (the one holding {MANIFEST}), or drop --data; nothing was sent"
+    if not data_dir.exists():
+        raise PushError(f"--data {data_dir} does not exist: {fix}")
+    if not data_dir.is_dir():
+        hint = f" (its folder is {data_dir.parent})" if data_dir.name == MANIFEST else ""
+        raise PushError(f"--data {data_dir} is a file, not a folder{hint}: {fix}")
+    if not (data_dir / MANIFEST).is_file():
+        raise PushError(
+            f"--data {data_dir} holds no {MANIFEST}, so it is not a gather output folder: the card could name no "
+            f"sources or licences and no photo montage could be published. {fix[0].upper()}{fix[1:]}"
+        )
+
+
 def model_files(artifact_dir: Path, data_dir: Path | None, also_pkl: bool) -> dict[str, Path]:
     """path_in_repo -> local file, checked: weights match config.json, nothing missing that is required."""
     if not artifact_dir.is_dir():
@@ -88,13 +106,15 @@ def model_files(artifact_dir: Path, data_dir: Path | None, also_pkl: bool) -> di
         f: artifact_dir / f for f in (WEIGHTS, CONFIG, OOD_BANK, METRICS, *CARD_IMAGES) if (artifact_dir / f).is_file()
     }
     allowed = publishable_montages(artifact_dir, data_dir)
+    why = (
+        "that the gather manifest does not mark publishable"
+        if find_manifest(artifact_dir, data_dir) is not None
+        else f"and no gather manifest says they may be published (give --data, the folder holding {MANIFEST})"
+    )
     for f in PHOTO_MONTAGES:  # pictures made of training photos: only when every photo in them may be published
         if f in files and f not in allowed:
             del files[f]
-            print(
-                f"not uploading {f}: it shows training photos that the gather manifest (--data) does not mark "
-                "publishable"
-            )
+            print(f"not uploading {f}: it shows training photos {why}")
     for d in (artifact_dir, data_dir):
         if d is not None and (d / ATTRIBUTION).is_file():
             files[ATTRIBUTION] = d / ATTRIBUTION
@@ -258,6 +278,7 @@ def run(args, token: str | None) -> int:
         raise PushError("--revision is the branch to commit to, not a commit sha")
     if args.artifact_dir is None and not args.space:
         raise PushError("give ARTIFACT_DIR (the folder written by train.fit), or --space to upload only the app")
+    check_data_dir(args.data)
     if args.dry_run:
         if args.artifact_dir is None:
             raise PushError("--dry-run needs ARTIFACT_DIR")
