@@ -160,7 +160,20 @@ def test_background_folder_adds_a_not_a_snake_class(tmp_path, synth_data):
     assert fit.main([str(synth_data), "--out", str(out), "--size", "48", "--quiet", "--background", str(bg)]) == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["labels"][-1] == fit.BACKGROUND_LABEL and len(cfg["labels"]) == 4
-    assert "notes.txt" in " ".join(json.loads((out / "metrics.json").read_text())["skipped_images"])
+    m = json.loads((out / "metrics.json").read_text())
+    assert "notes.txt" in " ".join(m["skipped_images"])
+    # every photo the model trained and was validated on is named, relative (metrics.json is published): data photos
+    # as the manifest names them, decoys under the --background/ prefix the model card looks for
+    assert len(m["train_paths"]) == m["n_train"] and len(m["valid_paths"]) == m["n_valid"]
+    named = m["train_paths"] + m["valid_paths"]
+    assert len(set(named)) == len(named) == 3 * 12 + 8
+    decoys = {p for p in named if p.startswith("--background/")}
+    assert decoys == {f"--background/d{i}.png" for i in range(8)}
+    assert {p for p in named if p not in decoys} == {
+        f.relative_to(synth_data).as_posix() for f in synth_data.rglob("*.jpg")
+    }
+    assert not any(p.startswith("/") or str(tmp_path) in p for p in named)
+    assert all(t["path"] in named for t in m["top_losses"])
 
 
 def test_original_recipe_with_a_background_class_scores_each_photo_against_its_own_label(tmp_path, synth_data):

@@ -340,6 +340,7 @@ def write_outputs(
     from snake_model.ood import choose_threshold, knn_scores, make_bank
     from snake_model.predictor import softmax
 
+    from .card import BACKGROUND_PREFIX
     from .recipe_fast import full_pass
 
     # y indexes the model's labels (its logits' columns), whatever order the dataset listed its classes in
@@ -369,11 +370,21 @@ def write_outputs(
     cm = np.asarray(summary["confusion"])
     losses = -np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1))
     order = np.argsort(-losses)[:12]
+    background = extra.get("background")
+
+    def photo_name(p: Path) -> str:
+        """How metrics.json names a photo: relative to DATA_DIR (as the manifest does), a --background decoy as
+        card.BACKGROUND_PREFIX + its path in that folder; never an absolute path (metrics.json is published)."""
+        p = Path(p)
+        if p.is_relative_to(ds.root):
+            return ds.rel(p)
+        if background is not None and p.resolve().is_relative_to(Path(background).resolve()):
+            return BACKGROUND_PREFIX + p.resolve().relative_to(Path(background).resolve()).as_posix()
+        return BACKGROUND_PREFIX + p.name
+
     top = [
         {
-            "path": ds.rel(ds.paths[valid_idx[i]])
-            if ds.paths[valid_idx[i]].is_relative_to(ds.root)
-            else str(ds.paths[valid_idx[i]]),
+            "path": photo_name(ds.paths[valid_idx[i]]),
             "actual": spec.labels[y[i]],
             "predicted": spec.labels[int(probs[i].argmax())],
             "loss": float(losses[i]),
@@ -399,6 +410,8 @@ def write_outputs(
         "abstain_score": spec.abstain_score,
         "valid_abstain_rate": float((valid_scores[real] > spec.abstain_threshold).mean()),
         "top_losses": top,
+        "train_paths": [photo_name(p) for p in extra["train_paths"]],
+        "valid_paths": [photo_name(ds.paths[i]) for i in valid_idx],
         "skipped_images": ds.skipped,
         "train_seconds": extra["train_seconds"],
         "recipe": spec.training.get("recipe"),
@@ -639,6 +652,7 @@ class FitRun:
         extra["quiet"] = args.quiet
         extra["photo_previews"] = not args.no_photo_previews
         extra["data_dir"] = args.data_dir
+        extra["background"] = args.background
         return extra
 
 
