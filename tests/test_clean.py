@@ -408,3 +408,150 @@ def test_decisions_made_at_the_same_time_all_land_in_the_log_with_their_own_ids(
     assert sorted(r["old_path"] for r in done) == sorted(paths)
     assert len({r["id"] for r in done}) == 6
     assert Decisions(root).undo(6) and all((root / p).is_file() for p in paths)
+
+
+def _click_handler(demo, elem_id: str):
+    """The function a workbench button runs (the buttons' events are private, so not callable through the API)."""
+    btn = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == elem_id)
+    return next(f for f in demo.fns.values() if any(t[0] == btn._id for t in f.targets)).fn
+
+
+def _to_cp1252(manifest: Path) -> None:
+    """What a spreadsheet does to manifest.csv: an accented source, saved in Windows-1252."""
+    text = manifest.read_text(encoding="utf-8").replace("synthetic", "José Núñez")
+    manifest.write_bytes(text.encode("cp1252"))
+
+
+def test_a_manifest_that_is_not_utf8_is_named_and_nothing_moves(tmp_path, capsys):
+    root, _ = make_dataset(tmp_path / "d")
+    target = pick(root, "red_disc", 0)
+    assert clean.main([str(root), "--undo", "1"]) == 0  # nothing decided yet
+    assert "nothing to undo" in capsys.readouterr().out
+    Decisions(root).decide(target, "relabel", "green_box")  # made while the manifest was still UTF-8
+    _to_cp1252(root / "manifest.csv")
+    before = snapshot(root)
+    assert clean.main([str(root), "--image-size", "64"]) == 2  # refused before any photo is read
+    err = capsys.readouterr().err
+    assert str(root / "manifest.csv") in err and "not UTF-8" in err and "CSV UTF-8" in err and "Traceback" not in err
+    with pytest.raises(clean.DatasetError, match="line 2 has the byte 0xE9"):
+        clean.read_manifest(root)
+    assert clean.main([str(root), "--undo", "1"]) == 2  # the move would happen, then the manifest edit fail
+    assert "not UTF-8" in capsys.readouterr().err
+    assert snapshot(root) == before and len(Decisions(root).live()) == 1
+
+
+def test_the_workbench_reports_every_failed_decision_clearly_and_moves_nothing(scored, tmp_path, monkeypatch):
+    import gradio as gr
+    from gradio_client import Client
+
+    import train.clean_ui as ui
+    from train.clean_ui import build_ui
+
+    src, _, rows = scored
+    root = tmp_path / "d"
+    shutil.copytree(src, root, ignore=shutil.ignore_patterns(".clean"))
+    a, b = pick(root, "red_disc", 0), pick(root, "red_disc", 1)
+    demo = build_ui(root, rows)
+    try:
+        demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True)
+        client = Client(demo.local_url, verbose=False)
+        client.predict(a, "relabel", "green_box", api_name="/decide")
+        _to_cp1252(root / "manifest.csv")
+        before = snapshot(root)
+        for call in (
+            lambda: client.predict(b, "delete", "", api_name="/decide"),
+            lambda: client.predict(1, api_name="/undo"),
+        ):
+            with pytest.raises(Exception, match="manifest.csv is not UTF-8") as e:
+                call()
+            assert "upstream" not in str(e.value)
+        with pytest.warns(UserWarning, match="not UTF-8"):  # a button: a toast (a warning outside a request)
+            _click_handler(demo, "clean-undo")("label", 0)
+        assert snapshot(root) == before and len(Decisions(root).live()) == 1
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("the disk is on fire")
+
+        monkeypatch.setattr(Decisions, "decide", broken)  # anything a decision was not expected to raise
+        with pytest.raises(Exception, match=r"RuntimeError: the disk is on fire\)\..*was not moved") as e:
+            client.predict(b, "keep", "", api_name="/decide")
+        assert "upstream" not in str(e.value)
+        with pytest.raises(gr.Error, match="RuntimeError: the disk is on fire"):
+            _click_handler(demo, "clean-keep")("label", 0, b, None)
+        monkeypatch.undo()
+
+        monkeypatch.setattr(clean, "writable_dir", lambda d: False)  # a read-only mount
+        with pytest.raises(Exception, match="read-only"):
+            client.predict(b, "keep", "", api_name="/decide")
+        assert snapshot(root) == before and len(Decisions(root).records()) == 1
+    finally:
+        demo.close()
+    monkeypatch.setattr(ui, "writable_dir", lambda d: False)
+    assert build_ui(root, rows).workbench.read_only
+
+
+def test_compare_shows_class_names_literally(tmp_path, capsys):
+    per = {"king|snake": {"precision": 0.5, "support": "<b>2</b>"}, "<img src=x onerror=alert(1)>": {"recall": 1}}
+    m = {"valid_error": 0.5, "labels": list(per), "per_class": per}
+    (tmp_path / "m.json").write_text(json.dumps(m))
+    assert clean.main(["unused", "--compare", str(tmp_path / "m.json"), str(tmp_path / "m.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| king\\|snake | 0.500 | 0.500 | +0.000 | – | – | – | &lt;b&gt;2&lt;/b&gt; | &lt;b&gt;2&lt;/b&gt; |" in out
+    assert "| &lt;img src=x onerror=alert(1)&gt; |" in out and "<" not in out
+    assert all(line.count("|") - line.count("\\|") == 10 for line in out.splitlines()[4:])  # 9 cells a row
+    (tmp_path / "bad.json").write_text(json.dumps(m | {"labels": [["a"]]}))
+    assert clean.main(["unused", "--compare", str(tmp_path / "m.json"), str(tmp_path / "bad.json")]) == 2
+    assert "class names" in capsys.readouterr().err
+
+
+def _fake_backbone(monkeypatch) -> list:
+    """Stand in for the frozen backbone (cheap features) and record where each call would cache."""
+    import train.features
+
+    calls = []
+
+    def extract(paths, cache_dir=None, **kwargs):
+        calls.append(cache_dir)
+        return cheap_features(paths)
+
+    monkeypatch.setattr(train.features, "extract_features", extract)
+    monkeypatch.setattr(clean, "imagenet_snake_prob", lambda feats: None)
+    return calls
+
+
+def test_a_read_only_dataset_is_scored_with_the_cache_next_to_out(tmp_path, monkeypatch, capsys):
+    root, _ = make_dataset(tmp_path / "d")
+    calls = _fake_backbone(monkeypatch)
+    monkeypatch.setattr(clean, "writable_dir", lambda d: not Path(d).absolute().is_relative_to(root))
+    before = snapshot(root)
+    assert clean.main([str(root), "--folds", "3"]) == 2  # nowhere to write: refused before the slow work
+    assert "--out" in capsys.readouterr().err and calls == []
+    out = tmp_path / "elsewhere" / "scores.csv"
+    assert clean.main([str(root), "--folds", "3", "--out", str(out)]) == 0
+    assert calls == [tmp_path / "elsewhere" / "scores_features"] and len(clean.read_scores(out)) == 100
+    assert clean.main([str(root), "--undo", "1"]) == 2
+    assert "read-only" in capsys.readouterr().err
+    assert snapshot(root) == before and not (root / ".clean").exists()
+    # as a library call: no cache rather than a failure after the work
+    assert clean.score_dataset(root, folds=3, progress=False) and calls[-1] is None
+
+
+def test_a_real_read_only_mount_is_scored(tmp_path, monkeypatch):
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("a read-only bind mount needs root")
+    src, _ = make_dataset(tmp_path / "src", manifest=False)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "--bind", str(src), str(ro)], capture_output=True).returncode:
+        pytest.skip("bind mounts are not allowed here")
+    try:
+        if subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], capture_output=True).returncode:
+            pytest.skip("cannot remount read-only here")
+        calls = _fake_backbone(monkeypatch)
+        out = tmp_path / "scores.csv"
+        assert clean.main([str(ro), "--folds", "3", "--out", str(out)]) == 0
+        assert calls == [tmp_path / "scores_features"] and out.is_file()
+        assert not clean.writable_dir(ro) and not clean.writable_dir(ro / ".clean" / "features")
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+    assert clean.writable_dir(tmp_path / "new" / "folder") and not (tmp_path / "new").exists()

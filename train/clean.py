@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from snake_model.mdtext import md_text, one_line
 from train.cli import int_at_least
 from train.data import SKIP_DIRS, DatasetError, image_files
 from train.decisions import MANIFEST, NOT_SNAKE_DIR, DecisionError, Decisions
@@ -49,6 +52,7 @@ QUEUE_TITLES = {
     "quality": "quality",
 }
 MANIFEST_FIELDS = ("source", "licence", "author")
+MANIFEST_FIX = 're-save it as UTF-8 (in a spreadsheet: "Save as" > "CSV UTF-8") and try again'
 
 FeatureFn = Callable[[Sequence[Path]], tuple[np.ndarray, np.ndarray]]
 
@@ -70,17 +74,75 @@ def list_dataset(root: Path, not_snake_dir: str = NOT_SNAKE_DIR) -> tuple[list[s
     return classes, paths, labels
 
 
+def manifest_text(f: Path) -> str:
+    """The text of a manifest.csv, which must be UTF-8 (a leading byte order mark is allowed): decisions rewrite its
+    rows, so a file in another encoding is refused with a DatasetError that names it, not read half-decoded."""
+    data = f.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DatasetError(
+            f"{f} is not UTF-8 text (line {line} has the byte 0x{data[e.start]:02X}; it was probably saved by a "
+            f"spreadsheet in another encoding such as Windows-1252). It must be UTF-8: {MANIFEST_FIX}"
+        ) from e
+
+
+def check_manifest(root: Path) -> None:
+    """Raise DatasetError now, before anything is scored or moved, when DATA_DIR/manifest.csv is not UTF-8."""
+    f = Path(root) / MANIFEST
+    if f.is_file():
+        manifest_text(f)
+
+
 def read_manifest(root: Path) -> dict[str, dict]:
-    """Rows of DATA_DIR/manifest.csv by relative path ({} when there is none)."""
+    """Rows of DATA_DIR/manifest.csv by relative path ({} when there is none); DatasetError naming the file when it is
+    not UTF-8 or not a CSV table."""
     f = root / MANIFEST
     if not f.is_file():
         return {}
-    with open(f, newline="", encoding="utf-8") as fh:
-        return {r["path"]: r for r in csv.DictReader(fh) if r.get("path")}
+    text = manifest_text(f)
+    try:
+        return {r["path"]: r for r in csv.DictReader(io.StringIO(text, newline="")) if r.get("path")}
+    except csv.Error as e:
+        raise DatasetError(f"{f} is not a CSV table that can be read ({e}); fix or remove it and run again") from e
 
 
-def default_features(root: Path, image_size: int = IMAGE_SIZE) -> FeatureFn:
-    """Frozen Lite0 features, cached under DATA_DIR/.clean/features."""
+def writable_dir(d: Path) -> bool:
+    """Whether files can be created in folder d, or d can be made where it does not exist yet. Probed with an unnamed
+    temporary file in d or its nearest existing parent, so nothing is left behind (a read-only mount says no even to
+    root, where permission bits would not)."""
+    p = Path(d).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        return False
+    try:
+        with tempfile.TemporaryFile(dir=p):
+            pass
+    except OSError:
+        return False
+    return True
+
+
+def feature_cache_dir(root: Path, out: Path | None = None) -> Path | None:
+    """Where the feature cache goes: DATA_DIR/.clean/features; next to the scores table `out` when DATA_DIR cannot be
+    written (a read-only dataset); None, computing without a cache, when neither can (warned either way)."""
+    own = Path(root) / ".clean" / "features"
+    if writable_dir(own):
+        return own
+    if out is not None:
+        alt = Path(out).with_name(Path(out).stem + "_features")
+        if writable_dir(alt):
+            log.warning("%s cannot be written (read-only?); caching the features in %s instead", own, alt)
+            return alt
+    log.warning("%s cannot be written (read-only?); the features are computed without a cache", own)
+    return None
+
+
+def default_features(root: Path, image_size: int = IMAGE_SIZE, cache_dir: Path | None = None) -> FeatureFn:
+    """Frozen Lite0 features, cached in cache_dir (default: feature_cache_dir(root), DATA_DIR/.clean/features when it
+    can be written)."""
     from train.features import extract_features
 
     return partial(
@@ -88,7 +150,7 @@ def default_features(root: Path, image_size: int = IMAGE_SIZE) -> FeatureFn:
         image_size=image_size,
         resize_method="squish",
         flip=False,
-        cache_dir=root / ".clean" / "features",
+        cache_dir=cache_dir if cache_dir is not None else feature_cache_dir(root),
     )
 
 
@@ -143,8 +205,12 @@ def score_dataset(
     feature_fn: FeatureFn | None = None,
     not_snake_dir: str = NOT_SNAKE_DIR,
     progress: bool = True,
+    cache_dir: Path | None = None,
 ) -> list[dict]:
-    """One row per image with label-issue, duplicate, outlier and quality scores, in wrong-label queue order."""
+    """One row per image with label-issue, duplicate, outlier and quality scores, in wrong-label queue order.
+
+    Nothing is written into DATA_DIR unless it can be: the backbone's feature cache goes to cache_dir (default:
+    DATA_DIR/.clean/features when it can be written, else no cache), so a read-only dataset can be scored."""
     from cleanlab.filter import find_label_issues
     from cleanlab.outlier import OutOfDistribution
     from cleanlab.rank import get_label_quality_scores
@@ -152,6 +218,9 @@ def score_dataset(
     root = Path(data_dir).resolve()
     classes, paths, labels = list_dataset(root, not_snake_dir)
     manifest = read_manifest(root)
+    backbone = feature_fn is None
+    if backbone:  # settled before the slow checks, so an unwritable cache never costs the work
+        feature_fn = default_features(root, image_size, cache_dir if cache_dir is not None else feature_cache_dir(root))
     th = thresholds or Thresholds()
     rows = []
     for p, y in tqdm(list(zip(paths, labels, strict=True)), desc="checks", unit="img", disable=not progress):
@@ -164,7 +233,7 @@ def score_dataset(
             row["phash"] = m["phash"]  # the manifest's hash keeps duplicates consistent with gather's dedupe
         rows.append(row)
 
-    feats, ok = (feature_fn or default_features(root, image_size))(paths)
+    feats, ok = feature_fn(paths)
     ok = np.asarray(ok, dtype=bool) & np.array([not r.get("error") for r in rows])
     idx = np.flatnonzero(ok)
     y = np.array(labels)[idx]
@@ -176,7 +245,7 @@ def score_dataset(
     quality = get_label_quality_scores(yy, probs)
     ood = OutOfDistribution().fit_score(features=feats[idx]) if len(idx) > 11 else np.ones(len(idx))
     ood_cut = np.quantile(ood, OOD_QUANTILE) if len(idx) else 0.0
-    snake = imagenet_snake_prob(feats[idx]) if feature_fn is None else None
+    snake = imagenet_snake_prob(feats[idx]) if backbone else None
     issue_rank = {int(j): r + 1 for r, j in enumerate(ranked)}
     for j, i in enumerate(idx):
         pred = int(probs[j].argmax())
@@ -298,7 +367,8 @@ def _delta(x: dict, z: dict, k: str) -> str:
 
 
 def compare_metrics(before: str | Path, after: str | Path) -> str:
-    """Markdown table of valid error and per-class precision/recall/F1 before and after cleaning."""
+    """Markdown table of valid error and per-class precision/recall/F1 before and after cleaning; class names and
+    supports are shown literally (md_text), so a name never becomes markup, HTML or a new table cell."""
 
     def load(p: str | Path) -> dict:
         p = Path(p)
@@ -313,6 +383,8 @@ def compare_metrics(before: str | Path, after: str | Path) -> str:
             raise DatasetError(f"{f} has no valid_error number; give metrics.json files written by train.fit")
         if not isinstance(m.get("per_class", {}), dict) or not isinstance(m.get("labels", []), list):
             raise DatasetError(f"{f}: per_class must be an object and labels a list, as train.fit writes them")
+        if not all(isinstance(lab, str) for lab in m.get("labels", [])):
+            raise DatasetError(f"{f}: labels must be a list of class names (text), as train.fit writes them")
         return m
 
     a, b = load(before), load(after)
@@ -330,15 +402,16 @@ def compare_metrics(before: str | Path, after: str | Path) -> str:
     for lab in labels:
         x, z = (d if isinstance(d, dict) else {} for d in (pa.get(lab, {}), pb.get(lab, {})))
         lines.append(
-            f"| {lab} | {_cell(x, 'precision')} | {_cell(z, 'precision')} | {_delta(x, z, 'precision')} | "
+            f"| {md_text(lab)} | {_cell(x, 'precision')} | {_cell(z, 'precision')} | {_delta(x, z, 'precision')} | "
             f"{_cell(x, 'recall')} | {_cell(z, 'recall')} | {_delta(x, z, 'recall')} | "
-            f"{x.get('support', '–')} | {z.get('support', '–')} |"
+            f"{md_text(x.get('support', '–'))} | {md_text(z.get('support', '–'))} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def summary(rows: list[dict], top: int = 5) -> str:
-    """Counts and the first few entries of every queue, for the terminal."""
+    """Counts and the first few entries of every queue, for the terminal (names on one line: control characters in
+    a file or class name are shown as \\xNN, never sent to the terminal)."""
     out = []
     for name, q in queues(rows).items():
         out.append(f"{QUEUE_TITLES[name]}: {len(q)}")
@@ -351,8 +424,26 @@ def summary(rows: list[dict], top: int = 5) -> str:
                 extra = f"{r['outlier']} (score {float(r['outlier_score']):.2f})"
             else:
                 extra = r["flags"]
-            out.append(f"  {r['path']}: {extra}")
+            out.append(one_line(f"  {r['path']}: {extra}"))
     return "\n".join(out)
+
+
+def check_moves_possible(root: Path, manifest: bool = True) -> None:
+    """Raise DatasetError, before any file moves, when decisions cannot be applied to DATA_DIR: it (or its .clean log
+    folder) is read-only, or (with manifest) its manifest.csv is not UTF-8 (a move would happen, then its manifest
+    edit fail)."""
+    for d in (root, root / ".clean"):
+        if not writable_dir(d):
+            raise DatasetError(
+                f"{d} cannot be written (a read-only folder or mount): decisions move files and are logged in "
+                f"{root / '.clean'}, so none can be applied or undone there; nothing was changed. Copy the dataset "
+                "to a writable folder (or remount it read-write) to apply decisions"
+            )
+    if manifest:
+        try:
+            check_manifest(root)
+        except DatasetError as e:
+            raise DatasetError(f"{e}; nothing was changed") from e
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -362,7 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
         "dataset; review them in a Gradio page; apply, undo and replay the decisions.",
     )
     p.add_argument("data_dir", type=Path, help="dataset folder: one sub-folder of images per class")
-    p.add_argument("--out", type=Path, help="scores table (default DATA_DIR/.clean/scores.csv)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="scores table (default DATA_DIR/.clean/scores.csv); for a read-only DATA_DIR give one elsewhere, and "
+        "the feature cache goes next to it",
+    )
     p.add_argument("--folds", type=int_at_least(2), default=FOLDS, help=f"cross-validation folds (default {FOLDS})")
     p.add_argument(
         "--image-size", type=int_at_least(32), default=IMAGE_SIZE, help=f"feature image size (default {IMAGE_SIZE})"
@@ -410,9 +506,16 @@ def main(argv: list[str] | None = None) -> int:
         dec = Decisions(root, not_snake_dir=args.not_snake_dir)
         for r in dec.recovered:
             print(f"recovered decision {r['id']} ({r['action']} {r['old_path']}): {r['status']}")
+        if args.undo is not None or args.replay:
+            check_moves_possible(root)
         if args.undo is not None:
-            for r in dec.undo(args.undo):
+            undone = dec.undo(args.undo)
+            for r in undone:
                 print(f"undid {r['undone_action']}: {r['old_path']} -> {r['new_path']}")
+            if not undone:
+                print(f"nothing to undo: {root} has no decisions in effect")
+            elif len(undone) < args.undo:
+                print(f"undid {len(undone)} of the {args.undo} asked for: there are no more decisions to undo")
             return 0
         if args.replay:
             done = dec.replay(args.replay)
@@ -421,10 +524,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.ui and out.is_file() and not args.rescore:
             rows = read_scores(out)
         else:
+            # Before the slow work: the table and the feature cache must have somewhere to go.
+            if out.is_dir():
+                raise DatasetError(f"--out {out} is a folder; give the path of the scores table to write (a .csv)")
+            if not writable_dir(out.parent):
+                raise DatasetError(
+                    f"cannot write the scores table {out}: {out.parent} is not writable (a read-only folder?); give "
+                    "--out FILE in a writable folder (the feature cache then goes next to it); nothing was scored"
+                )
             t0 = time.perf_counter()
             rows = score_dataset(
                 root, folds=args.folds, image_size=args.image_size, seed=args.seed, dup_bits=args.dup_bits,
-                not_snake_dir=args.not_snake_dir,
+                not_snake_dir=args.not_snake_dir, cache_dir=feature_cache_dir(root, out),
             )  # fmt: skip
             write_scores(rows, out)
             print(f"scored {len(rows)} images in {time.perf_counter() - t0:.1f} s -> {out}")

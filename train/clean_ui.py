@@ -6,15 +6,20 @@ API (gradio_client): /queue(name, limit) · /decide(path, action, new_label) · 
 
 from __future__ import annotations
 
+import html
+import logging
 from pathlib import Path
 
 import gradio as gr
 from PIL import Image
 
 from snake_model.loader import ImageLoadError, load_image
-from snake_model.mdtext import md_text
-from train.clean import QUEUE_TITLES, QUEUES, queues
+from snake_model.mdtext import md_code, md_text
+from train.clean import QUEUE_TITLES, QUEUES, check_moves_possible, queues, writable_dir
+from train.data import DatasetError
 from train.decisions import NOT_SNAKE_DIR, DecisionError, Decisions
+
+log = logging.getLogger(__name__)
 
 THUMB = 512
 
@@ -81,12 +86,28 @@ class Workbench:
         out |= {k: r.get(k, "") for k in ("source", "licence", "author")}
         return out
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the dataset folder cannot be written, so no decision can be applied (review only)."""
+        return not (writable_dir(self.root) and writable_dir(self.root / ".clean"))
+
+    def _check_can_move(self, manifest: bool = True) -> None:
+        """DecisionError before anything moves when no decision can be applied: the folder is read-only, or (with
+        manifest, for a decision that moves a file) its manifest.csv is not UTF-8, so the move would happen and then
+        the manifest edit fail."""
+        try:
+            check_moves_possible(self.root, manifest)
+        except DatasetError as e:
+            raise DecisionError(str(e)) from e
+
     def decide(self, path: str, action: str, new_label: str | None = None) -> dict:
+        self._check_can_move(manifest=action != "keep")
         rec = self.decisions.decide(path, action, new_label or None)
         self._track(rec)
         return rec
 
     def undo(self, n: int = 1) -> list[dict]:
+        self._check_can_move()
         recs = self.decisions.undo(n)
         for rec in recs:
             self._track(rec)
@@ -130,6 +151,25 @@ def _card_text(it: dict, name: str, pos: int, total: int) -> str:
     return "\n\n".join(lines)
 
 
+def _failure(wb: Workbench, what: str, path: str | None, e: Exception) -> str:
+    """The message for an exception a decision was not expected to raise; the traceback goes to the log."""
+    log.error("%s failed", what, exc_info=e)
+    try:
+        there = path is not None and (wb.root / path).is_file()
+    except (OSError, ValueError, TypeError):
+        there = False
+    if path is None:
+        where = ""
+    elif there:
+        where = f" {path} was not moved."
+    else:
+        where = (
+            f" {path} is no longer there: restart the workbench, which finishes or rolls back an interrupted "
+            "decision from its log."
+        )
+    return f"{what} failed ({type(e).__name__}: {e}).{where} The full error is in the workbench's terminal log."
+
+
 def _count(value: object, name: str, least: int) -> int:
     """An API argument that must be a whole number >= least, else a clear gr.Error."""
     try:
@@ -162,6 +202,8 @@ def build_ui(data_dir: str | Path, rows: list[dict], not_snake_dir: str = NOT_SN
             gr.update(choices=wb.classes, value=guess),
         )
 
+    # Toasts render their message as HTML: names in it are escaped so they show literally. Anything a decision was
+    # not expected to raise becomes a gr.Error that says what failed (never gradio's generic "an error occurred").
     def act(action: str):
         def fn(name: str, pos: int, path: str, new_label: str | None):
             if not path:
@@ -169,7 +211,9 @@ def build_ui(data_dir: str | Path, rows: list[dict], not_snake_dir: str = NOT_SN
             try:
                 wb.decide(path, action, new_label)
             except DecisionError as e:
-                gr.Warning(str(e))
+                gr.Warning(html.escape(str(e)))
+            except Exception as e:  # noqa: BLE001 - reported to the reviewer, traceback logged
+                raise gr.Error(html.escape(_failure(wb, action, path, e)), print_exception=False) from e
             return show(name, pos)
 
         return fn
@@ -178,15 +222,22 @@ def build_ui(data_dir: str | Path, rows: list[dict], not_snake_dir: str = NOT_SN
         try:
             wb.undo(1)
         except DecisionError as e:
-            gr.Warning(str(e))
+            gr.Warning(html.escape(str(e)))
+        except Exception as e:  # noqa: BLE001 - reported to the reviewer, traceback logged
+            raise gr.Error(html.escape(_failure(wb, "undo", None, e)), print_exception=False) from e
         return show(name, pos)
 
+    read_only = (
+        "\n\n**This folder is read-only**: you can review the queues, but no decision can be applied here."
+        if wb.read_only
+        else ""
+    )
     with gr.Blocks(title="Snake dataset cleaning") as demo:
         gr.Markdown(
-            f"## Cleaning `{Path(data_dir).name}`\n"
+            f"## Cleaning {md_code(Path(data_dir).name)}\n"
             "Keys: **k** keep · **d** delete (to `_trash/`) · **r** relabel · **n** not a snake · "
             "**j**/→ skip · ← back · **u** undo. Every decision is applied to disk and logged in "
-            "`.clean/decisions.jsonl`."
+            f"`.clean/decisions.jsonl`.{read_only}"
         )
         with gr.Row():
             queue = gr.Radio([(QUEUE_TITLES[q], q) for q in QUEUES], value="label", label="Queue", scale=3)
@@ -225,13 +276,19 @@ def build_ui(data_dir: str | Path, rows: list[dict], not_snake_dir: str = NOT_SN
                 return wb.decide(path, action, new_label or None)
             except DecisionError as e:
                 raise gr.Error(str(e)) from e
+            except Exception as e:  # noqa: BLE001 - reported to the caller, traceback logged
+                where = path if isinstance(path, str) else None
+                raise gr.Error(_failure(wb, str(action), where, e), print_exception=False) from e
 
         def api_undo(n: int = 1) -> list[dict]:
             """Undo the last n decisions."""
+            count = _count(n, "n", 1)
             try:
-                return wb.undo(_count(n, "n", 1))
+                return wb.undo(count)
             except DecisionError as e:
                 raise gr.Error(str(e)) from e
+            except Exception as e:  # noqa: BLE001 - reported to the caller, traceback logged
+                raise gr.Error(_failure(wb, "undo", None, e), print_exception=False) from e
 
         gr.api(api_queue, api_name="queue")
         gr.api(api_decide, api_name="decide")
