@@ -55,6 +55,36 @@ def test_extract_features_with_flip_averages_the_image_and_its_mirror(tmp_path):
     assert np.abs(plain[0] - plain[1]).max() > 1e-2  # without flip they differ, or the test proves nothing
 
 
+def test_a_feature_cache_that_cannot_be_written_or_read_never_loses_the_features(tmp_path, monkeypatch, caplog):
+    from PIL import Image
+
+    import train.features as F
+
+    rng = np.random.default_rng(3)
+    paths = []
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        paths.append(tmp_path / f"{i}.png")
+    want, _ = F.extract_features(paths, image_size=32, progress=False)
+    cache = tmp_path / "cache"
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(F.np, "savez", full)
+        got, ok = F.extract_features(paths, image_size=32, progress=False, cache_dir=cache)
+    assert ok.all() and np.allclose(got, want, atol=1e-5)
+    assert "could not cache the features" in caplog.text and not list(cache.glob("*"))
+    F.extract_features(paths, image_size=32, progress=False, cache_dir=cache)  # now it caches
+    (cached,) = cache.glob("feats_*.npz")
+    cached.write_bytes(b"torn")  # a torn cache file is computed again, not a crash
+    got, ok = F.extract_features(paths, image_size=32, progress=False, cache_dir=cache)
+    assert ok.all() and np.allclose(got, want, atol=1e-5) and "unreadable" in caplog.text
+    again, _ = F.extract_features(paths, image_size=32, progress=False, cache_dir=cache)  # and cached again
+    assert np.allclose(again, want, atol=1e-5) and cached.stat().st_size > 100
+
+
 def test_the_second_view_is_the_mirrored_central_crop_at_full_size():
     model = build_network("tf_efficientnet_lite0", 2, pretrained=False, tta_flip=True, tta_zoom=0.75).eval()
     x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)

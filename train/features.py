@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -69,8 +70,14 @@ def extract_features(
     if cache_dir is not None:
         cache = Path(cache_dir) / f"feats_{_cache_key(paths, arch, image_size, resize_method, flip)}.npz"
         if cache.is_file():
-            z = np.load(cache)
-            return z["feats"], z["ok"]
+            try:
+                with np.load(cache) as z:
+                    feats, ok = z["feats"], z["ok"]
+                if feats.shape[0] == ok.shape[0] == len(paths):
+                    return feats, ok
+                log.warning("feature cache %s does not match the %d photos; computing again", cache, len(paths))
+            except (OSError, ValueError, KeyError, EOFError) as e:  # a torn or foreign file: recompute, never crash
+                log.warning("feature cache %s is unreadable (%s); computing again", cache, e)
     net = build_network(arch, 1, pretrained=True, tta_flip=flip).eval()  # flip: the network averages both views
     spec = ModelSpec(labels=["x"], arch=arch, image_size=image_size, resize_method=resize_method)
     run = FeatureRunner(net, spec, torch.device("cpu"))
@@ -91,8 +98,13 @@ def extract_features(
         bar.update(min(batch_size, len(paths) - start))
     bar.close()
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, feats=feats, ok=ok)
-        tmp.replace(cache)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(tmp, feats=feats, ok=ok)
+            tmp.replace(cache)
+        except OSError as e:  # disk full, read-only: the features are computed, so the work is not lost
+            log.warning("could not cache the features in %s (%s); they are used without a cache", cache.parent, e)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
     return feats, ok

@@ -452,12 +452,14 @@ def _one_line(e: BaseException, limit: int = 200) -> str:
 
 def optional_step(path: Path, step: Callable[[Path], object]) -> bool:
     """Write one optional file of the model folder (a picture, the attribution copy); if that fails, warn, remove
-    what it left half written and go on: the trained model is never lost for a picture. SystemExit and
-    KeyboardInterrupt (a signal, Ctrl-C) still stop the run."""
+    what it left half written and go on: the trained model is never lost for a picture. An OSError (disk full, no
+    permission) stops the run before anything is published, as do SystemExit and KeyboardInterrupt."""
     try:
         step(path)
         return True
-    except Exception as e:  # noqa: BLE001 - any failure of an optional file
+    except OSError:
+        raise  # the disk is full or not writable: the whole run fails and --out keeps the previous model
+    except Exception as e:  # noqa: BLE001 - any other failure of an optional file (a plotting bug, odd names)
         with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)
         print(f"warning: {path.name} not written ({_one_line(e)}); the model is complete without it", file=sys.stderr)
@@ -468,7 +470,7 @@ def write_card(out: Path, data_dir: Path | None = None) -> None:
     """README.md model card from the real numbers and data_dir's gather manifest (licences), when it has one.
 
     Never fatal: a card that cannot be built (an unreadable manifest, a bug) is replaced by a minimal one, with a
-    warning naming the failure; a card that cannot be written at all leaves the model without README.md."""
+    warning naming the failure; an OSError writing it (disk full, no permission) fails the run like any other."""
     try:
         from .card import build_card
 
@@ -574,6 +576,14 @@ def main(argv: list[str] | None = None) -> int:
     previous = catch_termination(out, args.out)
     try:
         return finish(FitRun(args, argv, out, ds, train_idx, valid_idx, device, mixed, class_info, trainer, t0))
+    except OSError as e:  # disk full, permissions: the new model is not published, the old one stays
+        where = f" ({e.filename})" if e.filename else ""
+        print(
+            f"error: could not write the model{where}: {e.strerror or e}; --out {out} is left as it was. "
+            "Free some space (or fix the permissions) and run the same command again.",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         args.out, staging = out, args.out
         if staging.exists():
