@@ -294,3 +294,173 @@ def test_a_url_csv_licence_column_in_either_spelling_is_kept_on_every_path(tmp_p
     assert lic(cli) == {"Al": ("cc-by", "publishable"), "Bo": ("unknown", "train-only")}
     assert lic(cli_flag) == {"Al": ("cc-by", "publishable"), "Bo": ("cc0", "publishable")}  # --licence fills gaps
     assert lic(tmp_path / "conf") == lic(cli)
+
+
+# ---------------------------------------------------------------- an unexpected error while fetching one URL
+
+
+def test_an_unexpected_error_fetching_one_url_is_recorded_as_its_failure_and_the_run_goes_on(
+    tmp_path, capsys, monkeypatch
+):
+    import train.gather as g
+
+    real_fetch = g.fetch
+
+    def fetch(url, *a, **kw):
+        if "odd" in url:
+            raise UnicodeEncodeError("ascii", "Pit\xf3n", 3, 4, "ordinal not in range(128)")
+        return real_fetch(url, *a, **kw)
+
+    monkeypatch.setattr(g, "fetch", fetch)
+    with serve({f"/{n}.jpg": jpeg_reply(seed=i) for i, n in enumerate(["a", "odd", "b"])}) as s:
+        urls = tmp_path / "python.txt"
+        urls.write_text("".join(f"{s.url(f'/{n}.jpg')}\n" for n in ["a", "odd", "b"]))
+        out = tmp_path / "out"
+        args = ["--urls", str(urls), "--out", str(out), "--workers", "1", *FAST]
+        assert main(args) == 0
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.err and "failures: error 1" in captured.out
+        rep = report(out)
+        assert rep["per_class"] == {"python": 2} and rep["failures"] == {"error": 1}
+        with open(out / "failures.csv", newline="", encoding="utf-8") as fh:
+            (row,) = list(csv.DictReader(fh))
+        assert row["reason"] == "error" and row["image_url"].endswith("/odd.jpg")
+        assert "UnicodeEncodeError" in row["message"]
+        check_consistent(out)
+        # the next run does not stumble over it again (--retry-failed would try it once more)
+        assert main(args) == 0
+        assert report(out)["skipped"] == {"already_done": 2, "failed_before": 1}
+
+
+# ---------------------------------------------------------------- --config with sources for other classes
+
+
+def _config(tmp_path: Path, urls: Path | None = None) -> Path:
+    conf = tmp_path / "c.toml"
+    text = f"out = '{(tmp_path / 'out').as_posix()}'\ncount = 3\n"
+    if urls is not None:
+        text += f"sources = ['urls']\n[urls]\nfile = '{urls.as_posix()}'\n"
+    else:
+        text += "sources = ['inaturalist']\n[inaturalist]\nbase_url = 'http://127.0.0.1:9/v1'\n"
+    text += "[download]\nallow_hosts = ['127.0.0.1']\n"
+    text += "[[classes]]\nname = 'viper'\n[[classes]]\nname = 'Python'\nscientific = 'Python regius'\n"
+    conf.write_text(text)
+    return conf
+
+
+@pytest.mark.parametrize("how", ["file_name", "class", "folder", "config_list"])
+def test_config_sources_with_images_of_a_class_the_config_does_not_list_stop_before_any_download(tmp_path, capsys, how):
+    with serve({f"/img{i}.jpg": jpeg_reply(seed=i) for i in range(4)}) as s:
+        boa = tmp_path / "boa.txt"
+        boa.write_text(f"{s.url('/img1.jpg')}\n{s.url('/img2.jpg')}\n")
+        listed = tmp_path / "list.txt"
+        listed.write_text(f"viper {s.url('/img0.jpg')}\nboa {s.url('/img3.jpg')}\n")
+        photos = make_tree(tmp_path / "photos", {"viper": [5], "boa": [6]})
+        conf = _config(tmp_path, listed if how == "config_list" else None)
+        extra = {
+            "file_name": ["--urls", str(boa)],
+            "class": ["--urls", str(boa), "--class", "boa"],
+            "folder": ["--folder", str(photos)],
+            "config_list": [],
+        }[how]
+        assert main(["--config", str(conf), *extra]) == 1
+        assert sum(s.hits.values()) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "'boa'" in err and "viper, python_regius" in err and "[[classes]]" in err and "label = 'boa'" in err
+    assert ("sub-folder" in err) if how == "folder" else ("fix the label" in err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_config_sources_whose_labels_are_all_classes_are_gathered(tmp_path, capsys):
+    with serve({f"/img{i}.jpg": jpeg_reply(seed=i) for i in range(3)}) as s:
+        listed = tmp_path / "list.txt"
+        listed.write_text(f"viper {s.url('/img0.jpg')}\npython_regius {s.url('/img1.jpg')}\n")
+        vipers = tmp_path / "viper.txt"
+        vipers.write_text(f"{s.url('/img2.jpg')}\n")
+        # a sub-folder named like a class's display or scientific name is that class
+        photos = make_tree(tmp_path / "photos", {"Python regius": [7]})
+        conf = _config(tmp_path, listed)
+        assert main(["--config", str(conf), "--urls", str(vipers), "--folder", str(photos)]) == 0
+    assert report(tmp_path / "out")["per_class"] == {"viper": 2, "python_regius": 2}
+
+
+def test_class_and_author_without_a_url_list_or_folder_are_refused(tmp_path, capsys):
+    conf = _config(tmp_path)
+    assert main(["--config", str(conf), "--class", "viper"]) == 1
+    assert "--class" in capsys.readouterr().err
+    assert main(["--config", str(conf), "--author", "Ann"]) == 1
+    assert "--author" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- a broken source does not end its class
+
+
+class _BrokenSource:
+    name = "broken"
+
+    def candidates(self, cls, want):
+        yield from ()
+        raise KeyError("results")
+
+
+def test_a_source_failing_for_a_class_is_skipped_and_the_next_source_goes_on(tmp_path, caplog):
+    from train.download import HttpConfig
+    from train.gather import GatherConfig, gather
+    from train.sources import ClassSpec, URLListSource
+
+    with serve({f"/img{i}.jpg": jpeg_reply(seed=i) for i in range(3)}) as s:
+        listed = tmp_path / "list.txt"
+        listed.write_text("".join(f"viper {s.url(f'/img{i}.jpg')}\n" for i in range(3)))
+        out = tmp_path / "out"
+        cfg = GatherConfig(
+            out=out,
+            classes=[ClassSpec("viper", "viper"), ClassSpec("boa", "boa")],
+            sources=[_BrokenSource(), URLListSource(listed)],
+            count=2,
+            http=HttpConfig(allow_hosts=frozenset({"127.0.0.1"}), read_timeout=2, retries=0),
+        )
+        rep = gather(cfg)
+    assert rep["per_class"] == {"viper": 2, "boa": 0}
+    assert rep["failures"] == {"source_error": 2}  # once per class it failed for
+    assert any("broken for viper: KeyError" in p for p in rep["source_problems"])
+    assert "the broken source failed for class viper" in caplog.text and "next source goes on" in caplog.text
+
+
+# ---------------------------------------------------------------- --author
+
+
+def test_author_is_recorded_for_folder_images_and_url_rows_without_one(tmp_path, capsys):
+    assert "--author" in __import__("train.gather", fromlist=["build_parser"]).build_parser().format_help()
+    src = make_tree(tmp_path / "src", {"viper": [1, 2]})
+    out = tmp_path / "out"
+    assert main(["--folder", str(src), "--out", str(out), "--licence", "CC BY 4.0", "--author", "Ann Lee"]) == 0
+    rows = rows_of(out)
+    assert {(r["author"], r["licence"]) for r in rows} == {("Ann Lee", "cc-by")}
+    assert all("Ann Lee" in r["attribution"] for r in rows)
+    assert "Ann Lee" in (out / "ATTRIBUTION.md").read_text()
+    with serve({"/a.jpg": jpeg_reply(seed=3), "/b.jpg": jpeg_reply(seed=4)}) as s:
+        urls = tmp_path / "u.csv"
+        urls.write_text(f"url,label,licence,author\n{s.url('/a.jpg')},boa,cc-by,Bo\n{s.url('/b.jpg')},boa,cc-by,\n")
+        out2 = tmp_path / "out2"
+        assert main(["--urls", str(urls), "--out", str(out2), "--author", "Ann Lee", *FAST]) == 0
+    assert sorted(r["author"] for r in rows_of(out2)) == ["Ann Lee", "Bo"]  # a row's own author wins
+
+
+# ---------------------------------------------------------------- a full disk
+
+
+def test_a_full_disk_names_the_folder_and_says_how_to_go_on(tmp_path, capsys, monkeypatch):
+    import errno
+
+    src = make_tree(tmp_path / "src", {"viper": [1, 2]})
+    out = tmp_path / "out"
+
+    def full(*a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mf, "append_row", full)
+    assert main(["--folder", str(src), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert str(out) in err and "()" not in err and "Traceback" not in err
+    assert "free some space and run the same command again: it resumes" in err

@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import hashlib
 import io
 import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import tomllib
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, fields
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -71,6 +76,18 @@ class ConfigError(ValueError):
     """The config or the command line cannot be used; the message says what to change."""
 
 
+class Stopped(Exception):
+    """The run was asked to stop (Ctrl-C): raised in a download task before its request, or while recording the
+    images already in the output folder."""
+
+
+class GatherInterrupted(Exception):
+    """Ctrl-C before any download started; the message says what was kept and how to go on."""
+
+
+STOPPING = "stopping… (finished downloads are kept)"
+
+
 @dataclass
 class GatherConfig:
     out: Path
@@ -82,6 +99,7 @@ class GatherConfig:
     include_train_only: bool = True  # keep NC / unknown-licence images, marked train-only
     http: HttpConfig = field(default_factory=HttpConfig)
     retry_failed: bool = False
+    quiet: bool = False  # no progress bars (they are shown only on a terminal anyway)
 
 
 @dataclass
@@ -357,11 +375,42 @@ def _read_local(path: str, max_bytes: int) -> bytes:
         raise FetchError("unreadable_file", f"{path}: {e.strerror or e}") from e
 
 
-def fetch_candidate(cand: Candidate, http: HttpConfig, gate: HostGate) -> Fetched:
-    """Download (or read) and verify one candidate; raises FetchError with a report reason."""
+class _StoppableGate:
+    """A HostGate that refuses to start a request once the run is stopping: a download that was waiting for its
+    turn on a busy host (or for a retry) gives up instead of starting a request nobody will keep."""
+
+    def __init__(self, gate: HostGate, stop: threading.Event):
+        self.gate, self.stop = gate, stop
+
+    def pause(self, host: str, seconds: float) -> None:
+        self.gate.pause(host, seconds)
+
+    @contextmanager
+    def __call__(self, host: str) -> Iterator[None]:
+        with self.gate(host):
+            if self.stop.is_set():
+                raise Stopped("the run is stopping")
+            yield
+
+
+def fetch_candidate(cand: Candidate, http: HttpConfig, gate: HostGate, stop: threading.Event | None = None) -> Fetched:
+    """Download (or read) and verify one candidate; raises FetchError with a report reason, or Stopped when `stop`
+    is set before its request starts (or while it waits to retry)."""
     import imagehash
 
-    data = _read_local(cand.local_path, http.max_bytes) if cand.local_path else fetch(cand.image_url, http, gate).body
+    if stop is not None and stop.is_set():
+        raise Stopped("the run is stopping")
+    if cand.local_path:
+        data = _read_local(cand.local_path, http.max_bytes)
+    elif stop is None:
+        data = fetch(cand.image_url, http, gate).body
+    else:
+
+        def pause(seconds: float) -> None:  # a retry's back-off ends at once when the run stops
+            if stop.wait(seconds):
+                raise Stopped("the run is stopping")
+
+        data = fetch(cand.image_url, http, _StoppableGate(gate, stop), sleep=pause).body  # type: ignore[arg-type]
     try:
         img = load_image(data)
     except ImageLoadError as e:
@@ -425,6 +474,10 @@ class Run:
         self.skipped: Counter[str] = Counter()
         self.kept_now: Counter[str] = Counter()
         self.gate = HostGate(cfg.http.per_host, cfg.http.host_interval)
+        self.source_errors: list[str] = []
+        self.stop = threading.Event()  # Ctrl-C: queued downloads are cancelled, finished ones still recorded
+        self._interruptible = False  # whether Ctrl-C may raise KeyboardInterrupt right where the main thread is
+        self._said_stopping = False
 
     def _load_failed(self) -> set[tuple[str, str]]:
         f = self.out / FAILURES
@@ -432,6 +485,80 @@ class Run:
             return set()
         with open(f, newline="", encoding="utf-8", errors="replace") as fh:
             return {(r.get("class") or "", mf.cell(r.get("image_url"))) for r in csv.DictReader(fh)}
+
+    # ------------------------------------------------------------ Ctrl-C
+
+    def _on_sigint(self, signum, frame) -> None:
+        """The first Ctrl-C stops the run: it raises KeyboardInterrupt only where that loses nothing (waiting for
+        downloads, asking a source for candidates); elsewhere (recording an image, writing the manifest) the run
+        stops at the next safe point. Later Ctrl-Cs are ignored: the run is already stopping."""
+        if self.stop.is_set():
+            return
+        self.stop.set()
+        if self._interruptible:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def _interrupt_here(self) -> Iterator[None]:
+        self._interruptible = True
+        try:
+            if self.stop.is_set():
+                raise KeyboardInterrupt
+            yield
+        finally:
+            self._interruptible = False
+
+    @contextmanager
+    def _sigint_handled(self) -> Iterator[None]:
+        """Handle Ctrl-C with _on_sigint while the run lasts (only the main thread can; elsewhere nothing changes)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        old = signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, old)
+
+    def _say_stopping(self, text: str = STOPPING) -> None:
+        if not self._said_stopping:
+            self._said_stopping = True
+            print(text, file=sys.stderr, flush=True)
+
+    def _bar(self, **kw):
+        from tqdm import tqdm
+
+        return tqdm(unit="img", disable=True if self.cfg.quiet else None, file=sys.stderr, **kw)
+
+    def _reconcile(self) -> tuple[list[dict], dict[str, int]]:
+        """mf.reconcile with a progress bar over the images it records; Ctrl-C stops it between two images."""
+        bar = None
+
+        def adopt(p: Path, rel: str, label: str) -> dict | None:
+            nonlocal bar
+            if self.stop.is_set():
+                raise Stopped("the run is stopping")
+            if bar is None:  # only when there is something to record
+                bar = self._bar(desc=f"recording images already in {self.out}")
+            row = _adopt(p, rel, label)
+            bar.update(1)
+            return row
+
+        try:
+            return mf.reconcile(self.out, adopt=adopt, classes=[c.label for c in self.cfg.classes])
+        except Stopped:
+            if bar is not None:
+                bar.close()
+            self._say_stopping("stopping…")
+            raise GatherInterrupted(
+                f"stopped while recording the images already in {self.out} (nothing was downloaded); run the same "
+                "command again to finish"
+            ) from None
+        finally:
+            if bar is not None:
+                bar.close()
+
+    # ------------------------------------------------------------ results
 
     def _record_failure(self, cand: Candidate, err: FetchError) -> None:
         self.failures[err.reason] += 1
@@ -491,12 +618,6 @@ class Run:
                 cand = next(it)
             except StopIteration:
                 return None
-            except SourceError:
-                raise
-            except Exception as e:  # noqa: BLE001 - one broken source must not lose the run
-                log.warning("a source failed for %s and is skipped: %s", cls.label, e)
-                self.failures["source_error"] += 1
-                return None
             url = mf.cell(cand.image_url, exact=True)
             key = (cand.label, mf.cell(cand.image_url))
             texts = (cand.label, cand.query, cand.image_url, cand.page_url, cand.licence, cand.author, cand.attribution)
@@ -517,17 +638,41 @@ class Run:
                 self.queued.add(key)
                 return cand
 
-    def _chain(self, cls: ClassSpec, want: int):
+    def _chain(self, cls: ClassSpec, want: int) -> Iterator[Candidate]:
+        """Every source's candidates for one class, in order; a source that fails unexpectedly is skipped for this
+        class with a warning, and the next source goes on (a SourceError, a problem the user must fix, stops)."""
         for src in self.cfg.sources:
-            yield from src.candidates(cls, want)
+            name = getattr(src, "name", type(src).__name__)
+            try:
+                it = iter(src.candidates(cls, want))
+                while True:
+                    try:
+                        cand = next(it)
+                    except StopIteration:
+                        break
+                    yield cand
+            except SourceError:
+                raise
+            except Exception as e:  # noqa: BLE001 - one broken source must not lose the other sources
+                log.warning(
+                    "the %s source failed for class %s and is skipped for it (the next source goes on): %s: %s",
+                    name,
+                    cls.label,
+                    type(e).__name__,
+                    e,
+                )
+                self.failures["source_error"] += 1
+                self.source_errors.append(f"{name} for {cls.label}: {type(e).__name__}: {e}")
 
     def execute(self) -> dict:
-        from tqdm import tqdm
+        with self._sigint_handled():
+            return self._execute()
 
+    def _execute(self) -> dict:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         write_classes_json(self.out, cfg.classes)  # a broken classes.json stops the run before any download
-        self.rows, fixed = mf.reconcile(self.out, adopt=_adopt, classes=[c.label for c in cfg.classes])
+        self.rows, fixed = self._reconcile()
         # Every row blocks its image and its URL for every class, wherever the clean workbench moved it since
         # (another class, _trash, _not_snake): gather must not undo a decision. Only the files that are in a
         # class folder count towards that class's quota, so a deleted image is replaced by a new one.
@@ -543,41 +688,39 @@ class Run:
         exhausted: set[str] = set()
         pending: dict[Future, Candidate] = {}
         total = sum(max(0, want[c.label] - have[c.label]) for c in cfg.classes) if cfg.count else None
-        bar = tqdm(total=total, unit="img", desc="gather", disable=None, file=sys.stderr)
-        interrupted = False
+        bar = self._bar(total=total, desc="gather")
+        # not `with`: its exit would wait for every download a worker has started, however slow, after a Ctrl-C
+        pool = ThreadPoolExecutor(max(1, cfg.workers), thread_name_prefix="gather")
+        finished = False
         try:
-            with ThreadPoolExecutor(max(1, cfg.workers), thread_name_prefix="gather") as pool:
-                try:
-                    while True:
+            try:
+                while not self.stop.is_set():
+                    with self._interrupt_here():
                         self._fill(pool, pending, inflight, exhausted, have, want)
-                        if not pending:
-                            break
+                    if not pending:
+                        break
+                    with self._interrupt_here():
                         done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                        for fut in done:
-                            cand = pending.pop(fut)
-                            inflight[cand.label] -= 1
-                            try:
-                                item = fut.result()
-                            except FetchError as e:
-                                self._record_failure(cand, e)
-                            else:
-                                if self._commit(item):
-                                    have[cand.label] += 1
-                                    self.kept_now[cand.label] += 1
-                                    bar.update(1)
-                            bar.set_postfix(failed=sum(self.failures.values()), refresh=False)
-                except KeyboardInterrupt:
-                    interrupted = True
-                    for fut in pending:
-                        fut.cancel()
-                    raise
-        except KeyboardInterrupt:
-            pass
+                    for fut in done:
+                        self._settle(fut, pending, inflight, have, bar)
+            except KeyboardInterrupt:
+                self.stop.set()
+            finished = True
         finally:
+            if finished and not self.stop.is_set():
+                pool.shutdown(wait=True)
+            else:  # Ctrl-C or an error: queued downloads are cancelled, running ones give up before their request
+                self.stop.set()
+                pool.shutdown(wait=False, cancel_futures=True)
             bar.close()
+            if finished and self.stop.is_set():
+                self._say_stopping()
+                for fut in [f for f in pending if f.done() and not f.cancelled()]:
+                    self._settle(fut, pending, inflight, have, bar)  # downloads that finished are kept
             kept = self._in_dataset()
             mf.write_attribution(self.out, kept)
             write_classes_json(self.out, cfg.classes)
+        interrupted = self.stop.is_set()
         problems = [p for src in cfg.sources for p in getattr(src, "problems", [])]
         if problems:
             self.failures["source_unavailable"] += len(problems)
@@ -586,7 +729,7 @@ class Run:
             self.skipped["unusable_file_name"] += len(bad_names)
         report = {
             "out": str(self.out),
-            "source_problems": problems,
+            "source_problems": problems + self.source_errors,
             "interrupted": interrupted,
             "kept_this_run": dict(self.kept_now),
             "per_class": {c.label: have[c.label] for c in cfg.classes},
@@ -600,6 +743,32 @@ class Run:
         }
         mf.atomic_write(self.out / REPORT, json.dumps(report, indent=2).encode())
         return report
+
+    def _settle(self, fut: Future, pending: dict[Future, Candidate], inflight, have, bar) -> None:
+        """Record one finished download: its image and manifest row, or its failure."""
+        cand = pending.pop(fut)
+        inflight[cand.label] -= 1
+        try:
+            item = fut.result()
+        except Stopped:
+            return  # gave up because the run is stopping: not a failure of the URL
+        except FetchError as e:
+            self._record_failure(cand, e)
+        except Exception as e:  # noqa: BLE001 - a bug or an odd URL must not end the run, nor every later one
+            log.warning(
+                "%s: unexpected error fetching %s, recorded as failed (error): %s: %s",
+                cand.label,
+                mf.shown(cand.image_url),
+                type(e).__name__,
+                e,
+            )
+            self._record_failure(cand, FetchError("error", f"{cand.image_url}: {type(e).__name__}: {e}"))
+        else:
+            if self._commit(item):
+                have[cand.label] += 1
+                self.kept_now[cand.label] += 1
+                bar.update(1)
+        bar.set_postfix(failed=sum(self.failures.values()), refresh=False)
 
     def _in_dataset(self) -> list[dict]:
         """The rows whose file is in a class folder (not deleted or set aside by the clean workbench)."""
@@ -620,7 +789,7 @@ class Run:
                 if cand is None:
                     exhausted.add(lab)
                     continue
-                pending[pool.submit(fetch_candidate, cand, self.cfg.http, self.gate)] = cand
+                pending[pool.submit(fetch_candidate, cand, self.cfg.http, self.gate, self.stop)] = cand
                 inflight[lab] += 1
                 progressed = True
 
@@ -685,19 +854,33 @@ def build_parser() -> argparse.ArgumentParser:
             "  python -m train.gather --config train/configs/snakes4.toml\n"
             "  python -m train.gather --folder ~/photos/snakes --out data/mysnakes\n"
             "  python -m train.gather --urls urls.txt --class atheris_squamigera --out data/x\n"
+            "  python -m train.gather --folder ~/photos --licence 'CC BY 4.0' --author 'Ann Lee' --out data/mine\n"
             "URL list: one 'URL' per line (class from --class, else the file name: viper.txt -> viper), or 'LABEL URL'\n"
             "lines, or a CSV with a header: url,label,licence (or license),author,page_url.\n"
             "Run it again to resume; OUT/manifest.csv, OUT/ATTRIBUTION.md and OUT/gather_report.json are kept in step.\n"
             "An existing OUT without manifest.csv is not emptied or tidied: images already in folders named like the\n"
             "classes are recorded as they are (licence unknown); no image is moved or deleted and no other file or\n"
             "folder is touched (only gather's own unfinished downloads, .gather-*.part, are removed).\n"
-            "Images the clean workbench relabelled, deleted or marked not-a-snake are never fetched again."
+            "Images the clean workbench relabelled, deleted or marked not-a-snake are never fetched again.\n"
+            "With --config, --folder and --urls images must belong to the config's classes (a sub-folder or a line\n"
+            "for another class stops the run before any download: add that class to the config, or fix the label).\n"
+            "Ctrl-C stops at once: queued downloads are cancelled, finished ones are kept; run again to resume."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", type=Path, help="TOML config (classes, sources, count, out, licence policy)")
-    p.add_argument("--folder", type=Path, help="import a folder of class sub-folders (added to the config's sources)")
-    p.add_argument("--urls", type=Path, help="a URL list file (added to the config's sources)")
+    p.add_argument(
+        "--folder",
+        type=Path,
+        help="import a folder of class sub-folders (added to the config's sources; with --config, every sub-folder "
+        "must be one of its classes)",
+    )
+    p.add_argument(
+        "--urls",
+        type=Path,
+        help="a URL list file (added to the config's sources; with --config, every line's class must be one of its "
+        "classes)",
+    )
     p.add_argument("--class", dest="label", help="the class of URL-list lines that name none (default: the file name)")
     p.add_argument("--source", action="append", choices=SOURCE_NAMES, help="use only these config sources")
     p.add_argument("--out", type=Path, help="output folder (default: the config's out, else data/gathered)")
@@ -712,6 +895,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--licence",
         default="unknown",
         help="licence to record for --folder images and URL-list rows without a licence column value",
+    )
+    p.add_argument(
+        "--author",
+        default="",
+        help="author (photographer) to record and credit for --folder images and --urls rows without an author "
+        "column value (CC BY and CC BY-SA need one to be credited)",
     )
     p.add_argument("--publishable-only", action="store_true", help="skip NC and unknown-licence images")
     p.add_argument(
@@ -728,6 +917,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-retry-wait", type=NON_NEGATIVE, help="longest Retry-After honoured, seconds (default 60)")
     p.add_argument("--retry-failed", action="store_true", help="try again URLs that failed for good in earlier runs")
     p.add_argument("-v", "--verbose", action="store_true", help="log every failure")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
@@ -751,38 +941,125 @@ def config_from_args(args: argparse.Namespace) -> GatherConfig:
     ]:
         if getattr(args, flag) is not None:
             setattr(http, name, getattr(args, flag))
+    if args.label and args.urls is None:
+        raise ConfigError("--class names the class of --urls lines that name none; give --urls FILE with it")
+    author = getattr(args, "author", "") or ""
+    if author and args.folder is None and args.urls is None:
+        raise ConfigError("--author is the author of --folder images and --urls rows; give --folder or --urls with it")
+    named: list[tuple[Source, str]] = [(s, _source_title(s)) for s in cfg.sources]
     extra: list[Source] = []
     if args.folder is not None:
         if not args.folder.is_dir():
             raise ConfigError(f"--folder {args.folder} is not a folder")
-        extra.append(FolderSource(args.folder, licence=args.licence))
+        extra.append(FolderSource(args.folder, licence=args.licence, author=author))
+        named.append((extra[-1], f"--folder {args.folder}"))
     if args.urls is not None:
         if not args.urls.is_file():
             raise ConfigError(f"--urls {args.urls} is not a file")
-        # --licence only fills the rows whose licence (or license) column is empty, like [urls] licence does
+        # --licence (and --author) only fill the rows whose licence (author) column is empty, like [urls] does
         src = URLListSource(args.urls, args.label, licence=args.licence)
         src.rows()  # a bad line or label stops here, before anything is fetched
-        extra.append(src)
+        named.append((src, f"--urls {args.urls}"))
+        extra.append(_DefaultAuthor(src, author) if author else src)
     cfg.sources += extra
     if args.config is None:  # classes come from the folder names / URL list labels
         labels = sorted({lab for s in extra for lab in s.labels()})
         cfg.classes = [ClassSpec(lab, lab.replace("_", " ")) for lab in labels]
         if not cfg.classes:
             raise ConfigError("found no classes: the folder has no sub-folders / the URL list has no URLs")
+    else:  # images of a class the config does not list would be dropped without a word: say so before any download
+        check_source_labels(named, cfg.classes, args.config)
     for key in ("out", "count", "workers"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
     if args.publishable_only:
         cfg.include_train_only = False
+    cfg.quiet = bool(getattr(args, "quiet", False))
     cfg.retry_failed = args.retry_failed
     if not cfg.sources:
         raise ConfigError("no sources left to gather from")
     return cfg
 
 
+def _source_title(src: Source) -> str:
+    """How the user named a config source: '[urls] file list.txt', '[folder] path photos'."""
+    if isinstance(src, URLListSource):
+        return f"[urls] file {src.path}"
+    if isinstance(src, FolderSource):
+        return f"[folder] path {src.root}"
+    return f"[{getattr(src, 'name', type(src).__name__)}]"
+
+
+def _unknown_labels(src: Source, classes: list[ClassSpec]) -> list[str]:
+    """The labels a URL list or a folder holds images for that no class takes (their images would be dropped)."""
+    if isinstance(src, URLListSource):
+        known = {c.label for c in classes}
+        return [lab for lab in src.labels() if lab not in known]
+    if isinstance(src, FolderSource):
+        taken = {d.name for c in classes if (d := src.folder_for(c)) is not None}
+        return [lab for lab in src.labels() if lab not in taken]
+    return []
+
+
+def check_source_labels(named: list[tuple[Source, str]], classes: list[ClassSpec], config: Path) -> None:
+    """Stop (ConfigError) when a URL list or folder holds images for a class the config does not list."""
+    problems = []
+    listed = ", ".join(c.label for c in classes)
+    for src, title in named:
+        try:
+            unknown = _unknown_labels(src, classes)
+        except SourceError as e:
+            raise ConfigError(str(e)) from e
+        if not unknown:
+            continue
+        names = ", ".join(repr(u) for u in unknown)
+        if isinstance(src, FolderSource):
+            what = f"{title} has sub-folder(s) {names} that are not classes of {config}"
+            fix = "or rename (or move out) those sub-folders"
+        else:
+            what = f"{title} has lines for the class(es) {names}, which {config} does not list"
+            fix = "or fix the label (the LABEL before the URL, the label/class column, or --class for lines without one"
+            fix += "; without --class the file's name is the label)" if title.startswith("--urls") else ")"
+        problems.append(
+            f"{what} (its classes: {listed}); their images would be left out. Add them to the config as classes "
+            f"([[classes]] with label = {unknown[0]!r}), {fix}."
+        )
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+class _DefaultAuthor:
+    """A source whose candidates without an author get `author` (--author for --urls rows without one)."""
+
+    def __init__(self, inner: Source, author: str):
+        self.inner, self.author = inner, author
+
+    def __getattr__(self, key: str):  # name, labels(), rows(), problems, ... of the wrapped source
+        if key == "inner":
+            raise AttributeError(key)
+        return getattr(self.inner, key)
+
+    def candidates(self, cls: ClassSpec, want: int) -> Iterator[Candidate]:
+        for cand in self.inner.candidates(cls, want):
+            yield cand if cand.author else replace(cand, author=self.author)
+
+
+def _os_error_message(e: OSError, out: Path | None) -> str:
+    if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        where = Path(e.filename).parent if e.filename else out
+        place = f"the disk holding {where} is full" if where else "the disk is full"
+        return (
+            f"error: {place} ({e.strerror or e}); free some space and run the same command again: it resumes "
+            "(what was already gathered is kept)"
+        )
+    where = f" ({e.filename})" if e.filename else (f" (in {out})" if out else "")
+    return f"error: {e.strerror or e}{where}; what was already gathered is kept"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    cfg = None
     try:
         cfg = config_from_args(args)
         rep = gather(cfg)
@@ -790,11 +1067,51 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except OSError as e:
-        print(f"error: {e.strerror or e} ({e.filename or ''}); what was already gathered is kept", file=sys.stderr)
+        print(_os_error_message(e, cfg.out if cfg is not None else args.out), file=sys.stderr)
         return 1
-    print(format_report(rep))
-    return 130 if rep["interrupted"] else 0
+    except GatherInterrupted as e:
+        print(e, file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # before the run started (reading the config or a URL list)
+        print("\nstopped before anything was gathered", file=sys.stderr)
+        return 130
+    if not rep["interrupted"]:
+        print(format_report(rep))
+        return 0
+    with _sigint_ignored():  # more Ctrl-Cs while the report is printed: it is stopping already
+        print(format_report(rep))
+        print("stopped: run the same command again to resume", file=sys.stderr)
+    return 130
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _cli() -> int:
+    try:
+        rc = main()
+    except KeyboardInterrupt:
+        rc = 130
+    if rc == 130:  # downloads a worker had started are abandoned: do not wait for them at exit
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(rc)
+    return rc
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_cli())
