@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -9,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .network import SnakeNet, build_network
@@ -36,7 +37,7 @@ def read_json_object(path: str | Path) -> dict:
     """A JSON object from a file, or {} when the file is missing, unreadable or not an object (e.g. metrics.json)."""
     try:
         d = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deeply to parse
         return {}
     return d if isinstance(d, dict) else {}
 
@@ -93,8 +94,59 @@ def load_spec(model_dir: str | Path) -> ModelSpec:
         raise ArtifactError(str(e)) from e
 
 
+def _header_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    """{tensor name: shape} from the safetensors header alone: no tensor data is read."""
+    try:
+        with safe_open(str(weights), framework="pt", device="cpu") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ArtifactError(f"{weights} is not a readable safetensors file: {e}") from e
+
+
+def _build(spec: ModelSpec, device: str | None = None) -> SnakeNet:
+    """The network config.json describes, untrained; on the meta device it has shapes but no memory."""
+    try:
+        with torch.device(device) if device else contextlib.nullcontext():
+            return build_network(
+                spec.arch,
+                len(spec.labels),
+                head=spec.head,
+                pretrained=False,
+                tta_flip=spec.tta_flip,
+                tta_zoom=spec.tta_zoom,
+            )
+    except ValueError as e:
+        raise ArtifactError(f"config.json: {e}") from e
+    except Exception as e:  # timm raises RuntimeError, KeyError, ... for what it cannot build
+        raise ArtifactError(f"config.json: cannot build arch {spec.arch!r}: {type(e).__name__}: {e}") from e
+
+
+def _check_fit(weights: Path, spec: ModelSpec, found: dict, expected: dict) -> None:
+    """Every key present with the network's shape (found, expected: {name: shape}), or a clear ArtifactError."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise ArtifactError(
+            f"{weights} does not fit arch {spec.arch!r} with head {spec.head!r}: "
+            f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )
+    for key, shape in expected.items():
+        if tuple(found[key]) != tuple(shape):
+            if len(shape) >= 1 and key.startswith("head.") and shape[0] == len(spec.labels):
+                raise ArtifactError(
+                    f"config.json lists {len(spec.labels)} labels but the weights' classifier has "
+                    f"{found[key][0] if found[key] else '?'} outputs; the label list and the weights do not belong "
+                    "together"
+                )
+            raise ArtifactError(f"{weights}: tensor {key} has shape {tuple(found[key])}, expected {tuple(shape)}")
+
+
 def load_artifact(model_dir: str | Path, *, verify_sha: bool = True) -> tuple[SnakeNet, ModelSpec]:
-    """Rebuild the network and load its weights strictly; every mismatch is an ArtifactError."""
+    """Rebuild the network and load its weights strictly; every mismatch is an ArtifactError.
+
+    The weights' header is compared with the network built on the meta device (shapes, no memory) before anything
+    is allocated, so a config.json naming a wrong or huge arch fails fast instead of building it.
+    """
     model_dir = Path(model_dir)
     spec = load_spec(model_dir)
     weights = model_dir / WEIGHTS
@@ -107,48 +159,31 @@ def load_artifact(model_dir: str | Path, *, verify_sha: bool = True) -> tuple[Sn
                 f"{weights}: sha256 {actual[:12]}... does not match config.json's {spec.weights_sha256[:12]}...; "
                 "the weights were changed or corrupted after export. Re-download or re-export the model."
             )
+    header = _header_shapes(weights)
+    expected = {k: tuple(v.shape) for k, v in _build(spec, device="meta").state_dict().items()}
+    _check_fit(weights, spec, header, expected)
     try:
         state = load_file(str(weights), device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise ArtifactError(f"{weights} is not a readable safetensors file: {e}") from e
-    try:
-        model = build_network(
-            spec.arch,
-            len(spec.labels),
-            head=spec.head,
-            pretrained=False,
-            tta_flip=spec.tta_flip,
-            tta_zoom=spec.tta_zoom,
-        )
-    except ValueError as e:
-        raise ArtifactError(f"config.json: {e}") from e
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ArtifactError(
-            f"{weights} does not fit arch {spec.arch!r} with head {spec.head!r}: "
-            f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
-        )
-    for key, tensor in expected.items():
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            if tensor.dim() >= 1 and key.startswith("head.") and tensor.shape[0] == len(spec.labels):
-                raise ArtifactError(
-                    f"config.json lists {len(spec.labels)} labels but the weights' classifier has "
-                    f"{state[key].shape[0]} outputs; the label list and the weights do not belong together"
-                )
+    for key, tensor in state.items():
+        # a diverged run (fp16 overflow) writes NaN/inf: served, it answers "nan% confidence" and never abstains
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise ArtifactError(
-                f"{weights}: tensor {key} has shape {tuple(state[key].shape)}, expected {tuple(tensor.shape)}"
+                f"{weights}: tensor {key} holds NaN or infinite values (training diverged?); "
+                "the weights must hold finite numbers. Retrain or re-export the model."
             )
-    model.load_state_dict(state, strict=True)
+    model = _build(spec)
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError) as e:  # e.g. a dtype that cannot be copied into the parameter
+        raise ArtifactError(f"{weights} does not load into arch {spec.arch!r}: {e}") from e
     model.eval()
     return model, spec
 
 
 def feature_width(model_dir: str | Path, spec: ModelSpec) -> int | None:
     """The width of the network's pooled features, read from the weights' head shapes (no tensor is loaded)."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(Path(model_dir) / WEIGHTS), framework="pt", device="cpu") as f:
             keys = set(f.keys())

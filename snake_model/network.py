@@ -8,6 +8,8 @@ import re
 import torch
 from torch import nn
 
+from .spec import check_arch_name
+
 log = logging.getLogger(__name__)
 
 DEFAULT_ARCH = "tf_efficientnet_lite0"
@@ -176,17 +178,25 @@ def build_network(
     tta_flip: bool = False,
     tta_zoom: float = 1.0,
 ) -> SnakeNet:
-    """Build body + head; pretrained=True loads ImageNet weights (offline for tf_efficientnet_lite0)."""
+    """Build body + head; pretrained=True loads ImageNet weights (offline for tf_efficientnet_lite0).
+
+    arch is a plain timm model name (what config.json may hold: see spec.check_arch_name), so timm never reaches
+    for "hf-hub:" or "local-dir:" sources; build under `with torch.device("meta"):` for shapes without memory.
+    """
     if n_classes < 1:
         raise ValueError(f"need at least one class, got {n_classes}")
+    check_arch_name(arch)  # a SpecError, which is a ValueError
     try:
         model = _create_timm(arch, pretrained)
     except RuntimeError as e:
         if "Unknown model" in str(e) or "Invalid model" in str(e):
             raise ValueError(f"unknown arch {arch!r}: use a timm model name such as {DEFAULT_ARCH}") from e
         raise
-    model.reset_classifier(0, global_pool="")
-    nf = model.num_features
+    try:
+        model.reset_classifier(0, global_pool="")
+        nf = model.num_features
+    except (AssertionError, AttributeError, TypeError, ValueError) as e:  # e.g. "Cannot disable pooling"
+        raise ValueError(f"arch {arch!r} cannot be used: timm cannot give its unpooled features ({e})") from e
     if head == "linear":
         h: nn.Module = LinearHead(nf, n_classes)
     elif head == "fastai":

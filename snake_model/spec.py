@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import re
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 FORMAT_VERSION = 1
 RESIZE_METHODS = ("crop", "squish", "pad", "rrc")
 PAD_MODES = ("reflection", "zeros", "border")
+HEADS = ("linear", "fastai")
 
 
 class SpecError(ValueError):
@@ -20,6 +23,55 @@ class SpecError(ValueError):
 # The range each abstain score lives in (snake_model.ood): 1 - max softmax is in [0, 1]; the kNN score is
 # 1 - cosine similarity, in [0, 2]. A threshold outside it abstains always or never.
 SCORE_RANGES = {"max_softmax": (0.0, 1.0), "knn": (0.0, 2.0)}
+
+
+# A plain timm model name: no "hf-hub:" / "local-dir:" source (network or files outside the model folder) and no
+# ".pretrained_tag" (timm would try to resolve it); the weights always come from model.safetensors.
+ARCH_NAME = re.compile(r"[a-z0-9_]{1,100}")
+CLASS_INFO_STRINGS = ("display_name", "scientific_name")
+
+
+@lru_cache(maxsize=1)
+def _timm_models() -> frozenset[str]:
+    import timm  # lazily: importing timm takes seconds, and the spec module does no work at import time
+
+    return frozenset(timm.list_models())
+
+
+def check_arch_name(arch: object) -> None:
+    """Raise SpecError unless arch is a plain model name that the installed timm builds (e.g. tf_efficientnet_lite0)."""
+    if not isinstance(arch, str):
+        raise SpecError(f"arch must be a string, got {arch!r}")
+    if not ARCH_NAME.fullmatch(arch):
+        raise SpecError(
+            f"arch must be a plain timm model name such as tf_efficientnet_lite0 (lowercase letters, digits and "
+            f"underscores; no 'hf-hub:' or 'local-dir:' source, no '.pretrained_tag'), got {arch[:120]!r}"
+        )
+    if arch not in _timm_models():
+        import timm
+
+        raise SpecError(
+            f"unknown arch {arch!r}: the installed timm {timm.__version__} has no such model; "
+            "use a timm model name such as tf_efficientnet_lite0"
+        )
+
+
+def _check_class_info(class_info: dict) -> None:
+    """class_info maps a label to {display_name: str, scientific_name: str, venomous: true/false}; null means unknown."""
+    for label, info in class_info.items():
+        if not isinstance(info, dict):
+            raise SpecError(
+                f"class_info[{label!r}] must be an object {{display_name, scientific_name, venomous}}, got {info!r}"
+            )
+        for key in CLASS_INFO_STRINGS:
+            if info.get(key) is not None and not isinstance(info[key], str):
+                raise SpecError(f"class_info[{label!r}].{key} must be a string, got {info[key]!r}")
+        # a string "false" is truthy: it would put the venomous warning on a harmless species
+        if info.get("venomous") is not None and not isinstance(info["venomous"], bool):
+            raise SpecError(
+                f"class_info[{label!r}].venomous must be true, false or null (JSON literals, not strings), "
+                f"got {info['venomous']!r}"
+            )
 
 
 def _check_float(name: str, x, lo: float | None, hi: float | None, low_open: bool = False) -> None:
@@ -72,12 +124,7 @@ class ModelSpec:
         for name in ("class_info", "ood", "training", "versions"):
             if not isinstance(getattr(self, name), dict):
                 raise SpecError(f"{name} must be a JSON object, got {getattr(self, name)!r}")
-        if not all(isinstance(v, dict) for v in self.class_info.values()):
-            raise SpecError("class_info must map each label to an object {display_name, scientific_name, venomous}")
-        for label, info in self.class_info.items():
-            for key in ("display_name", "scientific_name"):
-                if info.get(key) is not None and not isinstance(info[key], str):
-                    raise SpecError(f"class_info[{label!r}].{key} must be a string, got {info[key]!r}")
+        _check_class_info(self.class_info)
         if not self.labels or len(set(self.labels)) != len(self.labels):
             raise SpecError(f"labels must be a non-empty list of unique names, got {self.labels!r}")
         if any(not x.strip() for x in self.labels):
@@ -94,6 +141,9 @@ class ModelSpec:
         for name in ("arch", "head", "resize_method", "pad_mode", "abstain_score", "weights_sha256"):
             if not isinstance(getattr(self, name), str):
                 raise SpecError(f"{name} must be a string, got {getattr(self, name)!r}")
+        check_arch_name(self.arch)
+        if self.head not in HEADS:
+            raise SpecError(f"head {self.head!r} is not one of {HEADS}")
         if self.resize_method not in RESIZE_METHODS:
             raise SpecError(f"resize_method {self.resize_method!r} is not one of {RESIZE_METHODS}")
         if self.pad_mode not in PAD_MODES:
@@ -171,8 +221,12 @@ class ModelSpec:
             d = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as e:
             raise SpecError(f"{path} not found: a model directory needs config.json and model.safetensors") from e
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
             raise SpecError(f"{path} is not valid JSON: {e}") from e
+        except RecursionError as e:  # "[[[[..." nested deeper than Python's parser recurses
+            raise SpecError(f"{path} is not a usable config.json: its JSON is nested too deeply to read") from e
+        except OSError as e:
+            raise SpecError(f"{path} cannot be read: {e}") from e
         if not isinstance(d, dict):
             raise SpecError(f"{path} must hold a JSON object")
         try:

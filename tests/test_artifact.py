@@ -9,7 +9,15 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from snake_model.artifact import ArtifactError, load_artifact, load_ood_bank, save_artifact, sha256_file
+from snake_model import artifact as artifact_module
+from snake_model.artifact import (
+    ArtifactError,
+    load_artifact,
+    load_ood_bank,
+    read_json_object,
+    save_artifact,
+    sha256_file,
+)
 from snake_model.network import build_network, lite0_weights_path, rename_lite0_keys
 from snake_model.spec import ModelSpec
 
@@ -180,3 +188,77 @@ def test_offline_lite0_weights_load_strictly_into_timm_and_recognise_a_cat():
 def test_other_timm_archs_build_by_name_without_weights():
     m = build_network("resnet18", 5, head="fastai", pretrained=False).eval()
     assert m(torch.zeros(2, 3, 64, 64)).shape == (2, 5)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_weights_holding_nan_or_inf_are_refused_even_with_a_matching_sha(tmp_path, value):
+    m = build_network("tf_efficientnet_lite0", 3, pretrained=False)
+    with torch.no_grad():
+        m.head.fc.bias[1] = value  # what a diverged fp16 run writes: served, it answers "nan% confidence"
+    save_artifact(m, ModelSpec(labels=["a", "b", "c"], image_size=64), tmp_path)
+    with pytest.raises(ArtifactError, match="head.fc.bias holds NaN or infinite values"):
+        load_artifact(tmp_path)
+
+
+@pytest.mark.parametrize("arch", ["hf-hub:someone/remote-arch", "local-dir:/work", "resnet18.bogus_tag"])
+def test_an_arch_that_is_not_a_plain_timm_name_is_an_artifact_error(artifact, arch, monkeypatch):
+    d, _ = artifact
+    monkeypatch.setattr(artifact_module, "build_network", _no_build)
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "arch": arch}))
+    with pytest.raises(ArtifactError, match="plain timm model name"):
+        load_artifact(d)
+
+
+def _no_build(*args, **kwargs):
+    raise AssertionError("the network was built")
+
+
+def _meta_only_build(*args, **kwargs):
+    # the guard runs before building: a real 7-billion-parameter network would take the machine's memory
+    assert torch.get_default_device().type == "meta", "a network was allocated before the weights were checked"
+    return build_network(*args, **kwargs)
+
+
+@pytest.mark.parametrize("arch", ["vit_7b_patch16_dinov3", "resnet18"])
+def test_a_wrong_or_huge_arch_fails_on_the_weights_header_before_any_network_is_allocated(artifact, arch, monkeypatch):
+    d, _ = artifact
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "arch": arch}))
+    monkeypatch.setattr(artifact_module, "build_network", _meta_only_build)
+    with pytest.raises(ArtifactError, match=f"does not fit arch '{arch}'"):
+        load_artifact(d)
+
+
+def test_a_weights_shape_mismatch_is_found_from_the_header(artifact, monkeypatch):
+    d, _ = artifact
+    sd = load_file(str(d / "model.safetensors"))
+    sd["body.conv_stem.weight"] = torch.zeros(8, 3, 3, 3)
+    _rewrite(d, sd)
+    monkeypatch.setattr(artifact_module, "build_network", _meta_only_build)
+    with pytest.raises(
+        ArtifactError, match=r"body.conv_stem.weight has shape \(8, 3, 3, 3\), expected \(32, 3, 3, 3\)"
+    ):
+        load_artifact(d)
+
+
+def test_deeply_nested_json_files_are_clear_errors_not_recursion_errors(artifact):
+    d, _ = artifact
+    (d / "metrics.json").write_text("[" * 100_000)
+    assert read_json_object(d / "metrics.json") == {}
+    (d / "config.json").write_text("[" * 100_000)
+    with pytest.raises(ArtifactError, match="nested too deeply"):
+        load_artifact(d)
+
+
+def test_a_string_venomous_flag_is_an_artifact_error(artifact):
+    d, _ = artifact
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "class_info": {"a": {"venomous": "false"}}}))
+    with pytest.raises(ArtifactError, match="venomous must be true, false or null"):
+        load_artifact(d)
+
+
+def test_an_arch_whose_features_timm_cannot_unpool_is_a_clear_error():
+    with torch.device("meta"), pytest.raises(ValueError, match="cannot give its unpooled features"):
+        build_network("efficientvit_b2", 2, pretrained=False)

@@ -120,3 +120,55 @@ def test_two_labels_with_the_same_display_name_are_refused_naming_both(tmp_path)
 def test_a_non_string_scientific_name_is_refused(tmp_path):
     with pytest.raises(SpecError, match="scientific_name"):
         _load(tmp_path, labels=["a"], class_info={"a": {"scientific_name": 3}})
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [
+        "hf-hub:someone/remote-arch",  # timm would fetch a config from the network, unpinned
+        "local-dir:/etc",  # timm would read outside the model folder
+        "resnet18.bogus_tag",  # a pretrained tag: timm resolves it, and raises RuntimeError on a bad one
+        "timm/resnet18",
+        "ResNet18",
+        "",
+        "no_such_net",
+        "resnet18 ",
+    ],
+)
+def test_arch_must_be_a_plain_timm_model_name(tmp_path, arch):
+    with pytest.raises(SpecError, match="arch"):
+        _load(tmp_path, arch=arch)
+
+
+def test_plain_timm_model_names_are_accepted(tmp_path):
+    assert _load(tmp_path, arch="resnet18").arch == "resnet18"
+    assert _load(tmp_path, arch="tf_efficientnet_lite0", head="fastai").head == "fastai"
+
+
+def test_an_unknown_head_is_refused(tmp_path):
+    with pytest.raises(SpecError, match="head"):
+        _load(tmp_path, head="mlp")
+
+
+@pytest.mark.parametrize("venomous", ["false", "true", 0, 1, [], {}])
+def test_venomous_must_be_a_json_boolean_or_null(tmp_path, venomous):
+    # the string "false" is truthy: the app would warn that a harmless species is venomous
+    with pytest.raises(SpecError, match=r"class_info\['a'\]\.venomous"):
+        _load(tmp_path, labels=["a", "b"], class_info={"a": {"venomous": venomous}})
+
+
+def test_venomous_true_false_and_null_are_accepted(tmp_path):
+    info = {"a": {"venomous": True}, "b": {"venomous": False}, "c": {"venomous": None}, "d": {}}
+    assert _load(tmp_path, labels=["a", "b", "c", "d"], class_info=info).class_info["a"]["venomous"] is True
+
+
+def test_a_non_string_display_name_is_refused(tmp_path):
+    with pytest.raises(SpecError, match="display_name"):
+        _load(tmp_path, labels=["a"], class_info={"a": {"display_name": ["Cobra"]}})
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"labels": ' + "[" * 100_000])
+def test_a_deeply_nested_config_json_is_a_spec_error_not_a_recursion_error(tmp_path, text):
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(SpecError, match="nested too deeply|not valid JSON"):
+        ModelSpec.load(tmp_path / "config.json")
