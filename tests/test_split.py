@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
+import logging
 import os
 from pathlib import Path
 
+import imagehash
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from train import manifest as mf
+from train import split as split_mod
 from train.data import list_images, read_splits
 from train.gather import main as gather_main
-from train.split import main, near_duplicate_groups, split_dataset
+from train.quality import duplicate_clusters, image_checks
+from train.split import main, near_duplicate_groups, near_duplicate_pairs, phash_pair, split_dataset
 
 
 def photo(seed: int, size=(96, 72)) -> Image.Image:
@@ -87,8 +92,98 @@ def test_without_near_duplicate_grouping_the_same_seeds_do_separate_copies(datas
 
 
 def test_unrelated_photos_are_not_grouped():
-    hashes = [int(str(__import__("imagehash").phash(photo(s))), 16) for s in range(40)]
+    pairs = [phash_pair(photo(s)) for s in range(40)]
+    hashes, mirrors = [h for h, _ in pairs], [m for _, m in pairs]
+    assert hashes == [int(str(imagehash.phash(photo(s))), 16) for s in range(40)]
     assert len(set(near_duplicate_groups(hashes, 10))) == 40
+    assert len(set(near_duplicate_groups(hashes, 10, mirrors))) == 40  # the mirror check adds no false groups
+
+
+def textured(seed: int, size=(128, 96)) -> Image.Image:
+    """A busy random texture (no left-right symmetry to speak of)."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8), "RGB").resize(size, Image.BILINEAR)
+
+
+def hash_of(data: bytes) -> tuple[int, int]:
+    return phash_pair(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def bits(a: int, b: int) -> int:
+    return (a ^ b).bit_count()
+
+
+def test_the_mirror_hash_is_the_phash_of_the_flipped_image():
+    for seed in range(10):
+        img = textured(seed)
+        h, m = phash_pair(img)
+        assert h == int(str(imagehash.phash(img)), 16)
+        assert bits(m, int(str(imagehash.phash(ImageOps.mirror(img))), 16)) <= 2
+
+
+def test_a_mirrored_copy_is_grouped_with_its_original_and_a_distinct_image_is_not():
+    for seed in range(10):
+        img = textured(seed)
+        original, mirrored = hash_of(jpeg(img)), hash_of(near_copy(ImageOps.mirror(img)))
+        distinct = hash_of(jpeg(textured(seed + 100)))
+        assert bits(original[0], mirrored[0]) > 10  # what the split missed: the plain hashes are far apart
+        hashes, mirrors = zip(original, mirrored, distinct, strict=True)
+        g = near_duplicate_groups(list(hashes), 10, list(mirrors))
+        assert g[0] == g[1] != g[2], f"seed {seed}"
+        assert len(set(near_duplicate_groups(list(hashes), 10))) == 3  # the control: without mirrors, no group
+
+
+def test_the_blocked_pair_search_finds_exactly_the_pairs_of_a_plain_double_loop(monkeypatch):
+    rng = np.random.default_rng(5)
+    base = [int(x) for x in rng.integers(0, 2**63, 30, dtype=np.int64)]
+    hashes, mirrors = [], []
+    for i in range(150):  # clusters of hashes a few bits apart, so there are pairs to find
+        h = base[i % 30] ^ (1 << int(rng.integers(64))) ^ (1 << int(rng.integers(64)))
+        hashes.append(h)
+        mirrors.append(base[(i * 7) % 30] ^ (1 << int(rng.integers(64))))
+    want = sorted(
+        (i, j)
+        for i in range(150)
+        for j in range(i + 1, 150)
+        if min(bits(hashes[i], hashes[j]), bits(hashes[i], mirrors[j]), bits(mirrors[i], hashes[j])) <= 6
+    )
+    assert want
+    for entries in (1, 7, 1000, 1 << 22):  # one row per block, odd blocks, one block
+        monkeypatch.setattr(split_mod, "_BLOCK_ENTRIES", entries)
+        assert sorted(near_duplicate_pairs(hashes, 6, mirrors)) == want
+    assert near_duplicate_pairs([hashes[0]], 6, [mirrors[0]]) == [] == near_duplicate_pairs([], 6)
+
+
+def test_mirrored_copies_never_straddle_the_split(dataset):
+    root, groups = dataset
+    for label, i in (("cobra", 3), ("cobra", 4), ("krait", 5)):
+        (root / label / f"{i}_flipped.jpg").write_bytes(near_copy(ImageOps.mirror(photo(100 * (label == "krait") + i))))
+        groups.append([f"{label}/{i}.jpg", f"{label}/{i}_flipped.jpg"])
+    # a mirrored copy filed under the other class too (a mislabelled re-post)
+    (root / "krait" / "cobra6_flipped.jpg").write_bytes(jpeg(ImageOps.mirror(photo(6))))
+    groups.append(["cobra/6.jpg", "krait/cobra6_flipped.jpg"])
+    for seed in range(12):
+        res = split_dataset(root, valid_pct=0.3, seed=seed)
+        splits = read_split_file(root)
+        for g in groups:
+            assert len({splits[p] for p in g}) == 1, f"seed {seed}: {g} straddles train and valid"
+    assert sorted(map(sorted, res.near_groups)) == sorted(map(sorted, groups))
+    assert res.cross_class == [["cobra/6.jpg", "krait/cobra6_flipped.jpg"]]
+
+
+def test_the_quality_duplicate_check_catches_mirrored_copies_from_the_mirror_phash(tmp_path):
+    files = {"a.jpg": jpeg(textured(1)), "a_flipped.jpg": near_copy(ImageOps.mirror(textured(1)))}
+    files["other.jpg"] = jpeg(textured(2))
+    rows = []
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        rows.append(image_checks(tmp_path / name))
+    assert rows[0]["phash"] == str(imagehash.phash(Image.open(tmp_path / "a.jpg")))
+    ph, sha, mirror = ([r[k] for r in rows] for k in ("phash", "sha256", "phash_mirror"))
+    assert duplicate_clusters(ph, sha, 6) == [-1, -1, -1]  # the plain hashes are far apart
+    assert duplicate_clusters(ph, sha, 6, mirror_phashes=mirror) == [0, 0, -1]
+    # a hand-edited hash (not 16 hex digits) or a missing mirror hash is skipped, not a crash
+    assert duplicate_clusters(["0x12345678abcdef", *ph[1:]], sha, 6, mirror_phashes=[None, *mirror[1:]]) == [-1] * 3
 
 
 def test_exact_duplicates_and_broken_files_are_moved_aside_and_left_out_of_the_split(dataset):
@@ -216,15 +311,15 @@ def manifest_rows(root: Path, phash: dict[str, str]) -> None:
     (root / "manifest.csv").write_bytes(mf.rows_to_csv(rows))
 
 
-def test_a_hand_edited_phash_in_the_manifest_is_computed_from_the_image_instead(dataset, caplog):
+def test_the_split_hashes_the_images_not_the_manifest_phash_even_a_hand_edited_one(dataset):
     root, groups = dataset
     bad = {"cobra/0.jpg": "not-a-hash-at-al", "cobra/1.jpg": "0x12345678abcdef", "krait/0_copy.jpg": "abc"}
+    bad["cobra/5.jpg"] = bad["cobra/6.jpg"] = "0" * 16  # well-formed but wrong: two unrelated photos made twins
     manifest_rows(root, bad)
     assert len(mf.read_manifest(root)) == 32
     assert main([str(root)]) == 0
     report = json.loads((root / "split_report.json").read_text())
     assert sorted(map(sorted, report["groups"])) == sorted(map(sorted, groups))  # the real hashes group them
-    assert "not-a-hash-at-al" in caplog.text and "computing it from the image" in caplog.text
 
 
 def test_hidden_image_files_are_deduplicated_and_split_like_train_fit_sees_them(dataset):
@@ -253,3 +348,105 @@ def test_a_file_name_with_a_line_break_is_left_out_not_written_as_another_name(d
     text = (root / "splits.csv").read_text(encoding="utf-8")
     assert "tab" not in text and "next.jpg" not in text  # csv rows would replace the breaks: a path that is not there
     assert (root / "cobra" / odd).is_file()
+
+
+def test_a_read_only_data_folder_fails_before_hashing_and_names_splits_csv(dataset, monkeypatch, capsys):
+    root, _ = dataset
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", os.path.join(k.get("dir", ""), ".gather-x.part"))
+
+    def no_scan(*a, **k):
+        raise AssertionError("hashed a folder the split cannot write to")
+
+    monkeypatch.setattr(split_mod.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(split_mod, "scan", no_scan)
+    assert main([str(root), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write {root / 'splits.csv'}" in err and "Read-only file system" in err
+    assert "make the folder writable" in err and ".gather-" not in err
+    assert not (root / "splits.csv").exists() and not (root / "_quarantine").exists()
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes to a folder without write bits")
+def test_a_folder_without_write_permission_fails_before_hashing(dataset, capsys):
+    root, _ = dataset
+    root.chmod(0o555)
+    try:
+        assert main([str(root), "--quiet"]) == 1
+    finally:
+        root.chmod(0o755)
+    err = capsys.readouterr().err
+    assert "splits.csv" in err and "not writable" in err and ".gather-" not in err
+
+
+def split_and_pick_valid(root: Path) -> tuple[dict[str, str], str]:
+    """Split root; a single photo of cobra (no near-copies of its own) that landed in valid."""
+    for seed in range(30):
+        split_dataset(root, valid_pct=0.3, seed=seed)
+        splits = read_split_file(root)
+        valid = [p for p, s in splits.items() if s == "valid" and p.startswith("cobra/") and "_" not in p]
+        if valid and any(s == "train" for p, s in splits.items() if p.startswith("krait/") and "_" not in p):
+            return splits, valid[0]
+    raise AssertionError("no seed put a single cobra photo in valid")
+
+
+def test_files_added_after_the_split_go_to_valid_when_they_copy_a_valid_photo(dataset, caplog):
+    root, _ = dataset
+    splits, v = split_and_pick_valid(root)
+    t = next(p for p, s in splits.items() if s == "train" and p.startswith("krait/") and "_" not in p)
+    img_v = photo(int(Path(v).stem))
+    img_t = photo(100 + int(Path(t).stem))
+    added = {
+        "cobra/new_flipped.jpg": near_copy(ImageOps.mirror(img_v)),  # a mirrored re-post of the valid photo
+        "krait/moved_here.jpg": (root / v).read_bytes(),  # the valid photo, relabelled by the workbench
+        "krait/copy_of_train.jpg": near_copy(img_t),  # a copy of a training photo: train, as before
+        "cobra/new.jpg": jpeg(photo(999)),  # a new photo: train, as before
+    }
+    for rel, data in added.items():
+        (root / rel).write_bytes(data)
+    ds = list_images(root)
+    caplog.set_level(logging.WARNING)
+    train, valid = read_splits(ds)
+    where = {ds.rel(ds.paths[i]): "train" for i in train} | {ds.rel(ds.paths[i]): "valid" for i in valid}
+    assert {k: where[k] for k in added} == {
+        "cobra/new_flipped.jpg": "valid",
+        "krait/moved_here.jpg": "valid",
+        "krait/copy_of_train.jpg": "train",
+        "cobra/new.jpg": "train",
+    }
+    assert all(where[p] == s for p, s in splits.items())  # the named files keep their split
+    assert (
+        f"cobra/new_flipped.jpg is not in splits.csv and is a near-duplicate of the validation photo {v}" in caplog.text
+    )
+    assert "4 image(s)" in caplog.text and "2 near-duplicate(s) of validation photos put in valid, 2 put in train" in (
+        caplog.text
+    )
+    assert f"python -m train.split {root}" in caplog.text
+
+
+def test_the_backstop_uses_the_threshold_of_the_last_split(dataset):
+    root, _ = dataset
+    splits, v = split_and_pick_valid(root)
+    (root / "cobra" / "new_flipped.jpg").write_bytes(near_copy(ImageOps.mirror(photo(int(Path(v).stem)))))
+    report = json.loads((root / "split_report.json").read_text())
+    (root / "split_report.json").write_text(json.dumps(report | {"threshold": 0}))
+    h, m = hash_of((root / v).read_bytes())
+    nh, nm = hash_of((root / "cobra" / "new_flipped.jpg").read_bytes())
+    if min(bits(h, nm), bits(m, nh)) == 0:
+        pytest.skip("the copy hashes exactly like the mirror of the original")
+    ds = list_images(root)
+    train, _ = read_splits(ds)
+    assert "cobra/new_flipped.jpg" in {ds.rel(ds.paths[i]) for i in train}
+
+
+def test_read_splits_hashes_nothing_when_splits_csv_names_every_file(dataset, monkeypatch):
+    root, _ = dataset
+    split_dataset(root, seed=2)
+
+    def no_hash(img):
+        raise AssertionError("hashed an image although splits.csv names every file")
+
+    monkeypatch.setattr(split_mod, "phash_pair", no_hash)
+    train, valid = read_splits(list_images(root))
+    assert len(train) + len(valid) == 32

@@ -115,8 +115,50 @@ def read_class_info(f: Path) -> dict:
     return info
 
 
+def split_threshold(root: Path) -> int:
+    """The near-duplicate threshold the last train.split used (its split_report.json), else its default."""
+    from train.split import DEFAULT_THRESHOLD, REPORT
+
+    try:
+        t = json.loads((root / REPORT).read_text(encoding="utf-8")).get("threshold")
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_THRESHOLD
+    return t if isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= 64 else DEFAULT_THRESHOLD
+
+
+def near_duplicates_of_valid(ds: Dataset, unnamed: list[int], valid: list[int]) -> dict[int, int]:
+    """Of the images splits.csv does not name (unnamed), those that are near-duplicates of a validation image, as
+    train.split would group them (perceptual hash or its mirror image, within the split's threshold, chains of
+    unnamed images included): {unnamed index: the valid index it joins}. Only the unnamed and the valid images are
+    decoded and hashed, never the training ones; an image that does not decode is left alone."""
+    from train.split import UnionFind, near_duplicate_pairs, phash_pair
+
+    idx, hashes, mirrors = [], [], []
+    for i in unnamed + valid:
+        try:
+            h, m = phash_pair(load_image(ds.paths[i]))
+        except (ImageLoadError, OSError):
+            continue
+        idx.append(i)
+        hashes.append(h)
+        mirrors.append(m)
+    uf = UnionFind(len(idx))
+    for a, b in near_duplicate_pairs(hashes, split_threshold(ds.root), mirrors):
+        uf.union(a, b)
+    valid_set = set(valid)
+    root_valid = {}
+    for a, i in enumerate(idx):
+        if i in valid_set:
+            root_valid.setdefault(uf.find(a), i)
+    return {i: root_valid[uf.find(a)] for a, i in enumerate(idx) if i not in valid_set and uf.find(a) in root_valid}
+
+
 def read_splits(ds: Dataset) -> tuple[list[int], list[int]] | None:
-    """Use DATA_DIR/splits.csv (columns path,split with split in train/valid) when present."""
+    """Use DATA_DIR/splits.csv (columns path,split with split in train/valid) when present.
+
+    An image splits.csv does not name (added or moved after the split) goes to train, unless it is a near-duplicate
+    of a validation image (a copy, re-crop or mirrored copy, as train.split groups them): then it goes to valid, so
+    validation never scores a photo the model trained on. A warning gives the counts and says to re-run the split."""
     f = ds.root / SPLITS_FILE
     if not f.is_file():
         return None
@@ -129,7 +171,7 @@ def read_splits(ds: Dataset) -> tuple[list[int], list[int]] | None:
             rows = {r["path"]: (r["split"] or "").strip().lower() for r in reader}
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DatasetError(f"cannot read {f} ({e}); {redo}") from e
-    train, valid = [], []
+    train, valid, unnamed = [], [], []
     for i, p in enumerate(ds.paths):
         s = rows.get(ds.rel(p))
         if s == "valid":
@@ -137,12 +179,44 @@ def read_splits(ds: Dataset) -> tuple[list[int], list[int]] | None:
         elif s == "train":
             train.append(i)
         else:
-            log.warning("%s is not in %s; putting it in train", ds.rel(p), SPLITS_FILE)
-            train.append(i)
+            unnamed.append(i)
+    if unnamed:
+        to_valid = near_duplicates_of_valid(ds, unnamed, valid) if valid else {}
+        for i, v in sorted(to_valid.items()):
+            log.warning(
+                "%s is not in %s and is a near-duplicate of the validation photo %s; putting it in valid",
+                _shown(ds.rel(ds.paths[i])),
+                SPLITS_FILE,
+                _shown(ds.rel(ds.paths[v])),
+            )
+        rest = [i for i in unnamed if i not in to_valid]
+        if rest:
+            names = ", ".join(_shown(ds.rel(ds.paths[i])) for i in rest[:10])
+            more = f" and {len(rest) - 10} more" if len(rest) > 10 else ""
+            log.warning("not in %s, so put in train: %s%s", SPLITS_FILE, names, more)
+        log.warning(
+            "%d image(s) under %s are not in %s (added or moved after the split): %d near-duplicate(s) of validation "
+            "photos put in valid, %d put in train. Run `python -m train.split %s` to split them properly",
+            len(unnamed),
+            _shown(str(ds.root)),
+            SPLITS_FILE,
+            len(to_valid),
+            len(rest),
+            _shown(str(ds.root)),
+        )
+        valid = sorted(valid + list(to_valid))
+        train = sorted(train + rest)
     if not valid or not train:
         raise DatasetError(f"{f} leaves an empty train or valid split; delete it or run the split stage again")
     check_every_class_trains(ds, train, f"fix {f} so that every class has training photos, or {redo}")
     return train, valid
+
+
+def _shown(name: str) -> str:
+    """A path as it can be printed (train.manifest.shown: undecodable bytes and control characters escaped)."""
+    from train.manifest import shown
+
+    return shown(name)
 
 
 def classes_without(ds: Dataset, idx) -> list[str]:
