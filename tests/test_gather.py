@@ -270,10 +270,18 @@ def test_folder_import_checks_content_and_keeps_provenance(tmp_path):
     queries = sorted(r["query"] for r in rows)
     assert len(queries) == 3 and queries[0] in ("cobra/a.jpg", "cobra/a_copy.jpg")  # one of the two copies
     assert queries[1:] == ["cobra/really_png.jpg", "krait/k.jpeg"]
-    assert {r["licence"] for r in rows} == {"cc-by"} and {r["use"] for r in rows} == {"publishable"}
+    # CC BY needs someone to credit: without --author the photos may train, not be published
+    assert {r["licence"] for r in rows} == {"cc-by"} and {r["use"] for r in rows} == {"train-only"}
     rep = json.loads((out / "gather_report.json").read_text())
     assert rep["failures"] == {"not_an_image": 1, "corrupt_image": 1}
     assert rep["skipped"] == {"duplicate_in_class": 1}
+    assert main(["--folder", str(src), "--out", str(out), "--licence", "CC BY 4.0", "--author", "Ana Ruiz"]) == 0
+    rows = assert_manifest_matches_disk(out)
+    assert len(rows) == 3 and {r["use"] for r in rows} == {"train-only"}  # rows already recorded keep their author
+    out2 = tmp_path / "out2"
+    assert main(["--folder", str(src), "--out", str(out2), "--licence", "CC BY 4.0", "--author", "Ana Ruiz"]) == 0
+    rows = assert_manifest_matches_disk(out2)
+    assert {(r["author"], r["use"]) for r in rows} == {("Ana Ruiz", "publishable")}
 
 
 def test_publishable_only_skips_unknown_licences(tmp_path):

@@ -60,7 +60,7 @@ from train.sources import (
 log = logging.getLogger("train.gather")
 
 FAILURES = "failures.csv"
-REPORT = "gather_report.json"
+REPORT = mf.LAST_RUN  # written only when a run ends (or by Ctrl-C): the manifest dates hand deletions by it
 FAILURE_COLUMNS = ["class", "source", "image_url", "reason", "message", "at"]
 EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp"}
 LOADER_REASONS = [
@@ -596,7 +596,7 @@ class Run:
             "image_url": c.image_url,
             "licence": c.licence,
             "author": c.author,
-            "use": mf.licence_use(c.licence, self.cfg.publishable),
+            "use": mf.licence_use(c.licence, self.cfg.publishable, c.author),
             "sha256": item.sha256,
             "phash": item.phash,
             "width": item.width,
@@ -631,7 +631,8 @@ class Run:
             elif key in self.queued:
                 self.skipped["repeated_url"] += 1
             elif (
-                not self.cfg.include_train_only and mf.licence_use(cand.licence, self.cfg.publishable) != "publishable"
+                not self.cfg.include_train_only
+                and mf.licence_use(cand.licence, self.cfg.publishable, cand.author) != "publishable"
             ):
                 self.skipped["licence_not_publishable"] += 1
             else:
@@ -673,6 +674,9 @@ class Run:
         self.out.mkdir(parents=True, exist_ok=True)
         write_classes_json(self.out, cfg.classes)  # a broken classes.json stops the run before any download
         self.rows, fixed = self._reconcile()
+        # the licence policy may have changed since the last run (a narrower publishable list): every row's use
+        # follows the current one, so push never publishes a photo under a policy the user has withdrawn
+        fixed["policy_reapplied"] = mf.reapply_policy(self.out, cfg.publishable, self.rows)
         # Every row blocks its image and its URL for every class, wherever the clean workbench moved it since
         # (another class, _trash, _not_snake): gather must not undo a decision. Only the files that are in a
         # class folder count towards that class's quota, so a deleted image is replaced by a new one.
@@ -812,6 +816,13 @@ def format_report(rep: dict) -> str:
     if rep["skipped"]:
         lines.append("  skipped: " + ", ".join(f"{k} {v}" for k, v in rep["skipped"].items()))
     rec = rep["reconciled"]
+    if rec.get("moved_by_hand") or rec.get("deleted_by_hand"):
+        lines.append(
+            f"  {rec.get('moved_by_hand', 0)} moved by hand (manifest updated), "
+            f"{rec.get('deleted_by_hand', 0)} deleted by hand (not fetched again)"
+        )
+    if rec.get("policy_reapplied"):
+        lines.append(f"  licence policy re-applied: {rec['policy_reapplied']} images changed use")
     repairs = {k: v for k, v in rec.items() if k in ("temp_files_removed", "rows_without_file", "orphans_quarantined")}
     if repairs:
         lines.append("  repaired from an earlier interrupted run: " + ", ".join(f"{k} {v}" for k, v in repairs.items()))
