@@ -56,7 +56,7 @@ def check_arch_name(arch: object) -> None:
         )
 
 
-def _check_class_info(class_info: dict) -> None:
+def check_class_info(class_info: dict) -> None:
     """class_info maps a label to {display_name: str, scientific_name: str, venomous: true/false}; null means unknown."""
     for label, info in class_info.items():
         if not isinstance(info, dict):
@@ -124,7 +124,7 @@ class ModelSpec:
         for name in ("class_info", "ood", "training", "versions"):
             if not isinstance(getattr(self, name), dict):
                 raise SpecError(f"{name} must be a JSON object, got {getattr(self, name)!r}")
-        _check_class_info(self.class_info)
+        check_class_info(self.class_info)
         if not self.labels or len(set(self.labels)) != len(self.labels):
             raise SpecError(f"labels must be a non-empty list of unique names, got {self.labels!r}")
         if any(not x.strip() for x in self.labels):

@@ -243,11 +243,19 @@ def test_bad_out_arch_classes_and_splits_files_stop_fit_before_training(tmp_path
     out = tmp_path / "o"
     assert fast_fit(data, out, "--arch", "no_such_net") == 2
     assert "unknown --arch 'no_such_net'" in capsys.readouterr().err
+    assert fast_fit(data, out, "--arch", "resnet18.a1_in1k") == 2  # timm knows it, config.json may not hold it
+    assert "no '.pretrained_tag'" in capsys.readouterr().err
     assert fast_fit(data, out, "--classes", str(tmp_path / "clases.json")) == 2
     assert "is not a file" in capsys.readouterr().err
     (data / "classes.json").write_text('["red_disc", "green_bar"]')
     assert fast_fit(data, out) == 2
     assert "should be an object" in capsys.readouterr().err
+    (data / "classes.json").write_text('{"red_disc": {"venomous": "false"}}')  # a string: would warn "venomous"
+    assert fast_fit(data, out) == 2
+    assert "venomous must be true, false or null" in capsys.readouterr().err
+    (data / "classes.json").write_text("[" * 100_000)
+    assert fast_fit(data, out) == 2
+    assert "nested too deeply" in capsys.readouterr().err
     (data / "classes.json").unlink()
     (data / "splits.csv").write_text("file,fold\nred_disc/red_disc_000.jpg,1\n")
     assert fast_fit(data, out) == 2

@@ -450,3 +450,12 @@ def test_read_splits_hashes_nothing_when_splits_csv_names_every_file(dataset, mo
     monkeypatch.setattr(split_mod, "phash_pair", no_hash)
     train, valid = read_splits(list_images(root))
     assert len(train) + len(valid) == 32
+
+
+def test_a_splits_csv_saved_by_a_spreadsheet_with_a_byte_order_mark_still_reads(dataset):
+    root, _ = dataset
+    split_dataset(root, seed=2)
+    want = read_splits(list_images(root))
+    f = root / "splits.csv"
+    f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())  # Excel's "CSV UTF-8"
+    assert read_splits(list_images(root)) == want

@@ -104,14 +104,21 @@ CLASSES_LAYOUT = 'an object {"label": {"display_name": ..., "scientific_name": .
 
 def read_class_info(f: Path) -> dict:
     """classes.json ({label: {display_name, scientific_name, venomous}}), or a DatasetError saying what is wrong."""
+    from snake_model.spec import SpecError, check_class_info
+
     try:
-        info = json.loads(Path(f).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        info = json.loads(Path(f).read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        why = "nested too deeply" if isinstance(e, RecursionError) else e
         raise DatasetError(
-            f"{f} is not valid JSON ({e}); it should be {CLASSES_LAYOUT}: fix it or move it aside"
+            f"{f} is not valid JSON ({why}); it should be {CLASSES_LAYOUT}: fix it or move it aside"
         ) from e
     if not isinstance(info, dict) or not all(isinstance(v, dict) for v in info.values()):
         raise DatasetError(f"{f} should be {CLASSES_LAYOUT}: fix it or move it aside")
+    try:
+        check_class_info(info)  # the same types the model's config.json must hold (venomous true/false/null, ...)
+    except SpecError as e:
+        raise DatasetError(f"{f}: {e}; fix it or move it aside") from e
     return info
 
 
@@ -164,7 +171,7 @@ def read_splits(ds: Dataset) -> tuple[list[int], list[int]] | None:
         return None
     redo = "delete it, or write it again with `python -m train.split DATA_DIR`"
     try:
-        with open(f, newline="", encoding="utf-8") as fh:
+        with open(f, newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's "CSV UTF-8" starts with a BOM
             reader = csv.DictReader(fh)
             if not {"path", "split"} <= set(reader.fieldnames or []):
                 raise DatasetError(f"{f} needs the columns path,split (found {reader.fieldnames}); {redo}")

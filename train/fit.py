@@ -228,9 +228,14 @@ def check_arch(arch: str, pretrained: bool) -> None:
     import timm
 
     from snake_model.network import _LITE_WHEELS, lite_weights_path
+    from snake_model.spec import SpecError, check_arch_name
 
     if not timm.is_model(arch):
         raise DatasetError(f"unknown --arch {arch!r}: use a timm model name such as {DEFAULT_ARCH}")
+    try:
+        check_arch_name(arch)  # what config.json may hold: a plain name (no hf-hub:, no .pretrained_tag)
+    except SpecError as e:
+        raise DatasetError(f"--arch {arch!r}: {e}") from e
     if pretrained and arch in _LITE_WHEELS:
         try:
             lite_weights_path(arch)
