@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 import struct
 import warnings
 from pathlib import Path
@@ -69,23 +71,74 @@ def _describe(head: bytes) -> str:
     return "not a recognised image"
 
 
+def _cannot_read(name: str, e: OSError) -> ImageLoadError:
+    return ImageLoadError(f"{name}: cannot read the file ({e.strerror or e})")
+
+
+def _not_regular(name: str, mode: int) -> ImageLoadError:
+    kinds = (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    kind = next((k for test, k in kinds if test(mode)), "not a file")
+    return ImageLoadError(f"{name}: not a regular file ({kind}); send a JPEG, PNG, WebP, GIF or BMP photo")
+
+
+# O_NONBLOCK: opening a FIFO (a pipe swapped in after the stat below) returns at once instead of waiting for a
+# writer; O_NOCTTY: a terminal device never becomes this process's controlling terminal. Neither exists on Windows.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+
+
 def _read(src: bytes | bytearray | str | Path, max_bytes: int) -> tuple[bytes, str]:
+    """The bytes of an upload, or of a path that is a regular file (symlinks followed), at most max_bytes + 1 of them.
+
+    A device (/dev/zero reads forever), a FIFO (blocks until a writer comes), a socket or a folder is refused with an
+    ImageLoadError before it is read. The path is checked with stat before it is opened, so no device is ever opened,
+    and the opened descriptor is checked again with fstat, so a path swapped for a pipe or a device in between is
+    refused too. The read stops at max_bytes + 1 whatever st_size says (a file growing while it is read)."""
     if isinstance(src, (bytes, bytearray, memoryview)):
         return bytes(src), "the upload"
     path = Path(src)
     name = path.name
     try:
-        size = path.stat().st_size
+        st = os.stat(path)
     except OSError as e:
-        raise ImageLoadError(f"{name}: cannot read the file ({e.strerror or e})") from e
-    if size > max_bytes:
-        raise ImageTooLargeError(
-            f"{name}: the file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit; send a smaller image"
-        )
+        raise _cannot_read(name, e) from e
+    except ValueError as e:  # a NUL byte in the path
+        raise ImageLoadError(f"{name}: cannot read the file ({e})") from e
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(name, st.st_mode)
     try:
-        return path.read_bytes(), name
+        fd = os.open(path, _OPEN_FLAGS)
     except OSError as e:
-        raise ImageLoadError(f"{name}: cannot read the file ({e.strerror or e})") from e
+        raise _cannot_read(name, e) from e
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(name, st.st_mode)
+        if st.st_size > max_bytes:
+            raise ImageTooLargeError(
+                f"{name}: the file is {st.st_size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit; "
+                "send a smaller image"
+            )
+        # O_NONBLOCK means nothing to a regular file's reads. The first read asks for the whole file (one buffer, no
+        # copy when it all comes at once); a file that grew since fstat is read on in 1 MB steps, up to the cap.
+        chunks, left, want = [], max_bytes + 1, st.st_size + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, want))
+            want = 1 << 20
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks), name
+    except OSError as e:
+        raise _cannot_read(name, e) from e
+    finally:
+        os.close(fd)
 
 
 # Rows per block when scaling 16/32-bit greyscale to 8 bits: about a million pixels, so the float64 scratch

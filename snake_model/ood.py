@@ -8,6 +8,8 @@ fallback for artifacts without a feature bank.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 MAX_BANK = 4096
@@ -51,8 +53,16 @@ def ood_score(probs: np.ndarray) -> float:
 
 
 def abstains(score: float, threshold: float | None) -> bool:
-    """Abstain when the score is above the stored threshold; no threshold means never abstain."""
-    return threshold is not None and score > threshold
+    """Abstain when the score is above the stored threshold; no threshold means never abstain.
+
+    A score that is not a finite number (NaN from NaN weights or features, or an infinity) always abstains, with or
+    without a threshold: NaN > threshold is False, so it used to pass as "in distribution". A NaN threshold abstains
+    too, for the same reason."""
+    if not math.isfinite(score):
+        return True
+    if threshold is None:
+        return False
+    return math.isnan(threshold) or score > threshold
 
 
 def choose_threshold(in_dist_scores: np.ndarray, max_false_abstain: float = 0.05) -> float:

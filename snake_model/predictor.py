@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -182,10 +183,31 @@ class Predictor:
         """Turn one probability row (and its OOD score, max-softmax when omitted) into a Prediction."""
         from .ood import abstains, ood_score
 
-        i = int(np.argmax(probs))
         if score is None and self.spec.abstain_score == "knn":
             raise ValueError("this model abstains by kNN distance of its features: use predict or predict_batch")
+        probs = np.asarray(probs, dtype=np.float64)
+        finite = bool(np.isfinite(probs).all())
         score = ood_score(probs) if score is None else float(score)
+        if not finite or not math.isfinite(score):
+            # NaN or infinite logits (NaN weights, an fp16 overflow) or features: no answer to give. Abstain, and show
+            # no number that reads as a confidence: non-finite probabilities become 0, the confidence 0 and a
+            # non-finite OOD score +inf ("as unusual as it gets"). artifact loading refuses non-finite weights; this
+            # is the backstop for whatever still gets through.
+            log.warning(
+                "the model gave non-finite %s for an image (model %s): abstaining",
+                "probabilities" if not finite else "OOD score",
+                getattr(self, "model_dir", "?"),
+            )
+            probs = np.where(np.isfinite(probs), probs, 0.0)
+            i = int(np.argmax(probs))
+            return Prediction(
+                probs={lab: float(p) for lab, p in zip(self.labels, probs, strict=True)},
+                label=self.labels[i],
+                confidence=float(probs[i]) if finite else 0.0,
+                abstain=True,
+                ood_score=score if math.isfinite(score) else float("inf"),
+            )
+        i = int(np.argmax(probs))
         return Prediction(
             probs={lab: float(p) for lab, p in zip(self.labels, probs, strict=True)},
             label=self.labels[i],

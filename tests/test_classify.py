@@ -260,3 +260,90 @@ def test_a_file_reached_twice_gets_one_row(tiny_artifact, photos, tmp_path):
     paths = [r["path"] for r in _rows(out)]
     assert paths[0] == str(photos / "sub" / "b_green.png")  # the first mention is kept
     assert sorted(Path(p).name for p in paths) == ["a_red.jpg", "b_green.png", "broken.jpg", "c_blue.png", "empty.png"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes and device files")
+def test_a_fifo_or_a_link_to_a_device_in_a_folder_gets_an_error_row_and_never_hangs(tiny_artifact, tmp_path):
+    import threading
+
+    d = tmp_path / "with_specials"
+    d.mkdir()
+    Image.new("RGB", (60, 40), (215, 40, 40)).save(d / "a_red.jpg")
+    os.mkfifo(d / "b_pipe.png")  # reading it used to wait for a writer forever
+    (d / "c_device.jpg").symlink_to(os.devnull)  # /dev/zero here read until MemoryError; /dev/null fails safely
+    out = tmp_path / "out.csv"
+    rc: list = []
+    t = threading.Thread(
+        target=lambda: rc.append(classify.main([str(d), "--csv", str(out), "--model", str(tiny_artifact), "--quiet"])),
+        daemon=True,
+    )
+    t.start()
+    t.join(120)
+    if t.is_alive():  # let the stuck reader go before failing
+        os.close(os.open(d / "b_pipe.png", os.O_WRONLY | os.O_NONBLOCK))
+    assert not t.is_alive(), "classify hung on a FIFO"
+    assert rc == [0]
+    rows = {Path(r["path"]).name: r for r in _rows(out)}
+    assert sorted(rows) == ["a_red.jpg", "b_pipe.png", "c_device.jpg"]
+    assert rows["a_red.jpg"]["error"] == ""
+    for name in ("b_pipe.png", "c_device.jpg"):
+        assert "not a regular file" in rows[name]["error"] and rows[name]["label"] == ""
+
+
+def _nan_forward(pred, *, logits: bool, feats: bool):
+    """pred.forward made to return NaN logits and/or NaN features, as a model with NaN weights does."""
+    real = pred.forward
+
+    def forward(x):
+        lg, ft = real(x)
+        return (np.full_like(lg, np.nan) if logits else lg), (np.full_like(ft, np.nan) if feats else ft)
+
+    pred.forward = forward
+
+
+@pytest.mark.parametrize("logits, feats", [(True, False), (False, True), (True, True)])
+def test_non_finite_logits_or_ood_scores_abstain_and_show_no_nan(
+    tiny_artifact, photos, tmp_path, caplog, logits, feats
+):
+    import logging
+    import math
+
+    from snake_model.predictor import Predictor
+
+    pred = Predictor(tiny_artifact, backend="torch")
+    _nan_forward(pred, logits=logits, feats=feats)
+    with caplog.at_level(logging.WARNING, logger="snake_model.predictor"):
+        p = pred.predict(photos / "a_red.jpg")
+    assert p.abstain, "a NaN answer must abstain (NaN > threshold is False)"
+    assert math.isfinite(p.confidence) and all(math.isfinite(v) for v in p.probs.values())
+    assert not math.isnan(p.ood_score)
+    assert "non-finite" in caplog.text
+    if logits:
+        assert p.confidence == 0.0
+    # the CLI's row: no label, no "nan" anywhere
+    row = next(classify.classify_paths(pred, [photos / "a_red.jpg"]))
+    assert row["abstain"] == "true" and row["label"] == "" and row["display_name"] == ""
+    assert not any("nan" in str(v).lower() for v in row.values()), row
+
+
+def test_the_max_softmax_decision_abstains_on_nan_probabilities_even_without_a_threshold(tiny_artifact):
+    import math
+
+    from snake_model.predictor import Predictor
+
+    pred = Predictor(tiny_artifact, backend="torch")
+    pred.spec.abstain_score = "max_softmax"
+    pred.spec.abstain_threshold = None  # "never abstain" models still never answer NaN
+    n = len(pred.labels)
+    p = pred.decide(np.full(n, np.nan))
+    assert p.abstain and p.confidence == 0.0 and math.isinf(p.ood_score)
+    assert not pred.decide(np.eye(n)[0]).abstain
+
+
+def test_abstains_on_a_non_finite_score_or_threshold():
+    from snake_model.ood import abstains
+
+    assert abstains(float("nan"), 0.5) and abstains(float("nan"), None)
+    assert abstains(float("inf"), 0.5) and abstains(float("-inf"), 0.5)
+    assert abstains(0.1, float("nan"))
+    assert not abstains(0.1, 0.5) and abstains(0.6, 0.5) and not abstains(0.9, None)

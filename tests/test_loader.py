@@ -167,6 +167,110 @@ def test_missing_file_is_a_clear_error(tmp_path):
         load_image(tmp_path / "nope.jpg")
 
 
+def _finishes(fn, seconds: float = 10.0):
+    """fn() run in a thread: its exception (or result), or a failure when it is still running after `seconds`."""
+    import threading
+
+    box: dict = {}
+
+    def run():
+        try:
+            box["result"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed back to the test
+            box["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    return t.is_alive(), box
+
+
+def _unblock_fifo(path: Path) -> None:
+    """Open and close the write end, so a reader stuck in open() of the FIFO gets EOF and its thread ends."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_fifo_is_refused_at_once_not_waited_on(tmp_path):
+    fifo = tmp_path / "photo.png"  # a named pipe with an image name, in a folder of photos
+    os.mkfifo(fifo)
+    try:
+        stuck, box = _finishes(lambda: load_image(fifo))
+        assert not stuck, "load_image blocked on a FIFO"
+        assert isinstance(box.get("error"), ImageLoadError), box
+        assert "not a regular file" in str(box["error"]) and "photo.png" in str(box["error"])
+    finally:
+        _unblock_fifo(fifo)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/null"), reason="needs /dev/null")
+def test_a_link_to_a_device_is_refused_without_reading_it(tmp_path, monkeypatch):
+    # A stray link in a photo folder. /dev/zero (st_size 0, endless bytes) is what hung the loader; /dev/null is the
+    # same kind of file (a character device), and a regression here fails instead of reading without end.
+    link = tmp_path / "zero.jpg"
+    link.symlink_to("/dev/null")
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda path, *a, **k: opened.append(str(path)) or real_open(path, *a, **k))
+    stuck, box = _finishes(lambda: load_image(link, max_bytes=1000))
+    assert not stuck
+    assert isinstance(box.get("error"), ImageLoadError) and "not a regular file" in str(box["error"]), box
+    assert "device" in str(box["error"])
+    assert opened == [], "a device must not even be opened"
+
+
+def test_a_folder_is_refused_as_not_a_regular_file(tmp_path):
+    d = tmp_path / "photo.jpg"
+    d.mkdir()
+    with pytest.raises(ImageLoadError, match="not a regular file"):
+        load_image(d)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_path_swapped_for_a_fifo_after_the_stat_is_refused_by_fstat(tmp_path, monkeypatch):
+    import snake_model.loader as loader
+
+    good = tmp_path / "good.png"
+    good.write_bytes(encode(Image.new("RGB", (4, 4), "red"), "PNG"))
+    fifo = tmp_path / "swapped.png"
+    os.mkfifo(fifo)
+    real_stat = os.stat
+    # The race: the path was a regular file when it was stat'ed, and is a FIFO (with no writer) when it is opened.
+    monkeypatch.setattr(loader.os, "stat", lambda path, *a, **k: real_stat(good if path == fifo else path, *a, **k))
+    try:
+        stuck, box = _finishes(lambda: load_image(fifo))
+        assert not stuck, "opening the swapped-in FIFO blocked"
+        assert isinstance(box.get("error"), ImageLoadError) and "not a regular file" in str(box["error"]), box
+    finally:
+        _unblock_fifo(fifo)
+
+
+def test_reads_stop_at_the_byte_cap_whatever_the_size_said(tmp_path, monkeypatch):
+    import snake_model.loader as loader
+
+    p = tmp_path / "growing.png"
+    p.write_bytes(encode(Image.new("RGB", (4, 4)), "PNG") + b"\0" * 5_000_000)
+    real_stat, real_fstat = os.stat, os.fstat
+
+    def small(st):  # the file "was" 10 bytes when it was looked at, and has grown since
+        return os.stat_result((*st[:6], 10, *st[7:10]))
+
+    def fake_stat(path, *a, **k):
+        st = real_stat(path, *a, **k)
+        return small(st) if path == p else st
+
+    monkeypatch.setattr(loader.os, "stat", fake_stat)
+    monkeypatch.setattr(loader.os, "fstat", lambda fd: small(real_fstat(fd)))
+    data, _ = loader._read(p, 100_000)
+    assert len(data) == 100_001, "read past the cap (or stopped at the stale size)"
+    with pytest.raises(ImageTooLargeError):
+        load_image(p, max_bytes=100_000)
+    assert load_image(p, max_bytes=6_000_000).size == (4, 4)
+
+
 def _old_grey_to_rgb(img: Image.Image) -> Image.Image:
     """The whole-image float64 conversion the loader used before it worked block by block (the reference)."""
     import numpy as np

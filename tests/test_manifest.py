@@ -287,3 +287,56 @@ def test_a_policy_narrowed_in_the_config_is_applied_to_images_gathered_before(tm
     assert mf.reapply_policy(out, load_config(tmp_path / "b.toml").publishable) == 3
     assert {r["use"] for r in rows_of(out)} == {"train-only"}
     assert "0 publishable" in (out / "ATTRIBUTION.md").read_text()
+
+
+def test_third_party_text_in_attribution_is_shown_literally_never_a_link_an_image_or_markup():
+    import html
+    import re
+
+    from tests.test_mdtext import renderers  # markdown-it-py with GFM's autolinks (and linkify when installed)
+
+    rows = [
+        {
+            "class": "crotalus_atrox",
+            "path": "crotalus_atrox/a.jpg",
+            "licence": "cc-by",
+            "use": "publishable",
+            "author": "[Bitten? Call the antivenom hotline](https://evil.example/hotline)",  # an iNaturalist user name
+            "source": "inaturalist",
+            "page_url": "https://www.inaturalist.org/observations/1",
+        },
+        {
+            "class": "crotalus_atrox",
+            "path": "crotalus_atrox/b|`x`.jpg",
+            "licence": "cc0",
+            "use": "publishable",
+            "author": "![x](http://127.0.0.1:9/track.png) **pwned** <b>bold</b> www.evil.example me@evil.example",
+            "source": "[ddgs](https://evil.example) https://evil.example/bare",  # a search result's title
+            "page_url": "https://example.org/a b(1)<x>|y?q=1&lt;=2",
+        },
+        {
+            "class": "crotalus_atrox",
+            "path": "crotalus_atrox/c.jpg",
+            "licence": "cc-by-nc",
+            "use": "train-only",
+            "author": "_Ann_ | Lee",
+            "source": "folder",
+            "image_url": "file:///home/me/c.jpg",
+        },
+    ]
+    text = mf.attribution_markdown(rows)
+    for md in renderers():
+        page = md.render(text)
+        # The only links are the http(s) pages the manifest recorded, each still one link to the whole URL.
+        assert re.findall(r'<a href="([^"]*)"', page) == [
+            "https://www.inaturalist.org/observations/1",
+            "https://example.org/a%20b%281%29%3Cx%3E%7Cy?q=1&amp;lt;=2",
+        ]
+        for tag in ("<img", "<strong", "<em", "<b>", "<h3", "<li"):
+            assert tag not in page, tag
+        cells = [html.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td>(.*?)</td>", page, re.S)]
+        assert len(cells) == 15, cells  # three rows of five: no name split a row into more cells
+        for r, row_cells in zip(rows, [cells[i : i + 5] for i in range(0, 15, 5)], strict=True):
+            assert row_cells[0] == r["path"] and row_cells[3] == r["author"] and row_cells[4].startswith(r["source"])
+        assert html.unescape(re.sub(r"<[^>]+>", "", page)).count("(local file)") == 1
+    assert "file://" not in text and "/home/me" not in text

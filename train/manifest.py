@@ -14,7 +14,9 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
+from snake_model.mdtext import md_code, md_text
 from snake_model.text import is_utf8, utf8_safe
 from train.data import SKIP_DIRS, class_dirs
 
@@ -583,12 +585,26 @@ def reapply_policy(out: Path, publishable: Iterable[str] = PUBLISHABLE, rows: li
 # ---------------------------------------------------------------- ATTRIBUTION.md
 
 
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def _md(text: object) -> str:
+    """Third-party text (an author's name, a source, a licence as the site spelled it) shown literally in a table
+    cell: never a link, an image, HTML, emphasis or a new cell (md_text escapes | too)."""
+    return md_text(text)
+
+
+def _md_path(path: object) -> str:
+    """A file path as a code span in a table cell: GFM splits a row at | even inside a code span, so it is escaped."""
+    return md_code(path).replace("|", "\\|")
+
+
+# Characters kept as they are in a published link; every other one (space, parentheses, < > ` | [ ] " { } ^, the
+# backslash, controls, non-ASCII) is percent-encoded, so the URL can end neither the link nor the table cell early.
+_URL_SAFE = ":/?#@!$&'*+,;=%~-._"
 
 
 def _md_link(url: str) -> str:
-    return _md(url).replace(" ", "%20").replace("(", "%28").replace(")", "%29")
+    """An http(s) URL the manifest recorded as a Markdown link destination that stays one. & becomes &amp;: a
+    destination's entities are decoded, so a query such as ?a=1&lt;=2 keeps its literal text."""
+    return quote(url, safe=_URL_SAFE).replace("&", "&amp;")
 
 
 def attribution_markdown(rows: list[dict]) -> str:
@@ -614,7 +630,7 @@ def attribution_markdown(rows: list[dict]) -> str:
     for cls in sorted({r["class"] for r in rows}):
         mine = [r for r in rows if r["class"] == cls]
         lines += [
-            f"## {cls} ({len(mine)} images)",
+            f"## {_md(cls)} ({len(mine)} images)",
             "",
             "| file | licence | use | author | source |",
             "|---|---|---|---|---|",
@@ -622,7 +638,7 @@ def attribution_markdown(rows: list[dict]) -> str:
         for r in sorted(mine, key=lambda r: r["path"]):
             link = public_link(r)
             source = _md(r.get("source") or "?")
-            if link:
+            if link:  # only an http(s) address the manifest recorded is ever a link (public_link)
                 src = f"[{source}]({_md_link(link)})"
             elif r.get("page_url") or r.get("image_url"):
                 src = f"{source} (local file)"
@@ -633,7 +649,7 @@ def attribution_markdown(rows: list[dict]) -> str:
                 use = f"{use} (no author to credit)"
             author = r.get("author") if has_author(r.get("author")) else "unknown"
             lines.append(
-                f"| `{_md(r['path'])}` | {_md(r.get('licence') or 'unknown')} | {_md(use)} | {_md(author)} | {src} |"
+                f"| {_md_path(r['path'])} | {_md(r.get('licence') or 'unknown')} | {_md(use)} | {_md(author)} | {src} |"
             )
         lines.append("")
     return "\n".join(lines)
