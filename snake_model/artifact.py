@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -25,9 +27,13 @@ class ArtifactError(ValueError):
 
 
 def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, streamed."""
+    """Hex sha256 of a regular file, streamed. Anything else (a FIFO would block, a device read forever) is an OSError
+    before a byte is read: opened without blocking, then checked."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()

@@ -146,6 +146,15 @@ def _read(src: bytes | bytearray | str | Path, max_bytes: int) -> tuple[bytes, s
 _GREY_BLOCK_PIXELS = 1 << 20
 
 
+def read_image_bytes(path: str | Path, max_bytes: int = MAX_BYTES) -> bytes:
+    """The bytes of the image file at path, as load_image reads them: a regular file only (a device, FIFO or folder
+    is an ImageLoadError before it is opened), at most max_bytes (ImageTooLargeError beyond)."""
+    data, name = _read(path, max_bytes)
+    if len(data) > max_bytes:
+        raise ImageTooLargeError(f"{name}: the file is over the {max_bytes / 1e6:.0f} MB limit; send a smaller image")
+    return data
+
+
 def _grey_to_8bit(img: Image.Image) -> Image.Image:
     """16/32-bit greyscale (I;16*, I, F) to 8-bit "L", block by block.
 

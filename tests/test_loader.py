@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import struct
@@ -493,3 +494,21 @@ def test_sixteen_bit_rgba_loads_without_full_size_compositing_copies(tmp_path):
     assert (int(out_w), int(out_h), mode) == (w, h, "RGB"), res.stdout
     per_pixel = int(grew) / (w * h)
     assert per_pixel < 16, f"loading peaked {int(grew) / 1e6:.0f} MB over the baseline, {per_pixel:.1f} bytes a pixel"
+
+
+def test_read_image_bytes_and_sha256_file_refuse_a_fifo_without_blocking(tmp_path):
+    from snake_model.artifact import sha256_file
+    from snake_model.loader import ImageLoadError, ImageTooLargeError, read_image_bytes
+
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)  # no writer: a plain open or read would block for ever
+    with pytest.raises(ImageLoadError, match="not a regular file"):
+        read_image_bytes(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        sha256_file(fifo)
+    f = tmp_path / "a.bin"
+    f.write_bytes(b"x" * 10)
+    assert read_image_bytes(f) == b"x" * 10
+    with pytest.raises(ImageTooLargeError):
+        read_image_bytes(f, max_bytes=9)
+    assert sha256_file(f) == hashlib.sha256(b"x" * 10).hexdigest()

@@ -35,6 +35,7 @@ from snake_model.loader import (
     TruncatedImageError,
     UnsupportedFormatError,
     load_image,
+    read_image_bytes,
     sniff_format,
 )
 from train import manifest as mf
@@ -433,7 +434,7 @@ def _adopt(p: Path, rel: str, label: str) -> dict | None:
     import imagehash
 
     try:
-        data = p.read_bytes()
+        data = read_image_bytes(p)  # regular files only: a FIFO or a device in OUT must not block or fill memory
         img = load_image(data)
     except (OSError, ImageLoadError):
         return None

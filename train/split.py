@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from snake_model.loader import ImageLoadError, load_image
+from snake_model.loader import ImageLoadError, load_image, read_image_bytes
 from train import manifest as mf
 from train.cli import FRACTION, int_at_least
 from train.data import SPLITS_FILE, class_dirs, image_files
@@ -117,9 +117,9 @@ def scan(
     files = list_files(root) if files is None else files
     for rel, label in tqdm(files, desc="verify + hash", unit="img", disable=not progress, file=sys.stderr):
         try:
-            data = (root / rel).read_bytes()
-        except OSError as e:
-            bad[rel] = f"cannot read ({e.strerror or e})"
+            data = read_image_bytes(root / rel)  # a FIFO or device among the photos must not block or fill memory
+        except ImageLoadError as e:
+            bad[rel] = str(e)
             continue
         try:
             ph, mirror = phash_pair(load_image(data))
