@@ -9,6 +9,7 @@ does no network work except that pinned pull.
 from __future__ import annotations
 
 import hashlib
+import html
 import io
 import logging
 import os
@@ -19,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import gradio as gr
+from gradio.components.label import LabelConfidence, LabelData
 from gradio.data_classes import ImageData
 from gradio_client.utils import is_file_obj_with_meta
 from pydantic import ConfigDict
@@ -51,6 +53,8 @@ SAFETY = (
 )
 SAFETY_SHORT = "⚠️ Not for snakebite or medical decisions: a wrong answer can kill."
 PREDICTED = "predicted class"
+# The decoy class train.fit --background adds (train.data.BACKGROUND_LABEL): "anything else", not a snake species.
+BACKGROUND_LABEL = "not_a_snake"
 
 
 SEND_AN_IMAGE = (
@@ -172,6 +176,22 @@ def _data_url_bytes(url: str) -> bytes:
         raise _refuse(f"could not read the image data ({e})") from e
 
 
+class HeadlineLabel(gr.Label):
+    """gr.Label that also takes its own dict form, {"label": headline, "confidences": [{"label", "confidence"}]}.
+
+    gradio 6.31's Label.postprocess makes the top class of a {class: confidence} dict the headline, and reads the
+    dict form as classes. When the model abstains the headline must say so, not name the top class.
+    """
+
+    is_template = True  # render with the stock Label frontend
+
+    def postprocess(self, value):
+        if isinstance(value, dict) and isinstance(value.get("confidences"), list):
+            ranked = sorted(value["confidences"], key=lambda c: -c["confidence"])[: self.num_top_classes]
+            return LabelData(label=value.get("label"), confidences=[LabelConfidence(**c) for c in ranked])
+        return super().postprocess(value)
+
+
 # ---------------------------------------------------------------- model selection
 
 
@@ -212,11 +232,49 @@ def load_predictor(env: Mapping[str, str] = os.environ):
         return None, origin, f"Could not load the model from {origin}: {type(e).__name__}: {e}"
 
 
-def _read_text(path: Path) -> str:
+def _allowed_roots(model_dir: Path) -> list[Path]:
+    """Where the real files of a model folder may lie: the folder itself and, for a Hub cache snapshot
+    (models--OWNER--NAME/snapshots/COMMIT, whose files are links into ../../blobs), that repo's blobs folder."""
+    root = model_dir.resolve()
+    roots = [root]
+    repo = root.parent.parent
+    if root.parent.name == "snapshots" and repo.name.startswith("models--") and (repo / "blobs").is_dir():
+        roots.append((repo / "blobs").resolve())
+    return roots
+
+
+def model_file(model_dir: Path | None, name: str) -> Path | None:
+    """model_dir/name when it is a regular file whose real path lies in the model folder (or its Hub blobs), else None.
+
+    A model folder from `git clone` can hold symlinks: one to a server file (a token, /etc/passwd) would be read
+    into the page or served to anyone who opens it. Such a link is skipped with a warning; so is a name that is
+    absolute or climbs out with "..", and anything that is not a regular file (a FIFO would block the read).
+    """
+    if model_dir is None or not isinstance(name, str) or not name:
+        return None
+    path = model_dir / name
+    try:
+        real = path.resolve()
+        if not any(real.is_relative_to(root) for root in _allowed_roots(model_dir)):
+            if os.path.lexists(path):
+                log.warning("%s leads outside the model folder (to %s): not read, not shown", path, real)
+            return None
+        return real if real.is_file() else None
+    except (OSError, RuntimeError, ValueError) as e:  # a link loop, a name with a NUL byte
+        log.warning("%s cannot be checked (%s): not read, not shown", path, type(e).__name__)
+        return None
+
+
+def _read_text(model_dir: Path | None, name: str) -> str:
+    """The start of a text file of the model folder (model_file's rules), or "" when there is none."""
+    path = model_file(model_dir, name)
+    if path is None:
+        return ""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             return f.read(MAX_TEXT_BYTES)
-    except OSError:
+    except OSError as e:
+        log.warning("%s of %s could not be read (%s): not shown", name, model_dir, type(e).__name__)
         return ""
 
 
@@ -231,6 +289,8 @@ class App:
         self.origin = origin
         self.spec = predictor.spec
         self.names = {lab: self.spec.display_name(lab) for lab in self.spec.labels}
+        # the snakes it knows: the decoy class is no species (train.card.species counts the same way)
+        self.species = [lab for lab in self.spec.labels if lab != BACKGROUND_LABEL]
         self.by_name = {v: k for k, v in self.names.items()}
         self.venomous = {lab for lab, i in self.spec.class_info.items() if isinstance(i, dict) and i.get("venomous")}
         self.heatmaps = Path(tempfile.mkdtemp(prefix="snake-gradcam-"))
@@ -245,7 +305,11 @@ class App:
             raise _refuse(msg[:1].upper() + msg[1:]) from e
 
     def classify(self, path):
-        """Label dict (display name -> calibrated confidence) and a decision record."""
+        """gr.Label's dict form (headline, confidences by display name) and a decision record.
+
+        The headline is the predicted class, or "not one of my N snakes" when the model abstains: the confidences
+        are still all there, for reference.
+        """
         img = self._load(path)
         try:
             pred = self.p.predict(img)
@@ -264,12 +328,30 @@ class App:
             "probs": pred.probs,
         }
         decision["message"] = self.message(decision)
-        return {self.names[k]: v for k, v in pred.probs.items()}, decision
+        label = {
+            "label": self.not_mine() if pred.abstain else self.names[pred.label],
+            "confidences": [{"label": self.names[k], "confidence": v} for k, v in ranked],
+        }
+        return label, decision
+
+    def not_mine(self) -> str:
+        """The Label's headline when the model abstains."""
+        return f"not one of my {len(self.species)} snakes"
+
+    def _not_a_snake(self, decision: dict) -> bool:
+        """The answer is the decoy class of a model trained with --background."""
+        if decision.get("abstain") or BACKGROUND_LABEL not in self.names:
+            return False
+        if "label" in decision:
+            return decision["label"] == BACKGROUND_LABEL
+        return decision.get("display_name") == self.names[BACKGROUND_LABEL]
 
     def message(self, decision: dict) -> str:
         """The verdict in one plain sentence (also returned by the API)."""
         if decision["abstain"]:
-            text = f"This doesn't look like any of the {len(self.spec.labels)} snakes I know."
+            text = f"This doesn't look like any of the {len(self.species)} snakes I know."
+        elif self._not_a_snake(decision):
+            text = "This doesn't look like a snake."
         else:
             text = f"{decision['display_name']}: {decision['confidence']:.0%} confidence."
         if decision["venomous_in_top3"]:
@@ -282,9 +364,11 @@ class App:
             return ""
         if decision["abstain"]:
             text = (
-                f"### 🤷 This doesn't look like any of the {len(self.spec.labels)} snakes I know.\n"
+                f"### 🤷 This doesn't look like any of the {len(self.species)} snakes I know.\n"
                 "The scores below are shown for reference only."
             )
+        elif self._not_a_snake(decision):
+            text = "### 🚫 This doesn't look like a snake."
         else:
             text = f"### {md_text(decision['display_name'])}: {decision['confidence']:.0%}"
         if decision["venomous_in_top3"]:
@@ -322,8 +406,12 @@ class App:
             return heatmap, f"Heatmap for **{name}**: warm colours mark the pixels that raised its score."
         if self._abstains(img):
             return heatmap, (
-                f"🤷 I don't think this is any of the {len(self.spec.labels)} snakes I know; this heatmap shows "
+                f"🤷 I don't think this is any of the {len(self.species)} snakes I know; this heatmap shows "
                 f"what drove the top score (**{name}**) anyway: warm colours mark the pixels that raised it."
+            )
+        if self.spec.labels[idx] == BACKGROUND_LABEL:
+            return heatmap, (
+                f"🚫 This doesn't look like a snake; warm colours mark the pixels that raised the **{name}** score."
             )
         return heatmap, f"Heatmap for **{name}**: warm colours mark the pixels that raised its score."
 
@@ -386,21 +474,36 @@ def card_sections(card: str) -> dict[str, str]:
     return out
 
 
-def licensed_thumbnails(model_dir: Path, top: list[dict]) -> list[tuple[str, str]]:
-    """(path, caption) for top-loss entries that carry a thumbnail file and a licence that allows showing it."""
+def _picture(model_dir: Path | None, name: str):
+    """A picture of the model folder (model_file's rules) decoded by the one image loader, or None with a warning.
+
+    The decoded pixels are what gradio serves (it writes them into its own cache), never the file itself: a file
+    that is not an image (an HTML page saved as a .png) is skipped instead of shown as a broken picture.
+    """
+    path = model_file(model_dir, name)
+    if path is None:
+        return None
+    try:
+        return load_image(path, max_pixels=MAX_PIXELS, max_bytes=MAX_UPLOAD_BYTES)
+    except (ImageLoadError, OSError) as e:
+        log.warning("%s of %s is not a picture that can be shown (%s): skipped", name, model_dir, e)
+        return None
+
+
+def licensed_thumbnails(model_dir: Path, top: list[dict]) -> list[tuple[object, str]]:
+    """(picture, caption) for top-loss entries that carry a thumbnail file and a licence that allows showing it."""
     out = []
-    root = model_dir.resolve()
     for t in top:
         lic = str(t.get("licence") or t.get("license") or "").strip().lower().replace(" ", "-")
         thumb = t.get("thumbnail")
-        if not thumb or re.sub(r"-?\d+(\.\d+)?$", "", lic) not in PUBLISHABLE:
+        if not isinstance(thumb, str) or re.sub(r"-?\d+(\.\d+)?$", "", lic) not in PUBLISHABLE:
             continue
-        path = (model_dir / thumb).resolve()
-        if not path.is_relative_to(root) or not path.is_file():
+        picture = _picture(model_dir, thumb)
+        if picture is None:
             continue
         who = f" by {t['author']}" if t.get("author") else ""
         out.append(
-            (str(path), f"{t.get('actual')} → {t.get('predicted')}, loss {_number(t.get('loss')):.2f}; {lic}{who}")
+            (picture, f"{t.get('actual')} → {t.get('predicted')}, loss {_fmt(t.get('loss'), '.2f')}; {lic}{who}")
         )
     return out
 
@@ -423,50 +526,67 @@ def _fmt(x, spec: str) -> str:
     return "n/a" if x != x else format(x, spec)
 
 
+def _count(x) -> int | str:
+    """A metrics.json count (n_valid, support); "n/a" where it is not a whole number."""
+    return x if isinstance(x, int) and not isinstance(x, bool) else "n/a"
+
+
+def _class_name(app: App, label) -> str:
+    """A class of metrics.json by its display name; "n/a" where metrics.json holds something other than a name."""
+    return app.names.get(label, label) if isinstance(label, str) else "n/a"
+
+
+def _shown(part: str, build, fallback: str) -> None:
+    """build() the components of one part of the Model tab from metrics.json; when metrics.json's content breaks it,
+    log a warning and show fallback instead: metrics.json is not covered by any hash, so it must not stop the app."""
+    try:
+        build()
+    except Exception as e:  # noqa: BLE001 - untrusted display data: any failure is "n/a", never a dead app
+        log.warning("metrics.json: %s cannot be shown (%s: %s); showing n/a", part, type(e).__name__, e)
+        gr.Markdown(fallback)
+
+
+def read_metrics(model_dir: Path | None) -> tuple[dict, str | None]:
+    """(metrics.json's object, None), or ({}, why it is not shown) when it is missing, unreadable or malformed."""
+    path = model_file(model_dir, "metrics.json")
+    if path is None:
+        return {}, "This artifact carries no metrics.json: no validation numbers to show."
+    try:
+        metrics = read_json_object(path)
+    except Exception as e:  # noqa: BLE001 - "[[[[..." raises RecursionError; not hashed, so never fatal
+        log.warning("metrics.json of %s cannot be read (%s); its numbers are shown as n/a", model_dir, type(e).__name__)
+        metrics = {}
+    if not metrics:
+        return {}, "This artifact's metrics.json could not be read: validation numbers n/a."
+    return metrics, None
+
+
 def model_tab(app: App, model_dir: Path | None) -> None:
-    metrics = read_json_object(model_dir / "metrics.json") if model_dir else {}
+    metrics, missing = read_metrics(model_dir)
     spec = app.spec
     gr.Markdown(
         f"**Model:** `{spec.arch}`, {spec.image_size} px, resize `{spec.resize_method}`, from {app.origin}.  \n"
         f"**Revision:** `{model_revision(model_dir, os.environ)}` · weights sha256 `{spec.weights_sha256[:16]}…`"
     )
-    if metrics:
+    if missing:
+        gr.Markdown(missing)
+    else:
         gr.Markdown(
-            f"Validation error **{_fmt(metrics.get('valid_error'), '.1%')}** on {metrics.get('n_valid', '?')} "
+            f"Validation error **{_fmt(metrics.get('valid_error'), '.1%')}** on {_count(metrics.get('n_valid'))} "
             f"images · ECE {_fmt(metrics.get('ece_before'), '.3f')} → {_fmt(metrics.get('ece_after'), '.3f')} "
             f"after temperature scaling (T = {spec.temperature:.2f})"
         )
-    else:
-        gr.Markdown("This artifact carries no metrics.json: no validation numbers to show.")
     with gr.Row():
         for name, title in (
             ("confusion_matrix.png", "Confusion matrix (validation)"),
             ("reliability.png", "Reliability"),
         ):
-            if model_dir and (model_dir / name).is_file():
-                gr.Image(str(model_dir / name), label=title, interactive=False, buttons=["fullscreen"])
-    per_class = metrics.get("per_class")
-    rows = [
-        [
-            app.names.get(lab, lab),
-            _score(v["precision"]),
-            _score(v["recall"]),
-            _score(v.get("f1")),
-            v["support"],
-        ]
-        for lab, v in (per_class.items() if isinstance(per_class, dict) else [])
-        if isinstance(v, dict) and {"precision", "recall", "support"} <= set(v)
-    ]
-    if rows:
-        gr.Dataframe(
-            rows,
-            headers=["class", "precision", "recall", "F1", "support"],
-            label="Per-class metrics",
-            interactive=False,
-        )
-    top = metrics.get("top_losses")
-    _top_losses(app, model_dir, top if isinstance(top, list) else [])
-    card = _read_text(model_dir / "README.md") if model_dir else ""
+            picture = _picture(model_dir, name)
+            if picture is not None:
+                gr.Image(picture, label=title, format="png", interactive=False, buttons=["fullscreen"])
+    _shown("per_class", lambda: _per_class(app, metrics.get("per_class")), "Per-class metrics: n/a")
+    _shown("top_losses", lambda: _top_losses(app, model_dir, metrics.get("top_losses")), "Top losses: n/a")
+    card = _read_text(model_dir, "README.md")
     sections = card_sections(card) if card else {}
     with gr.Accordion("Training config", open=False):
         if sections.get("Training"):
@@ -479,20 +599,65 @@ def model_tab(app: App, model_dir: Path | None) -> None:
             or "Not recorded in this artifact (no model card with a data section)."
         )
     )
-    attribution = _read_text(model_dir / "ATTRIBUTION.md") if model_dir else ""
+    attribution = _read_text(model_dir, "ATTRIBUTION.md")
     if attribution:
         with gr.Accordion("Photo credits (ATTRIBUTION.md)", open=False):
-            gr.Markdown(attribution)
+            # Third-party text (photo authors' names from the photo sites): shown as plain text, never rendered
+            # as Markdown, so a name can be no link, image or formatting in this page.
+            gr.Code(
+                plain_text(attribution),
+                language=None,
+                label="ATTRIBUTION.md (as plain text)",
+                interactive=False,
+                wrap_lines=True,
+                show_line_numbers=False,
+                max_lines=30,
+                buttons=["copy"],
+                elem_id="attribution",
+            )
     if card:
         with gr.Accordion("Model card", open=False):
             gr.Markdown(sections[""])
 
 
-def _top_losses(app: App, model_dir: Path | None, top: list) -> None:
-    top = [t for t in top if isinstance(t, dict)]
+_MD_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")  # CommonMark: a backslash before ASCII punctuation
+
+
+def plain_text(markdown: str) -> str:
+    """Markdown source made easier to read as plain text: backslash escapes and HTML entities (what
+    train.manifest writes to show names literally) are undone. The result is for a plain-text view, never to render."""
+    return html.unescape(_MD_ESCAPE.sub(r"\1", markdown))
+
+
+def _per_class(app: App, per_class) -> None:
+    rows = [
+        [_class_name(app, lab), _score(v["precision"]), _score(v["recall"]), _score(v.get("f1")), _count(v["support"])]
+        for lab, v in (per_class.items() if isinstance(per_class, dict) else [])
+        if isinstance(v, dict) and {"precision", "recall", "support"} <= set(v)
+    ]
+    if rows:
+        gr.Dataframe(
+            rows,
+            headers=["class", "precision", "recall", "F1", "support"],
+            label="Per-class metrics",
+            interactive=False,
+        )
+
+
+def _top_losses(app: App, model_dir: Path | None, top) -> None:
+    top = [t for t in top if isinstance(t, dict)] if isinstance(top, list) else []
     if not top:
         return
     thumbs = licensed_thumbnails(model_dir, top) if model_dir else []
+    rows = [
+        [
+            _class_name(app, t.get("actual")),
+            _class_name(app, t.get("predicted")),
+            _score(t.get("loss")),
+            _score(t.get("prob_actual")),
+        ]
+        for t in top
+    ]
     shown = "their licensed thumbnails are shown" if thumbs else "only their labels and losses are shown"
     gr.Markdown(
         f"### Top losses\nValidation images the model got most wrong. Photos are shown only when the artifact "
@@ -500,19 +665,7 @@ def _top_losses(app: App, model_dir: Path | None, top: list) -> None:
     )
     if thumbs:
         gr.Gallery(thumbs, label="Top losses (licensed thumbnails)", columns=6, height="auto", interactive=False)
-    gr.Dataframe(
-        [
-            [
-                app.names.get(t.get("actual"), t.get("actual")),
-                app.names.get(t.get("predicted"), t.get("predicted")),
-                round(_number(t.get("loss")), 3),
-                round(_number(t.get("prob_actual")), 3),
-            ]
-            for t in top
-        ],
-        headers=["actual", "predicted", "loss", "prob. of actual"],
-        interactive=False,
-    )
+    gr.Dataframe(rows, headers=["actual", "predicted", "loss", "prob. of actual"], interactive=False)
 
 
 # ---------------------------------------------------------------- the page
@@ -535,12 +688,21 @@ def build_demo(predictor=None, origin: str = "", error: str | None = None, model
         model_dir = model_dir or getattr(predictor, "model_dir", None)
         sources = ["upload", "webcam", "clipboard"]
         with gr.Tab("Classify", id="classify"):
-            gr.Markdown(f"Knows {len(app.names)} species: {', '.join(md_text(n) for n in app.names.values())}.")
+            gr.Markdown(
+                f"Knows {len(app.species)} species: {', '.join(md_text(app.names[lab]) for lab in app.species)}."
+                + (
+                    f" Anything else should get “{md_text(app.names[BACKGROUND_LABEL])}”."
+                    if BACKGROUND_LABEL in app.names
+                    else ""
+                )
+            )
             with gr.Row():
                 inp = SafeImage(sources=sources, type="filepath", label="Photo", elem_id="classify-input")
                 with gr.Column():
                     verdict = gr.Markdown(elem_id="verdict")
-                    label = gr.Label(num_top_classes=len(app.names), label="Calibrated confidence", elem_id="label")
+                    label = HeadlineLabel(
+                        num_top_classes=len(app.names), label="Calibrated confidence", elem_id="label"
+                    )
                     decision = gr.JSON(label="Decision (also returned by the API)", visible=False)
             btn = gr.Button("Classify", variant="primary", elem_id="classify-button")
             btn.click(

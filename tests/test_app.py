@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import json
@@ -198,7 +199,9 @@ def test_an_unrecognised_image_gets_the_abstain_message(tiny_artifact, good_imag
     assert decision["abstain"] is True and decision["label"] is None
     assert "doesn't look like any of the 3 snakes I know" in verdict
     assert "doesn't look like any of the 3 snakes I know" in decision["message"]
-    assert abs(sum(label.values()) - 1) < 1e-6
+    # the Label's headline says so too: it names no species; the confidences stay, for reference
+    assert label["label"] == "not one of my 3 snakes"
+    assert abs(sum(c["confidence"] for c in label["confidences"]) - 1) < 1e-6
 
 
 @pytest.mark.parametrize("case", list(HOSTILE))
@@ -430,7 +433,7 @@ def test_the_model_tab_reads_everything_from_the_artifact(server):
     assert "Revision:" in text and "local (not from the Hub)" in text
     assert "Data sources and licences" in text and "Photo by someone" in text
     images = [b for b in demo.blocks.values() if type(b) is gr.Image and b.value]
-    assert any("confusion_matrix" in str(b.value) for b in images)
+    assert any(b.label == "Confusion matrix (validation)" for b in images)
     tables = [b for b in demo.blocks.values() if isinstance(b, gr.Dataframe)]
     assert any({"precision", "recall"} <= set(t.value["headers"]) for t in tables)
     galleries = [b for b in demo.blocks.values() if isinstance(b, gr.Gallery)]
@@ -469,7 +472,7 @@ pred, origin, err = app.load_predictor()
 assert err is None, err
 demo = app.build_demo(pred, origin, err, pred.model_dir)
 label, decision = app.App(pred, origin).classify({str(good_image)!r})
-print("OK", round(sum(label.values()), 6))
+print("OK", round(sum(c["confidence"] for c in label["confidences"]), 6))
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -541,7 +544,7 @@ def test_a_base64_data_url_payload_goes_through_the_loaders_caps_too(tiny_artifa
     data = box.preprocess(ImageData(path=None, url="data:image/jpeg;base64," + b64))
     assert data == good_image.read_bytes()  # the bytes themselves, not an image gradio decoded and re-encoded
     a = app.App(Predictor(tiny_artifact), "test")
-    assert abs(sum(a.ui_classify(data)[0].values()) - 1) < 1e-6
+    assert abs(sum(c["confidence"] for c in a.ui_classify(data)[0]["confidences"]) - 1) < 1e-6
     bomb = _bytes(Image.new("L", (9000, 9000)), "PNG")  # 81 MP of zeros: a few hundred kB compressed
     with pytest.raises(gr.Error, match="megapixel"):
         a.ui_classify(
@@ -589,8 +592,251 @@ def test_class_names_are_shown_literally_not_as_markdown_or_html(tiny_artifact, 
     _, note = a.explain(str(good_image), app.PREDICTED)
     for text in (verdict, note):
         assert "<b>" not in text and "[link]" not in text and " *em*" not in text
-        assert "&lt;b&gt;Bold&lt;/b&gt; \\[link\\](http://x.test) \\*em\\*" in text
+        # shown literally: HTML as entities, Markdown punctuation escaped (md_text may escape the URL's too)
+        assert "&lt;b&gt;Bold&lt;/b&gt; \\[link\\](" in text and "\\*em\\*" in text
     assert app.md_text("a_b\nc") == "a\\_b\\\\x0ac"  # shown as a_b\x0ac: a line break never starts a new block
     demo = app.build_demo(pred, "test", None, art)
     shown = [b.value for b in demo.blocks.values() if type(b).__name__ == "Markdown" and "species" in str(b.value)]
     assert shown and "<b>" not in shown[0] and "&lt;b&gt;" in shown[0]
+
+
+def _copy(tiny_artifact: Path, dest: Path) -> Path:
+    shutil.copytree(tiny_artifact, dest)
+    return dest
+
+
+def _served_urls(value) -> list[str]:
+    """Every file URL in a /config value (images, gallery items), however deep."""
+    if isinstance(value, dict):
+        own = [value["url"]] if isinstance(value.get("url"), str) else []
+        return own + [u for v in value.values() for u in _served_urls(v)]
+    if isinstance(value, list):
+        return [u for v in value for u in _served_urls(v)]
+    return []
+
+
+def test_links_out_of_the_model_folder_are_neither_read_nor_served(tiny_artifact, tmp_path, caplog):
+    """`git clone` of a model repo makes real symlinks: one to a server file must not reach the page or the web."""
+    import app
+    from snake_model.predictor import Predictor
+
+    secret = tmp_path / "outside"
+    secret.mkdir()
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(secret / "private.png")  # a valid picture: refused for where it is
+    (secret / "token.txt").write_text("hf_SECRETTOKEN_example\n")
+    (secret / "metrics.json").write_text(json.dumps({"valid_error": 0.123456, "n_valid": 777}))
+    d = _copy(tiny_artifact, tmp_path / "model")
+    for name, target in {
+        "confusion_matrix.png": secret / "private.png",
+        "reliability.png": secret / "token.txt",
+        "README.md": secret / "token.txt",
+        "ATTRIBUTION.md": secret / "token.txt",
+        "metrics.json": secret / "metrics.json",
+    }.items():
+        (d / name).unlink(missing_ok=True)
+        (d / name).symlink_to(target)
+    (d / "inside.md").write_text("fine")
+    assert app.model_file(d, "inside.md") == (d / "inside.md").resolve()
+    assert app.model_file(d, "../outside/token.txt") is None and app.model_file(d, str(secret / "token.txt")) is None
+    demo = app.build_demo(Predictor(d), "test", None, d)
+    text = _texts(demo)
+    assert "SECRETTOKEN" not in text and "12.3%" not in text and "777" not in text
+    assert not [b for b in demo.blocks.values() if type(b).__name__ == "Image" and b.value and "Confusion" in b.label]
+    assert "leads outside the model folder" in caplog.text
+    port = free_port()
+    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        config = httpx.get(url + "/config", timeout=30).json()
+        assert "SECRETTOKEN" not in json.dumps(config)
+        for u in _served_urls([c.get("props", {}).get("value") for c in config["components"]]):
+            body = httpx.get(u if u.startswith("http") else url + u, timeout=30).content
+            assert b"SECRETTOKEN" not in body and body != (secret / "private.png").read_bytes()
+    finally:
+        demo.close()
+
+
+def test_a_hub_cache_snapshot_whose_files_link_into_its_blobs_is_shown(tiny_artifact, tmp_path):
+    """huggingface_hub's cache: snapshots/COMMIT/NAME -> ../../blobs/HASH. Those links stay readable; a link from
+    the snapshot to anywhere else (another repo's blobs, a server file) is not."""
+    import gradio as gr
+
+    import app
+    from snake_model.predictor import Predictor
+
+    repo = tmp_path / "hub" / "models--alice--snakes"
+    snap = repo / "snapshots" / ("c" * 40)
+    (repo / "blobs").mkdir(parents=True)
+    snap.mkdir(parents=True)
+    other = tmp_path / "hub" / "models--mallory--x" / "blobs"
+    other.mkdir(parents=True)
+    (other / "f00d").write_text("OTHER REPO TEXT")
+    files = {f.name: f.read_bytes() for f in tiny_artifact.iterdir() if f.is_file()}
+    files["README.md"] = b"# card\n\n## Data and licences\n\nCARD FROM THE BLOBS\n"
+    files["confusion_matrix.png"] = _bytes(Image.new("RGB", (50, 40), (9, 99, 9)), "PNG")
+    for i, (name, data) in enumerate(files.items()):
+        (repo / "blobs" / f"blob{i}").write_bytes(data)
+        (snap / name).symlink_to(Path("..", "..", "blobs", f"blob{i}"))
+    (snap / "ATTRIBUTION.md").symlink_to(Path("..", "..", "..", "models--mallory--x", "blobs", "f00d"))
+    assert app.model_file(snap, "README.md").parent == (repo / "blobs").resolve()
+    demo = app.build_demo(Predictor(snap), "test", None, snap)
+    text = _texts(demo)
+    assert "CARD FROM THE BLOBS" in text and "OTHER REPO TEXT" not in text
+    assert "Validation error **" in text and "Validation error **n/a**" not in text
+    images = [b for b in demo.blocks.values() if type(b) is gr.Image and b.value]
+    assert "Confusion matrix (validation)" in [b.label for b in images]
+
+
+def test_an_abstained_answer_names_no_species_in_the_api(server, good_image):
+    """The Label's headline (what a client prints as the answer) must not name a species when the model abstains."""
+    _, c, pred, _ = server
+    label, decision = c.predict(handle_file(str(good_image)), api_name="/predict")
+    assert decision["abstain"] is False and label["label"] == decision["display_name"]
+    old = pred.spec.abstain_threshold
+    pred.spec.abstain_threshold = -1.0  # every score is above it: the model abstains on everything
+    try:
+        label, decision = c.predict(handle_file(str(good_image)), api_name="/predict")
+    finally:
+        pred.spec.abstain_threshold = old
+    assert decision["abstain"] is True and decision["label"] is None and decision["display_name"] is None
+    assert label["label"] == "not one of my 3 snakes"
+    assert "doesn't look like any of the 3 snakes I know" in decision["message"]
+    conf = {x["label"]: x["confidence"] for x in label["confidences"]}
+    assert len(conf) == 3 and abs(sum(conf.values()) - 1) < 1e-6  # the scores stay, for reference
+    assert conf == pytest.approx({a: decision["probs"][k] for k, a in _names(pred).items()}, abs=1e-9)
+
+
+def _names(pred) -> dict[str, str]:
+    return {lab: pred.spec.display_name(lab) for lab in pred.labels}
+
+
+@pytest.fixture(scope="module")
+def background_artifact(tiny_artifact, tmp_path_factory) -> Path:
+    """The tiny artifact as if trained with --background: its last class renamed to the decoy class."""
+    d = _copy(tiny_artifact, tmp_path_factory.mktemp("bg") / "model")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["labels"][-1] = "not_a_snake"
+    cfg["class_info"] = {lab: v for lab, v in cfg.get("class_info", {}).items() if lab in cfg["labels"]}
+    (d / "config.json").write_text(json.dumps(cfg))
+    return d
+
+
+def test_the_decoy_class_of_a_background_model_is_not_counted_or_named_as_a_snake(
+    background_artifact, good_image, monkeypatch
+):
+    import app
+    from snake_model.predictor import Predictor
+    from train.card import species
+    from train.data import BACKGROUND_LABEL
+
+    assert app.BACKGROUND_LABEL == BACKGROUND_LABEL
+    pred = Predictor(background_artifact)
+    a = app.App(pred, "test")
+    assert len(a.species) == len(species(pred.spec)) == 2
+    knows = [
+        b.value
+        for b in app.build_demo(pred, "t", None, background_artifact).blocks.values()
+        if "Knows" in str(getattr(b, "value", ""))
+    ]
+    assert knows and knows[0].startswith("Knows 2 species:") and "not a snake" not in knows[0].split(".")[0]
+    assert a.message({"abstain": True, "venomous_in_top3": []}) == "This doesn't look like any of the 2 snakes I know."
+    decoy = {"abstain": False, "label": BACKGROUND_LABEL, "display_name": "not a snake", "confidence": 0.93}
+    decoy["venomous_in_top3"] = []
+    assert a.message(decoy) == "This doesn't look like a snake."
+    assert "doesn't look like a snake" in a.verdict_md(decoy) and "93%" not in a.verdict_md(decoy)
+    pred.spec.abstain_threshold = -1.0
+    label, decision = a.classify(str(good_image))
+    assert label["label"] == "not one of my 2 snakes" and "2 snakes I know" in decision["message"]
+    _, note = a.explain(str(good_image), app.PREDICTED)
+    assert "any of the 2 snakes I know" in note
+    pred.spec.abstain_threshold = None  # never abstains; and the decoy class wins
+    real = pred.predict
+
+    def decoy_wins(img):
+        out = real(img)
+        probs = dict(
+            zip(pred.labels, sorted(out.probs.values()), strict=True)
+        )  # the decoy (last label) gets the top score
+        return dataclasses.replace(out, probs=probs, label=BACKGROUND_LABEL, confidence=max(probs.values()))
+
+    pred.predict = decoy_wins
+    label, decision = a.classify(str(good_image))
+    assert decision["label"] == BACKGROUND_LABEL and decision["message"] == "This doesn't look like a snake."
+    assert label["label"] == "not a snake" and label["confidences"][0]["label"] == "not a snake"
+    import snake_model.gradcam as gc
+
+    real_cam = gc.gradcam
+    monkeypatch.setattr(gc, "gradcam", lambda model, spec, img, idx: real_cam(model, spec, img, len(spec.labels) - 1))
+    _, note = a.explain(str(good_image), app.PREDICTED)
+    assert note.startswith("🚫 This doesn't look like a snake") and "**not a snake**" in note
+
+
+@pytest.mark.parametrize(
+    "content, shown",
+    [
+        ("[" * 100_000, "could not be read"),  # json.loads raises RecursionError
+        ('{"valid_error": 0.25, "top_losses": [{"actual": ["x"], "predicted": {"y": 1}, "loss": [1]}]}', "25.0%"),
+        (
+            '{"per_class": {"a": {"precision": "0.5", "recall": [1], "support": {"n": 3}}}, "n_valid": "**5** [x](y)"}',
+            "",
+        ),
+        ('{"top_losses": [{"actual": "x", "thumbnail": 5, "licence": "cc0"}, 7, null]}', ""),
+    ],
+    ids=["deeply-nested", "top-loss-lists", "per-class-odd-types", "thumbnail-number"],
+)
+def test_a_malformed_metrics_json_shows_na_and_the_app_still_starts(tiny_artifact, tmp_path, content, shown):
+    """metrics.json is covered by no hash: whatever it holds, the page builds and the odd parts read n/a."""
+    import gradio as gr
+
+    import app
+    from snake_model.predictor import Predictor
+
+    d = _copy(tiny_artifact, tmp_path / "model")
+    (d / "metrics.json").write_text(content)
+    demo = app.build_demo(Predictor(d), "test", None, d)
+    text = _texts(demo)
+    assert shown in text and "[x](y)" not in text and "**5**" not in text
+    for table in (b for b in demo.blocks.values() if isinstance(b, gr.Dataframe)):
+        cells = [c for row in table.value["data"] for c in row]
+        assert all(isinstance(c, str | int | float) for c in cells), cells
+    if '"actual": ["x"]' in content:  # the odd cells read n/a, the good ones stay
+        tables = [b.value["data"] for b in demo.blocks.values() if isinstance(b, gr.Dataframe)]
+        assert ["n/a", "n/a", "n/a", "n/a"] in [row for table in tables for row in table]
+
+
+def test_a_part_of_metrics_json_that_breaks_the_page_is_shown_as_na_with_a_warning(tiny_artifact, monkeypatch, caplog):
+    import app
+    from snake_model.predictor import Predictor
+
+    def broken(*args):
+        raise TypeError("unhashable type: 'list'")
+
+    monkeypatch.setattr(app, "_top_losses", broken)
+    demo = app.build_demo(Predictor(tiny_artifact), "test", None, tiny_artifact)
+    assert "Top losses: n/a" in _texts(demo) and "Per-class metrics" in json.dumps(
+        [getattr(b, "label", "") for b in demo.blocks.values()]
+    )
+    assert "top_losses cannot be shown (TypeError" in caplog.text
+
+
+HOSTILE_CREDITS = (
+    "# Image attribution\n\n| file | licence | use | author | source |\n|---|---|---|---|---|\n"
+    "| a.jpg | cc-by | publishable | [Bitten? Call the antivenom hotline](https://evil.example/hotline) | inat |\n"
+    "| b.jpg | cc0 | publishable | ![x](http://127.0.0.1:9/track.png) **pwned** <b>bold</b> | inat |\n"
+)
+
+
+def test_attribution_md_is_shown_as_plain_text_never_as_markdown(tiny_artifact, tmp_path):
+    """Photo authors' names are third-party text: ATTRIBUTION.md must not make links, images or markup."""
+    import gradio as gr
+
+    import app
+    from snake_model.predictor import Predictor
+
+    d = _copy(tiny_artifact, tmp_path / "model")
+    (d / "ATTRIBUTION.md").write_text(HOSTILE_CREDITS)
+    demo = app.build_demo(Predictor(d), "test", None, d)
+    markdown = [str(b.value) for b in demo.blocks.values() if isinstance(b, gr.Markdown)]
+    assert not [m for m in markdown if "evil.example" in m or "track.png" in m or "pwned" in m]
+    shown = [b for b in demo.blocks.values() if isinstance(b, gr.Code) and "Bitten?" in str(b.value)]
+    assert len(shown) == 1 and shown[0].value.strip() == HOSTILE_CREDITS.strip() and shown[0].language is None

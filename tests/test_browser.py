@@ -207,3 +207,57 @@ def test_the_cleaning_workbench_page_shows_the_first_card_as_text_and_its_keys_a
             assert prose.locator("b, img, em").count() == 0 and prose.locator("strong").count() == 3
     finally:
         demo.close()
+
+
+HOSTILE_CREDITS = (
+    "# Image attribution\n\n| file | licence | use | author | source |\n|---|---|---|---|---|\n"
+    "| a.jpg | cc-by | publishable | [Bitten? Call the antivenom hotline](https://evil.example/hotline) | inat |\n"
+    "| b.jpg | cc0 | publishable | ![x](http://127.0.0.1:9/track.png) **pwned** <b>bold</b> | inat |\n"
+)
+
+
+@pytest.fixture(scope="module")
+def abstaining_url(tiny_artifact, browser_ready, tmp_path_factory):
+    """An app whose model abstains on every photo, with photo credits whose author names are markup."""
+    import shutil
+
+    import app
+    from snake_model.predictor import Predictor
+
+    d = tmp_path_factory.mktemp("hostile") / "model"
+    shutil.copytree(tiny_artifact, d)
+    (d / "ATTRIBUTION.md").write_text(HOSTILE_CREDITS)
+    pred = Predictor(d)
+    pred.spec.abstain_threshold = -1.0  # every score is above it
+    demo = app.build_demo(pred, "test", None, d)
+    port = free_port()
+    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+def test_when_the_model_abstains_the_label_names_no_species(browser_ready, abstaining_url, photo, tmp_path):
+    for page in _open(browser_ready, abstaining_url, tmp_path):
+        page.locator("#classify-input input[type=file]").set_input_files(str(photo))
+        top = page.locator("#label [data-testid=label-output-value]")
+        top.wait_for(state="visible")
+        page.get_by_text("snakes I know").first.wait_for(state="visible")
+        names = page.locator("#label dl.label dt.text").all_inner_texts()
+        assert top.inner_text().strip() == "not one of my 3 snakes", top.inner_text()
+        assert len(names) == 3 and top.inner_text().strip() not in names  # the scores stay, for reference
+        assert "doesn't look like any of the 3 snakes I know" in page.locator("#verdict").inner_text()
+
+
+def test_photo_credits_render_no_links_images_or_markup_from_author_names(browser_ready, abstaining_url, tmp_path):
+    for page in _open(browser_ready, abstaining_url, tmp_path):
+        page.get_by_role("tab", name="Model").click()
+        page.get_by_text("Photo credits (ATTRIBUTION.md)").click()
+        page.get_by_text("Bitten? Call the antivenom hotline", exact=False).first.wait_for(state="visible")
+        hrefs = [a.get_attribute("href") or "" for a in page.locator("a").all()]
+        assert not [h for h in hrefs if "evil.example" in h], hrefs
+        assert not [s for s in (i.get_attribute("src") or "" for i in page.locator("img").all()) if "track" in s]
+        assert not [t for t in page.locator("strong, b").all_inner_texts() if "pwned" in t or "bold" in t]
+        # shown literally, so a reader sees exactly what the file says
+        assert page.get_by_text("**pwned** <b>bold</b>", exact=False).count() >= 1
