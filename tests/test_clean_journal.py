@@ -461,3 +461,111 @@ def test_a_manifest_saved_with_a_byte_order_mark_is_still_updated(tmp_path):
     Decisions(root).decide("boa/1.png", "relabel", "cobra")
     text = f.read_bytes()
     assert text.startswith(b"\xef\xbb\xbf") and b"cobra/1_1.png,cobra,web" in text and b"boa/1.png" not in text
+
+
+# ---- ATTRIBUTION.md follows every decision, as manifest.csv does -----------------------------------------------
+
+
+def _with_gather_manifest(root: Path) -> Path:
+    """manifest.csv in gather's format (one row per image) and the ATTRIBUTION.md gather writes from it."""
+    from train import manifest as mf
+
+    rows = [
+        {
+            "class": p.parent.name,
+            "source": "folder",
+            "licence": "cc-by" if i % 2 else "cc-by-nc",
+            "author": f"Author {i}",
+            "use": "publishable" if i % 2 else "train-only",
+            "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
+            "path": p.relative_to(root).as_posix(),
+        }
+        for i, p in enumerate(sorted(root.glob("*/*.png")))
+    ]
+    mf.write_manifest(root, rows)
+    mf.write_attribution(root, rows)
+    return root
+
+
+def _attribution(root: Path) -> tuple[str, str]:
+    """(ATTRIBUTION.md as it is, what manifest's writer makes of manifest.csv as it is)."""
+    from train import manifest as mf
+
+    return (root / "ATTRIBUTION.md").read_text(encoding="utf-8"), mf.attribution_markdown(mf.read_manifest(root))
+
+
+@pytest.mark.parametrize("action", ["delete", "not_snake", "relabel"])
+def test_attribution_md_follows_a_decision_and_its_undo(tmp_path, action):
+    root = _with_gather_manifest(tiny_dataset(tmp_path / "d"))
+    before = (root / "ATTRIBUTION.md").read_text(encoding="utf-8")
+    assert "6 images:" in before and "`cobra/1.png`" in before
+    dec = Decisions(root)
+    rec = dec.decide("cobra/1.png", action, "boa" if action == "relabel" else None)
+    text, want = _attribution(root)
+    assert text == want and "`cobra/1.png`" not in text
+    if action == "relabel":
+        assert rec["new_path"] == "boa/1_1.png" and "6 images:" in text
+        assert "## boa (4 images)" in text and "## cobra (2 images)" in text and "`boa/1_1.png`" in text
+    else:
+        assert "5 images:" in text and "## cobra (2 images)" in text and rec["new_path"] not in text
+    dec.undo(1)
+    text, want = _attribution(root)
+    assert text == want == before
+
+
+def test_attribution_md_follows_a_replay_and_a_recovered_decision(tmp_path):
+    import shutil
+
+    a = _with_gather_manifest(tiny_dataset(tmp_path / "a"))
+    b = tmp_path / "b"
+    shutil.copytree(a, b)
+    Decisions(a).decide("boa/0.png", "delete")
+    Decisions(a).decide("cobra/2.png", "relabel", "boa")
+    Decisions(b).replay(a / LOG_FILE)
+    assert _attribution(b)[0] == _attribution(b)[1] == _attribution(a)[0]
+    assert "5 images:" in _attribution(b)[0] and "`boa/2_1.png`" in _attribution(b)[0]
+
+    def crash(s):
+        if s == "splits":
+            raise KeyboardInterrupt("simulated crash after the manifest edit")
+
+    with pytest.raises(KeyboardInterrupt):
+        Decisions(b, hook=crash).decide("cobra/1.png", "not_snake")
+    assert "`cobra/1.png`" in _attribution(b)[0]  # the decision is not done yet
+    (rec,) = Decisions(b).recovered
+    text, want = _attribution(b)
+    assert rec["status"] == "done" and text == want and "`cobra/1.png`" not in text and "4 images:" in text
+
+
+def test_a_failing_attribution_write_leaves_the_decision_done_with_a_warning(tmp_path, monkeypatch, caplog):
+    import train.decisions as D
+
+    root = _with_gather_manifest(tiny_dataset(tmp_path / "d"))
+    before = (root / "ATTRIBUTION.md").read_text(encoding="utf-8")
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(D, "write_attribution", full)
+    dec = Decisions(root)
+    with caplog.at_level("WARNING", logger="train.decisions"):
+        rec = dec.decide("cobra/1.png", "relabel", "boa")
+    assert rec["status"] == "done" and dec.records()[-1]["status"] == "done"
+    assert (root / "boa" / "1_1.png").is_file() and not (root / "cobra" / "1.png").exists()
+    assert "boa/1_1.png" in (root / "manifest.csv").read_text()
+    assert "ATTRIBUTION.md" in caplog.text and "No space left on device" in caplog.text
+    assert "the decision is done" in caplog.text
+    assert (root / "ATTRIBUTION.md").read_text(encoding="utf-8") == before  # the old one, whole
+    monkeypatch.undo()
+    dec.decide("boa/0.png", "delete")  # the next decision writes it again, with both changes
+    text, want = _attribution(root)
+    assert text == want and "`boa/1_1.png`" in text and "`boa/0.png`" not in text
+
+
+def test_a_dataset_without_a_gather_manifest_gets_no_attribution_md(tmp_path):
+    root = tiny_dataset(tmp_path / "d")
+    Decisions(root).decide("boa/0.png", "delete")
+    assert not (root / "ATTRIBUTION.md").exists()
+    root = _with_manifest(tiny_dataset(tmp_path / "e"))  # a hand-made manifest (path,class,source)
+    Decisions(root).decide("boa/0.png", "relabel", "cobra")
+    assert not (root / "ATTRIBUTION.md").exists()

@@ -11,6 +11,11 @@ file), the manifest and then splits.csv are replaced atomically, and the same re
 status "done". On open, a pending record without an outcome is finished or rolled back by looking where the
 file actually is, so a crash at any point leaves folders, manifest, splits and log consistent. The last record
 with a given id is its state.
+
+ATTRIBUTION.md is derived from manifest.csv (train.manifest.write_attribution, as gather and split write it): after
+every decision that took effect, and after recovery finished or rolled back one, it is rewritten atomically from the
+manifest as it now is. It is not part of the journal's protocol: a failed or interrupted rewrite only logs a warning
+(the decision stays done) and the next decision, train.split or train.gather writes it again.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from pathlib import Path, PurePosixPath
 
 from snake_model.artifact import sha256_file
 from train.data import IMAGE_SUFFIXES, SKIP_DIRS, SPLITS_FILE
-from train.manifest import fsync_dir
+from train.manifest import ATTRIBUTION, COLUMNS, fsync_dir, read_manifest, write_attribution
 
 log = logging.getLogger(__name__)
 
@@ -369,6 +374,7 @@ class Decisions:
         self._hook("splits")
         rec = {**rec, "status": "done", "time_done": _now()}
         self._append(rec)
+        self.refresh_attribution()
         return rec
 
     def _roll_back_failed_move(self, rec: dict, src: Path, dst: Path) -> None:
@@ -409,7 +415,39 @@ class Decisions:
             rec = {**rec, "status": status, "recovered": True, "time_done": _now()}
             self._append(rec)
             out.append(rec)
+        if out:
+            self.refresh_attribution()
         return out
+
+    @_one_writer
+    def refresh_attribution(self) -> bool:
+        """Rewrite ATTRIBUTION.md from manifest.csv as it is now (only the rows in class folders are listed), as
+        gather and split do. Only for a manifest in gather's format: a dataset without one has no ATTRIBUTION.md to
+        keep in step. Never raises: ATTRIBUTION.md is derived, so a failure is logged and the decision that was just
+        made stays done; the next decision (or train.split) writes it again. Returns whether it was written."""
+        f = self.root / MANIFEST
+        if not f.is_file():
+            return False
+        try:
+            with open(f, encoding="utf-8", errors="replace", newline="") as fh:
+                header = next(csv.reader(fh), [])
+            if not set(COLUMNS) <= set(header):
+                if (self.root / ATTRIBUTION).is_file():
+                    log.warning(
+                        "%s is not in gather's format (columns %s); %s was not rewritten and may not match it",
+                        f, ", ".join(COLUMNS), ATTRIBUTION,
+                    )  # fmt: skip
+                return False
+            write_attribution(self.root, read_manifest(self.root))
+        except Exception as e:  # a derived file: whatever went wrong, the decision itself is done
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+            log.warning(
+                "could not rewrite %s from %s (%s); the decision is done, and the next decision or "
+                "`python -m train.split %s` writes it again",
+                self.root / ATTRIBUTION, MANIFEST, why, self.root,
+            )  # fmt: skip
+            return False
+        return True
 
     # ---- the public actions ------------------------------------------------------------------------
     def _check_path(self, rel: str) -> tuple[str, Path]:
