@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import image_bytes, jpeg_reply, serve
+from tests.servers import Reply, image_bytes, jpeg_reply, serve
 from train import manifest as mf
 from train.decisions import Decisions
 from train.gather import main
@@ -464,3 +464,161 @@ def test_a_full_disk_names_the_folder_and_says_how_to_go_on(tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert str(out) in err and "()" not in err and "Traceback" not in err
     assert "free some space and run the same command again: it resumes" in err
+
+
+# ---------------------------------------------------------------- the exit status says when nothing could be gathered
+
+
+def _down_config(tmp_path: Path, count: int = 3) -> Path:
+    """A config whose only source, iNaturalist, cannot be reached (a closed port: as with no network)."""
+    conf = tmp_path / "down.toml"
+    conf.write_text(
+        f"out = '{(tmp_path / 'out').as_posix()}'\ncount = {count}\nsources = ['inaturalist']\n"
+        "[download]\nallow_hosts = ['127.0.0.1']\nretries = 0\n"
+        "[inaturalist]\nbase_url = 'http://127.0.0.1:9/v1'\nmin_interval = 0.0\n"
+        "[[classes]]\nlabel = 'viper'\nscientific = 'Vipera berus'\n"
+    )
+    return conf
+
+
+def test_an_unreachable_source_that_leaves_a_class_empty_exits_1_and_says_to_check_the_network(tmp_path, capsys):
+    assert main(["--config", str(_down_config(tmp_path))]) == 1
+    captured = capsys.readouterr()
+    assert "failures: source_unavailable 1" in captured.out
+    note = next(line for line in captured.out.splitlines() if "note: viper" in line)
+    assert "iNaturalist" in note and "network" in note and "base_url" in note
+    assert "add queries or sources" not in note  # more queries would not reach it either
+    assert "viper: no images" in captured.err and "exits 1 when" in captured.err
+
+
+def test_an_unreachable_source_exits_0_when_the_run_made_progress_and_1_when_it_made_none(tmp_path, capsys):
+    photos = make_tree(tmp_path / "photos", {"viper": [1]})
+    args = ["--config", str(_down_config(tmp_path)), "--folder", str(photos)]
+    assert main(args) == 0  # one new image: progress, though iNaturalist could not be reached
+    assert "viper: 1 of 3 images (1 new)" in capsys.readouterr().out
+    assert main(args) == 1  # still short, nothing new, and the source is still unreachable
+    captured = capsys.readouterr()
+    assert "viper: 1 of 3 images (0 new)" in captured.out and "network" in captured.out
+    assert "none new: a source could not be reached" in captured.err
+
+
+def test_a_url_list_whose_every_url_failed_exits_1_and_names_the_failures(tmp_path, capsys):
+    with serve({}) as s:  # every path is a 404
+        urls = tmp_path / "viper.txt"
+        urls.write_text(f"{s.url('/a.jpg')}\n{s.url('/b.jpg')}\n")
+        out = tmp_path / "out"
+        assert main(["--urls", str(urls), "--out", str(out), *FAST]) == 1
+    captured = capsys.readouterr()
+    assert "note: viper has no images: all 2 of its downloads this run failed (http_404 2)" in captured.out
+    assert "failures.csv" in captured.out and "viper: no images" in captured.err
+
+
+def test_a_class_without_images_exits_1_even_when_another_class_got_some(tmp_path, capsys):
+    with serve({"/a.jpg": jpeg_reply(seed=1)}) as s:
+        urls = tmp_path / "urls.txt"
+        urls.write_text(f"boa {s.url('/a.jpg')}\nviper {s.url('/gone.jpg')}\n")
+        assert main(["--urls", str(urls), "--out", str(tmp_path / "out"), *FAST]) == 1
+    assert "viper: no images" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- policy refusals are not failures for good
+
+
+def test_a_url_refused_by_the_address_policy_is_fetched_once_its_host_is_allowed(tmp_path, capsys):
+    with serve({"/a.jpg": jpeg_reply(seed=1), "/b.jpg": jpeg_reply(seed=2)}) as s:
+        urls = tmp_path / "viper.txt"
+        urls.write_text(f"{s.url('/a.jpg')}\n{s.url('/b.jpg')}\n")
+        out = tmp_path / "out"
+        assert main(["--urls", str(urls), "--out", str(out), "--retries", "0"]) == 1  # 127.0.0.1 is refused
+        captured = capsys.readouterr()
+        assert "failures: blocked_address 2" in captured.out and "--allow-host" in captured.out
+        assert sum(s.hits.values()) == 0
+        assert main(["--urls", str(urls), "--out", str(out), *FAST]) == 0
+        assert "failed_before" not in capsys.readouterr().out
+        assert report(out)["per_class"] == {"viper": 2}
+
+
+def test_urls_skipped_as_failed_before_come_with_a_retry_failed_hint(tmp_path, capsys):
+    with serve({"/a.jpg": jpeg_reply(seed=1)}) as s:
+        urls = tmp_path / "viper.txt"
+        urls.write_text(f"{s.url('/a.jpg')}\n{s.url('/gone.jpg')}\n")
+        args = ["--urls", str(urls), "--out", str(tmp_path / "out"), *FAST]
+        assert main(args) == 0
+        capsys.readouterr()
+        assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "skipped: already_done 1, failed_before 1" in text
+    assert "1 URLs failed in earlier runs; add --retry-failed to try them again" in text
+
+
+# ---------------------------------------------------------------- venomous and display_name in [[classes]]
+
+
+def _folder_config(tmp_path: Path, classes: str) -> Path:
+    make_tree(tmp_path / "photos", {"viper": [1], "boa": [2]})
+    conf = tmp_path / "c.toml"
+    conf.write_text(
+        f"out = '{(tmp_path / 'out').as_posix()}'\ncount = 1\nsources = ['folder']\n"
+        f"[folder]\npath = '{(tmp_path / 'photos').as_posix()}'\n" + classes
+    )
+    return conf
+
+
+def test_venomous_and_display_name_in_the_config_reach_classes_json(tmp_path, capsys):
+    conf = _folder_config(
+        tmp_path,
+        "[[classes]]\nlabel = 'viper'\nname = 'bush viper'\ndisplay_name = 'African bush viper'\nvenomous = true\n"
+        "[[classes]]\nlabel = 'boa'\nvenomous = false\n",
+    )
+    assert main(["--config", str(conf)]) == 0
+    info = json.loads((tmp_path / "out" / "classes.json").read_text())
+    assert info == {"viper": {"display_name": "African bush viper", "venomous": True}, "boa": {"venomous": False}}
+
+
+def test_a_venomous_flag_set_by_hand_in_classes_json_survives_a_config_that_leaves_it_out(tmp_path):
+    conf = _folder_config(tmp_path, "[[classes]]\nlabel = 'viper'\nname = 'viper'\n[[classes]]\nlabel = 'boa'\n")
+    out = tmp_path / "out"
+    assert main(["--config", str(conf)]) == 0
+    (out / "classes.json").write_text(json.dumps({"viper": {"display_name": "viper", "venomous": True}}))
+    assert main(["--config", str(conf)]) == 0
+    assert json.loads((out / "classes.json").read_text())["viper"] == {"display_name": "viper", "venomous": True}
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [("venomous = 'yes'", "venomous must be true or false"), ("display_name = 3", "display_name must be")],
+)
+def test_a_venomous_or_display_name_of_the_wrong_type_is_refused(tmp_path, capsys, line, message):
+    conf = _folder_config(tmp_path, f"[[classes]]\nlabel = 'viper'\n{line}\n[[classes]]\nlabel = 'boa'\n")
+    assert main(["--config", str(conf)]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_default_config_marks_the_bush_viper_venomous_and_the_constrictors_not():
+    from train.gather import load_config
+
+    info = load_config(Path(__file__).parent.parent / "train" / "configs" / "snakes4.toml").class_info
+    assert info["atheris_squamigera"]["venomous"] is True
+    assert info["python_bivittatus"]["venomous"] is False and info["eunectes_murinus"]["venomous"] is False
+
+
+# ---------------------------------------------------------------- failure messages name the URL or the file
+
+
+def test_a_page_instead_of_an_image_is_reported_with_its_url_not_as_the_upload(tmp_path):
+    page = b"<!doctype html><html><body>log in</body></html>"
+    make_tree(tmp_path / "photos", {"viper": [1]})
+    (tmp_path / "photos" / "viper" / "page.jpg").write_bytes(page)
+    routes = {"/p.jpg": Reply(200, page, {"Content-Type": "image/jpeg"}), "/a.jpg": jpeg_reply(seed=2)}
+    with serve(routes) as s:
+        urls = tmp_path / "viper.txt"
+        urls.write_text(f"{s.url('/a.jpg')}\n{s.url('/p.jpg')}\n")
+        out = tmp_path / "out"
+        assert main(["--urls", str(urls), "--folder", str(tmp_path / "photos"), "--out", str(out), *FAST]) == 0
+    with open(out / "failures.csv", newline="", encoding="utf-8") as fh:
+        messages = {Path(r["image_url"]).name: r["message"] for r in csv.DictReader(fh)}
+    assert set(messages) == {"p.jpg", "page.jpg"}
+    assert messages["p.jpg"].startswith(s.url("/p.jpg") + ": this is an HTML page")
+    assert messages["page.jpg"].startswith(str(tmp_path / "photos" / "viper" / "page.jpg") + ": this is an HTML page")
+    assert all("the upload" not in m for m in messages.values())

@@ -71,6 +71,8 @@ LOADER_REASONS = [
     (ImageTooLargeError, "image_too_large"),
 ]
 SOURCE_NAMES = ("inaturalist", "ddgs", "urls", "folder")
+# refusals by the address policy: recorded in failures.csv, but tried again on every run (see Run._load_failed)
+POLICY_REASONS = frozenset({"blocked_address", "blocked_redirect"})
 
 
 class ConfigError(ValueError):
@@ -101,6 +103,9 @@ class GatherConfig:
     http: HttpConfig = field(default_factory=HttpConfig)
     retry_failed: bool = False
     quiet: bool = False  # no progress bars (they are shown only on a terminal anyway)
+    # label -> classes.json values a [[classes]] entry sets beyond its name and scientific name (display_name,
+    # venomous); write_classes_json writes them
+    class_info: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass
@@ -117,20 +122,32 @@ class Fetched:
 # ---------------------------------------------------------------- config
 
 
-def write_classes_json(out: Path, classes: list[ClassSpec]) -> None:
-    """classes.json: display and scientific names per label; train.fit copies them into the model spec."""
-    import json
-
+def write_classes_json(out: Path, classes: list[ClassSpec], info: dict[str, dict] | None = None) -> None:
+    """classes.json: display and scientific names and venomous flags per label; train.fit copies them into the model
+    spec. A value the config gives (name, scientific, and a [[classes]] entry's display_name or venomous, passed in
+    `info`) is written; a key the config leaves out keeps what classes.json already holds (a venomous flag added by
+    hand survives every run). A config value that replaces a different one in classes.json is said with a warning."""
     path = Path(out) / "classes.json"
     old = {}
-    if path.is_file():  # it may hold hand-added venomous flags: never silently replaced
+    if path.is_file():
         try:
             old = read_class_info(path)
         except DatasetError as e:
             raise ConfigError(str(e)) from e
+    info = info or {}
     for c in classes:
         entry = old.get(c.label, {})
-        entry.update({k: v for k, v in (("display_name", c.name), ("scientific_name", c.scientific)) if v})
+        given = {k: v for k, v in (("display_name", c.name), ("scientific_name", c.scientific)) if v}
+        given.update(info.get(c.label, {}))
+        for k, v in given.items():
+            if k == "venomous" and k in entry and entry[k] is not None and entry[k] != v:
+                log.warning(
+                    "%s: classes.json said venomous = %s; the config says %s, which replaces it",
+                    c.label,
+                    json.dumps(entry[k]),
+                    json.dumps(v),
+                )
+        entry.update(given)
         old[c.label] = entry
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(old, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -224,13 +241,25 @@ def _table_bool(table: dict, key: str, default: bool, where: str) -> bool:
     return v
 
 
-def parse_classes(items: list) -> list[ClassSpec]:
+CLASS_KEYS = {"label", "name", "display_name", "scientific", "venomous", "queries"}
+
+
+def parse_classes(items: list, info: dict[str, dict] | None = None) -> list[ClassSpec]:
+    """The [[classes]] entries as ClassSpecs; `info`, when given, is filled with each label's classes.json values
+    beyond name and scientific: display_name (shown by the app; default: name) and venomous (true or false)."""
     classes = []
     for i, c in enumerate(items):
         if not isinstance(c, dict):
             raise ConfigError(f"[[classes]] entry {i + 1} must be a table with name and scientific")
         where = f"[[classes]] entry {i + 1}:"
-        _check_keys(c, {"label", "name", "scientific", "queries"}, f"[[classes]] entry {i + 1}")
+        _check_keys(c, CLASS_KEYS, f"[[classes]] entry {i + 1}")
+        extra = {}
+        if "display_name" in c:
+            extra["display_name"] = _table_str(
+                c, "display_name", "", where, "a non-empty string (the name the app shows)", empty=False
+            )
+        if "venomous" in c:
+            extra["venomous"] = _table_bool(c, "venomous", False, where)
         name = _table_str(c, "name", "", where)
         scientific = _table_str(c, "scientific", "", where)
         label = _table_str(c, "label", "", where) or slug(scientific or name)
@@ -245,6 +274,8 @@ def parse_classes(items: list) -> list[ClassSpec]:
         else:
             queries = _table_str_list(c, "queries", [], where, '["bush viper", "Atheris squamigera"]')
         classes.append(ClassSpec(label, name, scientific, tuple(queries)))
+        if info is not None and extra:
+            info[label] = extra
     labels = [c.label for c in classes]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"two classes share a label: {labels}")
@@ -339,7 +370,8 @@ def load_config(path: Path, allow_hosts: list[str] | None = None) -> GatherConfi
         raise ConfigError(
             f"classes must be [[classes]] tables (one per class, with name and scientific), not {items!r}"
         )
-    classes = parse_classes(items)
+    class_info: dict[str, dict] = {}
+    classes = parse_classes(items, class_info)
     if not classes:
         raise ConfigError(f"{path} lists no [[classes]]")
     out = _table_str(doc, "out", "data/gathered", "", "a folder path (a non-empty string)", empty=False)
@@ -359,6 +391,7 @@ def load_config(path: Path, allow_hosts: list[str] | None = None) -> GatherConfi
         publishable=frozenset(mf.normalise_licence(x) for x in publishable),
         include_train_only=_table_bool(lic, "include_train_only", True, "[licence]"),
         http=http,
+        class_info=class_info,
     )
 
 
@@ -416,7 +449,7 @@ def fetch_candidate(cand: Candidate, http: HttpConfig, gate: HostGate, stop: thr
         img = load_image(data)
     except ImageLoadError as e:
         reason = next((r for cls, r in LOADER_REASONS if isinstance(e, cls)), "bad_image")
-        raise FetchError(reason, f"{cand.image_url}: {e}") from e
+        raise FetchError(reason, f"{cand.local_path or cand.image_url}: {_loader_text(e)}") from e
     fmt = sniff_format(data[:16]) or "JPEG"
     return Fetched(
         cand,
@@ -427,6 +460,15 @@ def fetch_candidate(cand: Candidate, http: HttpConfig, gate: HostGate, stop: thr
         img.width,
         img.height,
     )
+
+
+_UPLOAD = "the upload: "  # how the shared loader names bytes it was given (the app's upload)
+
+
+def _loader_text(e: ImageLoadError) -> str:
+    """The loader's message without its "the upload: " prefix: gather names the URL or the file itself."""
+    text = str(e)
+    return text[len(_UPLOAD) :] if text.startswith(_UPLOAD) else text
 
 
 def _adopt(p: Path, rel: str, label: str) -> dict | None:
@@ -476,16 +518,25 @@ class Run:
         self.kept_now: Counter[str] = Counter()
         self.gate = HostGate(cfg.http.per_host, cfg.http.host_interval)
         self.source_errors: list[str] = []
+        self.class_problems: dict[str, list[str]] = {}  # label -> what its sources reported while asked for it
+        self.class_failures: dict[str, Counter[str]] = {}  # label -> failed downloads by reason, this run
         self.stop = threading.Event()  # Ctrl-C: queued downloads are cancelled, finished ones still recorded
         self._interruptible = False  # whether Ctrl-C may raise KeyboardInterrupt right where the main thread is
         self._said_stopping = False
 
     def _load_failed(self) -> set[tuple[str, str]]:
+        """The (class, URL)s that failed for good in earlier runs. A refusal by the address policy (a private or
+        local host, POLICY_REASONS) is not one: it depends on that run's --allow-host / allow_hosts, and checking it
+        again sends no request while the address is still refused."""
         f = self.out / FAILURES
         if self.cfg.retry_failed or not f.is_file():
             return set()
         with open(f, newline="", encoding="utf-8", errors="replace") as fh:
-            return {(r.get("class") or "", mf.cell(r.get("image_url"))) for r in csv.DictReader(fh)}
+            return {
+                (r.get("class") or "", mf.cell(r.get("image_url")))
+                for r in csv.DictReader(fh)
+                if (r.get("reason") or "") not in POLICY_REASONS
+            }
 
     # ------------------------------------------------------------ Ctrl-C
 
@@ -563,6 +614,7 @@ class Run:
 
     def _record_failure(self, cand: Candidate, err: FetchError) -> None:
         self.failures[err.reason] += 1
+        self.class_failures.setdefault(cand.label, Counter())[err.reason] += 1
         log.info("%s [%s] %s", cand.label, err.reason, err)
         if err.transient:
             return  # worth trying again next run
@@ -645,6 +697,8 @@ class Run:
         class with a warning, and the next source goes on (a SourceError, a problem the user must fix, stops)."""
         for src in self.cfg.sources:
             name = getattr(src, "name", type(src).__name__)
+            problems = getattr(src, "problems", None)
+            seen = len(problems) if isinstance(problems, list) else 0
             try:
                 it = iter(src.candidates(cls, want))
                 while True:
@@ -652,6 +706,10 @@ class Run:
                         cand = next(it)
                     except StopIteration:
                         break
+                    finally:  # what the source reported while asked for this class (a page it could not fetch)
+                        if isinstance(problems, list) and len(problems) > seen:
+                            self.class_problems.setdefault(cls.label, []).extend(problems[seen:])
+                            seen = len(problems)
                     yield cand
             except SourceError:
                 raise
@@ -665,6 +723,7 @@ class Run:
                 )
                 self.failures["source_error"] += 1
                 self.source_errors.append(f"{name} for {cls.label}: {type(e).__name__}: {e}")
+                self.class_problems.setdefault(cls.label, []).append(f"{name}: {type(e).__name__}: {e}")
 
     def execute(self) -> dict:
         with self._sigint_handled():
@@ -673,7 +732,9 @@ class Run:
     def _execute(self) -> dict:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
-        write_classes_json(self.out, cfg.classes)  # a broken classes.json stops the run before any download
+        write_classes_json(
+            self.out, cfg.classes, cfg.class_info
+        )  # a broken classes.json stops the run before any download
         self.rows, fixed = self._reconcile()
         # the licence policy may have changed since the last run (a narrower publishable list): every row's use
         # follows the current one, so push never publishes a photo under a policy the user has withdrawn
@@ -724,7 +785,7 @@ class Run:
                     self._settle(fut, pending, inflight, have, bar)  # downloads that finished are kept
             kept = self._in_dataset()
             mf.write_attribution(self.out, kept)
-            write_classes_json(self.out, cfg.classes)
+            write_classes_json(self.out, cfg.classes, cfg.class_info)
         interrupted = self.stop.is_set()
         problems = [p for src in cfg.sources for p in getattr(src, "problems", [])]
         if problems:
@@ -735,6 +796,8 @@ class Run:
         report = {
             "out": str(self.out),
             "source_problems": problems + self.source_errors,
+            "class_source_problems": {k: v for k, v in self.class_problems.items() if v},
+            "class_failures": {k: dict(v.most_common()) for k, v in self.class_failures.items()},
             "interrupted": interrupted,
             "kept_this_run": dict(self.kept_now),
             "per_class": {c.label: have[c.label] for c in cfg.classes},
@@ -804,6 +867,56 @@ def gather(cfg: GatherConfig) -> dict:
     return Run(cfg).execute()
 
 
+EXIT_RULE = (
+    "gather exits 1 when a class ends the run with no images, or when a source could not be reached for a class "
+    "that is still short of its count and got no new image this run; otherwise (every count reached, or some "
+    "progress) it exits 0, and 130 when stopped with Ctrl-C"
+)
+
+
+def failed_classes(rep: dict) -> dict[str, str]:
+    """The classes that make the run fail (exit status 1, see EXIT_RULE): {label: why}. None for a stopped run."""
+    if rep.get("interrupted"):
+        return {}
+    target = rep.get("target_per_class")
+    problems = rep.get("class_source_problems", {})
+    bad = {}
+    for label, n in rep["per_class"].items():
+        new = rep["kept_this_run"].get(label, 0)
+        if n == 0:
+            bad[label] = "no images"
+        elif problems.get(label) and target and n < target and new == 0:
+            bad[label] = f"{n} of {target} images, none new: a source could not be reached"
+    return bad
+
+
+def _class_note(rep: dict, label: str, n: int) -> str:
+    """Why a class is short (or empty), and what to do about it."""
+    have = f"has only {n} images" if n else "has no images"
+    problems = rep.get("class_source_problems", {}).get(label, [])
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        return (
+            f"note: {label} {have}: a source could not be reached or answered badly ({shown}). Check the network "
+            "connection and the source's address (e.g. [inaturalist] base_url), then run the same command again: "
+            "it resumes"
+        )
+    failed = rep.get("class_failures", {}).get(label, {})
+    if failed and not rep["kept_this_run"].get(label):
+        reasons = ", ".join(f"{k} {v}" for k, v in failed.items())
+        note = (
+            f"note: {label} {have}: all {sum(failed.values())} of its downloads this run failed ({reasons}); "
+            f"{Path(rep['out']) / FAILURES} names each URL and file: check them (and the network)"
+        )
+        if any(k in POLICY_REASONS for k in failed):
+            note += (
+                "; blocked_address/blocked_redirect: the URL points at a private or local address, which is refused; "
+                "--allow-host HOST allows one exact host you trust"
+            )
+        return note
+    return f"note: {label} {have}; add queries or sources, or lower count"
+
+
 def format_report(rep: dict) -> str:
     lines = [f"gathered into {rep['out']}" + (" (interrupted; run again to resume)" if rep["interrupted"] else "")]
     for label, n in rep["per_class"].items():
@@ -816,6 +929,9 @@ def format_report(rep: dict) -> str:
         lines.append("  failures: none")
     if rep["skipped"]:
         lines.append("  skipped: " + ", ".join(f"{k} {v}" for k, v in rep["skipped"].items()))
+        if rep["skipped"].get("failed_before"):
+            n = rep["skipped"]["failed_before"]
+            lines.append(f"  {n} URLs failed in earlier runs; add --retry-failed to try them again")
     rec = rep["reconciled"]
     if rec.get("moved_by_hand") or rec.get("deleted_by_hand"):
         lines.append(
@@ -849,8 +965,10 @@ def format_report(rep: dict) -> str:
             f"  left {rec['unusable_names_left']} files whose names are not UTF-8 where they are, unrecorded; "
             "rename them and run again"
         )
-    for label, n in rep["short_classes"].items():
-        lines.append(f"  note: {label} has only {n} images; add queries or sources, or lower count")
+    target = rep["target_per_class"]
+    for label, n in rep["per_class"].items():
+        if n == 0 or (target and n < target):
+            lines.append("  " + _class_note(rep, label, n))
     return "\n".join(lines)
 
 
@@ -876,7 +994,12 @@ def build_parser() -> argparse.ArgumentParser:
             "Images the clean workbench relabelled, deleted or marked not-a-snake are never fetched again.\n"
             "With --config, --folder and --urls images must belong to the config's classes (a sub-folder or a line\n"
             "for another class stops the run before any download: add that class to the config, or fix the label).\n"
-            "Ctrl-C stops at once: queued downloads are cancelled, finished ones are kept; run again to resume."
+            "Ctrl-C stops at once: queued downloads are cancelled, finished ones are kept; run again to resume.\n"
+            "URLs that failed for good are not tried again (--retry-failed does); a URL refused as a private or local\n"
+            "address is checked again on every run (--allow-host HOST allows one).\n"
+            "Exit status: 1 when a class ends the run with no images, or when a source could not be reached for a\n"
+            "class still short of its count that got no new image; 0 when every count was reached or the run made\n"
+            "progress; 130 when stopped with Ctrl-C."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -1089,6 +1212,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if not rep["interrupted"]:
         print(format_report(rep))
+        bad = failed_classes(rep)
+        if bad:
+            print(
+                "error: " + "; ".join(f"{k}: {v}" for k, v in bad.items()) + f" (see the notes above). {EXIT_RULE}. "
+                "What was gathered is kept: run the same command again to resume.",
+                file=sys.stderr,
+            )
+            return 1
         return 0
     with _sigint_ignored():  # more Ctrl-Cs while the report is printed: it is stopping already
         print(format_report(rep))
