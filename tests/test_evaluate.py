@@ -391,3 +391,69 @@ def test_a_report_that_cannot_be_made_still_writes_the_numbers(fixed_case, tmp_p
     r = json.loads((out / "report.json").read_text())
     assert r["n"] == 10 and r["confusion"] == [[2, 1, 1], [1, 2, 0], [0, 1, 2]]
     assert not (out / "report.md").exists() and not (out / "report.html").exists()  # no stale report beside it
+
+
+def write_metrics(art: Path, train: list[str] | None, valid: list[str] | None) -> None:
+    m = {"valid_error": 0.1}
+    if train is not None:
+        m["train_paths"] = train
+    if valid is not None:
+        m["valid_paths"] = valid
+    (art / "metrics.json").write_text(json.dumps(m))
+
+
+def write_splits(data: Path, valid: set[str]) -> None:
+    rows = ["path,split"] + [
+        f"{p.relative_to(data).as_posix()},{'valid' if p.stem in valid else 'train'}"
+        for p in sorted(data.glob("*/*.jpg"))
+    ]
+    (data / "splits.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_split_valid_uses_the_photos_metrics_json_records_even_after_a_re_split(fixed_case, tmp_path, capsys):
+    art, data, _ = fixed_case
+    valid = ["a/a0.jpg", "b/b1.jpg", "c/c2.jpg", "a/broken.jpg", "a/deleted.jpg", "--background/x.jpg"]
+    train = ["a/a1.jpg", "a/a2.jpg", "a/a3.jpg", "b/b0.jpg", "b/b2.jpg", "c/c0.jpg", "c/c1.jpg"]
+    write_metrics(art, train, valid)
+    write_splits(data, {"a1", "b2", "c0"})  # a split run again since: training photos now in valid
+    out = tmp_path / "eval"
+    assert evaluate.main([str(art), str(data), "--split", "valid", "--out", str(out), "--quiet"]) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert r["n"] == 3 and r["split_source"] == "metrics.json" and r["n_training_photos"] == 0
+    assert {k: v["support"] for k, v in r["per_class"].items()} == {"a": 1, "b": 1, "c": 1}
+    err = capsys.readouterr().err
+    assert "uses the 5 valid photos recorded in" in err and "1 --background decoy" in err
+    assert "2 of the recorded valid photos are missing" in err and "1 deleted or moved, 1 unreadable" in err
+    assert "trained on" not in err
+    # --split train: the recorded training photos, no warning (that is what was asked for)
+    assert evaluate.main([str(art), str(data), "--split", "train", "--out", str(out), "--quiet"]) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert r["n"] == 7 and r["n_training_photos"] == 7
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_none_of_the_recorded_photos_in_the_data_folder_is_a_clear_error(fixed_case, tmp_path, capsys):
+    art, data, _ = fixed_case
+    write_metrics(art, ["x/1.jpg"], ["x/2.jpg", "x/3.jpg"])
+    assert evaluate.main([str(art), str(data), "--split", "valid", "--out", str(tmp_path / "e"), "--quiet"]) == 2
+    assert "none of the 2 valid photos recorded in" in capsys.readouterr().err
+
+
+def test_a_warning_counts_the_evaluated_photos_the_model_trained_on(fixed_case, tmp_path, capsys):
+    art, data, _ = fixed_case
+    out = tmp_path / "eval"
+    write_metrics(art, ["a/a1.jpg", "b/b0.jpg", "c/c0.jpg", "c/c1.jpg"], None)  # no valid_paths recorded
+    write_splits(data, {"a0", "a1", "b1", "c0"})  # today's splits.csv: two of them in valid
+    assert evaluate.main([str(art), str(data), "--split", "valid", "--out", str(out), "--quiet"]) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert r["n"] == 4 and r["n_training_photos"] == 2 and r["split_source"] != "metrics.json"
+    assert "warning: 2 of the 4 photos evaluated are photos this model trained on" in capsys.readouterr().err
+    assert "2 of these images are photos the model trained on" in (out / "report.md").read_text()
+    # the whole folder (e.g. a data folder that overlaps the training one)
+    assert evaluate.main([str(art), str(data), "--out", str(out), "--quiet"]) == 0
+    assert "warning: 4 of the 10 photos evaluated are photos this model trained on" in capsys.readouterr().err
+    # no metrics.json: as before, nothing to compare with
+    (art / "metrics.json").unlink()
+    assert evaluate.main([str(art), str(data), "--split", "valid", "--out", str(out), "--quiet"]) == 0
+    assert "trained on" not in capsys.readouterr().err
+    assert json.loads((out / "report.json").read_text())["n_training_photos"] == 0

@@ -69,7 +69,7 @@ def dataset(tmp_path) -> tuple[Path, list[list[str]]]:
 def test_near_duplicates_always_land_on_the_same_side_of_the_split(dataset):
     root, groups = dataset
     for seed in range(15):
-        res = split_dataset(root, valid_pct=0.3, seed=seed)
+        res = split_dataset(root, valid_pct=0.3, seed=seed, reshuffle=True)
         splits = read_split_file(root)
         assert set(splits) == {p for p in res.splits} and len(splits) == 32
         for g in groups:
@@ -84,7 +84,7 @@ def test_without_near_duplicate_grouping_the_same_seeds_do_separate_copies(datas
     root, groups = dataset
     straddled = 0
     for seed in range(15):
-        res = split_dataset(root, valid_pct=0.3, seed=seed, threshold=0)
+        res = split_dataset(root, valid_pct=0.3, seed=seed, threshold=0, reshuffle=True)
         assert res.near_groups == []
         splits = read_split_file(root)
         straddled += sum(len({splits[p] for p in g}) > 1 for g in groups)
@@ -163,7 +163,7 @@ def test_mirrored_copies_never_straddle_the_split(dataset):
     (root / "krait" / "cobra6_flipped.jpg").write_bytes(jpeg(ImageOps.mirror(photo(6))))
     groups.append(["cobra/6.jpg", "krait/cobra6_flipped.jpg"])
     for seed in range(12):
-        res = split_dataset(root, valid_pct=0.3, seed=seed)
+        res = split_dataset(root, valid_pct=0.3, seed=seed, reshuffle=True)
         splits = read_split_file(root)
         for g in groups:
             assert len({splits[p] for p in g}) == 1, f"seed {seed}: {g} straddles train and valid"
@@ -327,7 +327,7 @@ def test_hidden_image_files_are_deduplicated_and_split_like_train_fit_sees_them(
     (root / "cobra" / ".0_copy3.jpg").write_bytes(near_copy(photo(0).rotate(1)))
     (root / "krait" / ".5_again.jpg").write_bytes((root / "krait" / "5.jpg").read_bytes())
     for seed in range(6):
-        res = split_dataset(root, valid_pct=0.3, seed=seed)
+        res = split_dataset(root, valid_pct=0.3, seed=seed, reshuffle=True)
         splits = read_split_file(root)
         group = [*groups[0], "cobra/.0_copy3.jpg"]
         assert len({splits[p] for p in group}) == 1, f"seed {seed}: the hidden copy straddles the split"
@@ -383,7 +383,7 @@ def test_a_folder_without_write_permission_fails_before_hashing(dataset, capsys)
 def split_and_pick_valid(root: Path) -> tuple[dict[str, str], str]:
     """Split root; a single photo of cobra (no near-copies of its own) that landed in valid."""
     for seed in range(30):
-        split_dataset(root, valid_pct=0.3, seed=seed)
+        split_dataset(root, valid_pct=0.3, seed=seed, reshuffle=True)
         splits = read_split_file(root)
         valid = [p for p, s in splits.items() if s == "valid" and p.startswith("cobra/") and "_" not in p]
         if valid and any(s == "train" for p, s in splits.items() if p.startswith("krait/") and "_" not in p):
@@ -459,3 +459,92 @@ def test_a_splits_csv_saved_by_a_spreadsheet_with_a_byte_order_mark_still_reads(
     f = root / "splits.csv"
     f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())  # Excel's "CSV UTF-8"
     assert read_splits(list_images(root)) == want
+
+
+def add_photos(root: Path, n: int, seed0: int = 500) -> list[str]:
+    """n new unrelated photos per class; their paths."""
+    added = []
+    for c, label in enumerate(["cobra", "krait"]):
+        for i in range(n):
+            rel = f"{label}/new_{i}.jpg"
+            (root / rel).write_bytes(jpeg(photo(seed0 + 100 * c + i)))
+            added.append(rel)
+    return added
+
+
+def test_a_split_run_again_after_new_photos_keeps_every_earlier_side_and_assigns_the_new(dataset, capsys):
+    root, groups = dataset
+    assert main([str(root), "--seed", "5", "--quiet"]) == 0
+    before = read_split_file(root)
+    added = add_photos(root, 6)
+    (root / "cobra" / "0_copy3.jpg").write_bytes(near_copy(photo(0).rotate(1)))  # a new copy of an earlier photo
+    capsys.readouterr()
+    for seed in (5, 6, 7):  # another seed does not move earlier photos either
+        assert main([str(root), "--seed", str(seed), "--quiet"]) == 0
+        after = read_split_file(root)
+        assert {p: after[p] for p in before} == before
+        assert set(after) == set(before) | set(added) | {"cobra/0_copy3.jpg"}
+        assert after["cobra/0_copy3.jpg"] == before["cobra/0.jpg"]  # it joins its group's side
+        for label in ("cobra", "krait"):
+            mine = [s for p, s in after.items() if p.startswith(label + "/")]
+            assert abs(mine.count("valid") - round(0.2 * len(mine))) <= 2  # new photos fill the valid share
+        assert {after[p] for p in added} == {"train", "valid"}
+        if seed == 5:  # the first run after the new photos: it says what it kept and what it assigned
+            out = capsys.readouterr().out
+            assert f"kept the side of {len(before)} photo(s) from the earlier splits.csv; {len(added) + 1} new" in out
+            report = json.loads((root / "split_report.json").read_text())
+            assert report["kept_side"] == len(before) and report["new"] == len(added) + 1
+
+
+def test_the_assignment_of_new_photos_is_determined_by_the_seed(dataset, tmp_path):
+    import shutil
+
+    root, _ = dataset
+    split_dataset(root, seed=3)
+    add_photos(root, 8)
+    other = tmp_path / "copy"
+    shutil.copytree(root, other)
+    split_dataset(root, seed=9)
+    split_dataset(other, seed=9)
+    assert read_split_file(root) == read_split_file(other)
+
+
+def test_a_group_that_mixes_earlier_train_and_valid_photos_goes_wholly_to_valid(dataset, capsys):
+    root, groups = dataset
+    split_dataset(root, seed=1)
+    splits = read_split_file(root)
+    a, b, c = groups[0]  # an earlier split (another threshold, a hand edit) put the group on both sides
+    splits |= {a: "train", b: "valid", c: "train"}
+    mf.atomic_write(
+        root / "splits.csv", mf.rows_to_csv([{"path": p, "split": s} for p, s in splits.items()], ["path", "split"])
+    )
+    assert main([str(root), "--quiet"]) == 0
+    after = read_split_file(root)
+    assert after[a] == after[b] == after[c] == "valid"
+    assert all(after[p] == s for p, s in splits.items() if p not in (a, c))
+    out = capsys.readouterr().out
+    assert "earlier training photos moved to valid: 2" in out and a in out and c in out
+    assert "kept the side of 30 photo(s)" in out and "0 new photo(s)" in out
+
+
+def test_reshuffle_draws_a_fresh_split(dataset, capsys):
+    root, groups = dataset
+    assert main([str(root), "--seed", "1", "--quiet"]) == 0
+    before = read_split_file(root)
+    assert main([str(root), "--seed", "2", "--quiet"]) == 0
+    assert read_split_file(root) == before  # without --reshuffle another seed changes nothing
+    capsys.readouterr()
+    changed = 0
+    for seed in range(2, 8):
+        assert main([str(root), "--seed", str(seed), "--reshuffle", "--quiet"]) == 0
+        after = read_split_file(root)
+        for g in groups:
+            assert len({after[p] for p in g}) == 1
+        changed += sum(after[p] != s for p, s in before.items())
+        if changed:
+            break
+    assert changed
+    assert "fresh split (--reshuffle)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "--reshuffle" in capsys.readouterr().out

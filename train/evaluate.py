@@ -62,8 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--split",
         choices=("all", "valid", "train"),
         default="all",
-        help="which images to use: all, or the training run's valid/train split (from DATA_DIR/splits.csv, "
-        "else re-drawn with the artifact's seed and --valid-pct, as train.fit does)",
+        help="which images to use: all, or the training run's valid/train split: the photos the run's metrics.json "
+        "records (train_paths/valid_paths, those still in DATA_DIR), else DATA_DIR/splits.csv, else re-drawn with "
+        "the artifact's seed and --valid-pct, as train.fit does. A warning counts any evaluated photo the model "
+        "trained on",
     )
     p.add_argument("--valid-pct", type=FRACTION, default=0.2, help="validation share used by train.fit (with --split)")
     p.add_argument("--ood", type=Path, default=None, help="folder of photos of none of the classes (any layout)")
@@ -123,6 +125,58 @@ def match_labels(
     if not folder_to_label:
         raise EvalError(f"no sub-folder matches a model label; model labels: {list(labels)}")
     return folder_to_label, unknown
+
+
+METRICS = "metrics.json"
+BACKGROUND_PREFIX = "--background/"  # how metrics.json names a train.fit --background decoy (train.card)
+
+
+def recorded_paths(artifact_dir: Path) -> dict[str, list[str]]:
+    """{"train": [...], "valid": [...]}: the photos (relative to DATA_DIR) the run's metrics.json records, for each
+    list it holds; {} when there is no metrics.json (a warning when it cannot be read)."""
+    f = artifact_dir / METRICS
+    if not f.is_file():
+        return {}
+    try:
+        m = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        print(f"warning: cannot read {shown(str(f))} ({e}); its train/valid photos are not used", file=sys.stderr)
+        return {}
+    out = {}
+    for split in ("train", "valid"):
+        v = m.get(f"{split}_paths") if isinstance(m, dict) else None
+        if isinstance(v, list) and all(isinstance(p, str) for p in v):
+            out[split] = v
+    return out
+
+
+def recorded_split(ds, split: str, names: Sequence[str], where: str) -> list[int]:
+    """Indices of the photos of names (metrics.json's list for split) that are in ds, with a note on stderr about
+    those that are not (--background decoys live outside DATA_DIR; others were deleted or moved)."""
+    decoys = sum(n.startswith(BACKGROUND_PREFIX) for n in names)
+    wanted = [n for n in names if not n.startswith(BACKGROUND_PREFIX)]
+    index = {ds.rel(p): i for i, p in enumerate(ds.paths)}
+    idx = sorted(index[n] for n in set(wanted) if n in index)
+    unreadable = sum(n in ds.skipped for n in set(wanted) if n not in index)
+    missing = len(set(wanted)) - len(idx) - unreadable
+    print(
+        f"note: --split {split} uses the {len(set(wanted))} {split} photos recorded in {shown(where)}, not a split "
+        "derived again from DATA_DIR"
+        + (f" ({decoys} --background decoy photo(s) are not in DATA_DIR and are left out)" if decoys else ""),
+        file=sys.stderr,
+    )
+    if missing or unreadable:
+        print(
+            f"note: {missing + unreadable} of the recorded {split} photos are missing from {shown(str(ds.root))} "
+            f"({missing} deleted or moved, {unreadable} unreadable); evaluating the {len(idx)} that remain",
+            file=sys.stderr,
+        )
+    if not idx:
+        raise EvalError(
+            f"none of the {len(set(wanted))} {split} photos recorded in {where} is in {ds.root}; give the data folder "
+            "the model was trained on, or use --split all"
+        )
+    return idx
 
 
 def select_split(ds, split: str, spec, valid_pct: float) -> list[int]:
@@ -229,9 +283,29 @@ def evaluate(args: argparse.Namespace) -> dict:
         )
     # The split is drawn over the classes that have images (as train.fit saw them); ds.paths indices are unchanged.
     split_ds = without_empty_classes(ds)
-    idx = [i for i in select_split(split_ds, args.split, spec, args.valid_pct) if ds.labels[i] in folder_to_label]
+    recorded = recorded_paths(args.artifact_dir)
+    metrics_file = str(args.artifact_dir / METRICS)
+    if args.split != "all" and args.split in recorded:  # exactly the photos of the training run, re-split or not
+        chosen, source = recorded_split(split_ds, args.split, recorded[args.split], metrics_file), METRICS
+    else:
+        chosen = select_split(split_ds, args.split, spec, args.valid_pct)
+        source = "all" if args.split == "all" else "splits.csv or re-drawn"
+    idx = [i for i in chosen if ds.labels[i] in folder_to_label]
     if not idx:
         raise EvalError(f"no readable labelled images to evaluate in {args.data_dir}")
+    trained_on = set(recorded.get("train", ()))
+    n_trained = sum(ds.rel(ds.paths[i]) in trained_on for i in idx)
+    if n_trained and args.split != "train":
+        print(
+            f"warning: {n_trained} of the {len(idx)} photos evaluated are photos this model trained on (they are in "
+            f"train_paths of {shown(metrics_file)}); on them the error is optimistic. "
+            + (
+                "Use --split valid to evaluate on the run's own validation photos, or a data folder it never saw"
+                if args.split == "all"
+                else "The folder's split changed since training: evaluate on a data folder the model never saw"
+            ),
+            file=sys.stderr,
+        )
     unreadable = {k: v for k, v in ds.skipped.items() if Path(k).parts[0] not in unknown}
     predictor = Predictor(args.artifact_dir)
     spec = predictor.spec
@@ -251,6 +325,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         "artifact": str(args.artifact_dir),
         "data_dir": str(args.data_dir),
         "split": args.split,
+        "split_source": source,
+        "n_training_photos": int(n_trained),  # evaluated photos that metrics.json lists in train_paths
         "labels": labels,
         "folders": {ds.classes[ci]: labels[li] for ci, li in folder_to_label.items()},
         "skipped_folders": unknown,
@@ -322,6 +398,11 @@ def to_markdown(r: dict, missing: Sequence[str] = ()) -> str:
         f"- images: **{r['n']}** (split: {r['split']}), unreadable: {r['n_unreadable']}"
         + (f", skipped folders: {', '.join(map(md_code, r['skipped_folders']))}" if r["skipped_folders"] else ""),
         f"- error: **{_pct(r['error'])}**, macro F1: {_f3(r.get('macro_f1'))}",
+        *(
+            [f"- **warning**: {r['n_training_photos']} of these images are photos the model trained on"]
+            if r.get("n_training_photos") and r["split"] != "train"
+            else []
+        ),
         f"- ECE: uncalibrated {_pct(r['uncalibrated']['ece'])} → calibrated {_pct(r['calibrated']['ece'])} "
         f"(temperature {r['temperature']:.3f}); NLL {r['uncalibrated']['nll']:.3f} → {r['calibrated']['nll']:.3f}",
         f"- ECE noise floor: {_pct(r['calibrated']['ece_noise_floor'])}, the ECE a perfectly calibrated model with "

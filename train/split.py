@@ -5,6 +5,11 @@ decode to _quarantine/unreadable/. Near-duplicates (perceptual hashes within a H
 mirror image: a left-right flipped re-post counts) are grouped with union-find, across classes too, and a group
 always lands wholly in train or wholly in valid, so validation never sees a re-crop or a mirrored copy of a training
 picture. Images that appear under two classes are reported, not guessed at.
+
+Running the split again (after adding photos) is stable: every photo an earlier splits.csv named keeps its side, so the
+photos a model trained before learnt from stay out of valid; only new photos are assigned, stratified so each
+class's valid share stays near --valid-pct. A near-duplicate group that now joins earlier train and valid photos goes
+wholly to valid (those training photos are counted in the output). --reshuffle draws a fresh split instead.
 """
 
 from __future__ import annotations
@@ -51,6 +56,12 @@ class SplitResult:
     cross_class: list[list[str]] = field(default_factory=list)  # groups whose members carry different labels
     near_groups: list[list[str]] = field(default_factory=list)  # groups of more than one image
     bad_names: list[str] = field(default_factory=list)  # names splits.csv cannot hold, as shown (left in place)
+    previous: int = 0  # photos the earlier splits.csv named (0: there was none, or --reshuffle ignored it)
+    kept_side: int = 0  # of this split's photos, those on the side the earlier splits.csv gave them
+    new: int = 0  # photos the earlier splits.csv did not name: assigned now
+    to_valid: list[str] = field(default_factory=list)  # earlier training photos moved to valid (group joins valid)
+    changed: int = 0  # with --reshuffle: earlier photos that changed side
+    reshuffled: bool = False
 
     def counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = defaultdict(lambda: {"train": 0, "valid": 0})
@@ -195,11 +206,40 @@ def check_writable(root: Path) -> None:
     os.unlink(probe)
 
 
+def read_previous(root: Path) -> dict[str, str]:
+    """{path: train/valid} of an earlier DATA_DIR/splits.csv; {} when there is none or it cannot be read (warned)."""
+    import csv
+
+    f = root / SPLITS_FILE
+    if not f.is_file():
+        return {}
+    try:
+        with open(f, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            if not {"path", "split"} <= set(reader.fieldnames or []):
+                raise ValueError(f"needs the columns path,split (found {reader.fieldnames})")
+            rows = {r["path"]: (r["split"] or "").strip().lower() for r in reader if r.get("path")}
+    except (OSError, UnicodeDecodeError, ValueError, csv.Error) as e:
+        log.warning("cannot read the earlier %s (%s): drawing a fresh split", mf.shown(str(f)), e)
+        return {}
+    return {p: s for p, s in rows.items() if s in ("train", "valid")}
+
+
 def assign(
-    items: list[Item], groups: list[int], valid_pct: float, seed: int, pinned: set[int] = frozenset()
+    items: list[Item],
+    groups: list[int],
+    valid_pct: float,
+    seed: int,
+    pinned: set[int] = frozenset(),
+    previous: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """Stratified group split: per class (the group's majority label), whole groups go to valid until valid_pct.
-    Groups in pinned always go to train."""
+    Groups in pinned always go to train.
+
+    With previous (path -> train/valid of an earlier split), a group holding earlier photos keeps their side (valid
+    if it holds earlier valid photos at all, so a new near-duplicate never puts a validation photo's twin in train);
+    only the groups of new photos are drawn, filling each class's valid share up to valid_pct of the whole class."""
+    previous = previous or {}
     members: dict[int, list[int]] = defaultdict(list)
     for i, g in enumerate(groups):
         members[g].append(i)
@@ -207,6 +247,11 @@ def assign(
     for g, idx in members.items():
         label = Counter(items[i].label for i in idx).most_common(1)[0][0]
         by_class[label].append(g)
+    fixed: dict[int, str] = {}  # groups with earlier photos: the side they keep
+    for g, idx in members.items():
+        sides = {previous[items[i].path] for i in idx if items[i].path in previous}
+        if sides:
+            fixed[g] = "valid" if "valid" in sides else "train"
     rng = random.Random(seed)
     split = {}
     for label in sorted(by_class):
@@ -214,8 +259,9 @@ def assign(
         rng.shuffle(gs)
         total = sum(len(members[g]) for g in gs)
         target = max(1, round(total * valid_pct)) if total > 1 and len(gs) > 1 else 0
-        n_valid, valid_groups = 0, set()
-        free = [g for g in gs if g not in pinned]
+        valid_groups = {g for g in gs if fixed.get(g) == "valid"}
+        n_valid = sum(len(members[g]) for g in valid_groups)
+        free = [g for g in gs if g not in pinned and g not in fixed]
         for g in free:
             if n_valid + len(members[g]) <= target:
                 valid_groups.add(g)
@@ -238,9 +284,15 @@ def split_dataset(
     move: bool = True,
     progress: bool = False,
     files: list[tuple[str, str]] | None = None,
+    reshuffle: bool = False,
 ) -> SplitResult:
-    """Verify, dedupe and split root; writes splits.csv, split_report.json and (if present) the manifest."""
+    """Verify, dedupe and split root; writes splits.csv, split_report.json and (if present) the manifest.
+
+    An earlier splits.csv is kept: its photos stay on their side and only new photos are assigned (see assign).
+    reshuffle: ignore it and draw a fresh split from seed."""
     root = Path(root)
+    earlier = read_previous(root)
+    previous = {} if reshuffle else earlier
     known = {r["path"]: r for r in mf.read_manifest(root)}
     files = list_files(root) if files is None else files
     # A name that is not UTF-8, or holds a line break or control character, cannot go into splits.csv as it is. Such
@@ -261,7 +313,17 @@ def split_dataset(
     # then a visible file over a hidden one, then the first by path; a copy dropped in by hand never displaces a
     # gathered file.
     first: dict[tuple[str, str], str] = {}
-    for it in sorted(items, key=lambda it: (it.path not in known, it.path.rsplit("/", 1)[-1].startswith("."), it.path)):
+    # (An earlier split's file before a new copy of it, so the photo keeps its side.)
+    order = sorted(
+        items,
+        key=lambda it: (
+            it.path not in known,
+            it.path not in previous,
+            it.path.rsplit("/", 1)[-1].startswith("."),
+            it.path,
+        ),
+    )
+    for it in order:
         if it.path not in odd:
             first.setdefault((it.label, it.sha256), it.path)
     kept_items = [it for it in items if it.path in odd or first[(it.label, it.sha256)] == it.path]
@@ -287,8 +349,14 @@ def split_dataset(
     multi = [sorted(mf.shown(m.path) for m in ms) for ms in members.values() if len(ms) > 1]
     cross = [sorted(mf.shown(m.path) for m in ms) for ms in members.values() if len({m.label for m in ms}) > 1]
     pinned = {g for it, g in zip(kept_items, groups, strict=True) if it.path in odd}
-    splits = {p: s for p, s in assign(kept_items, groups, valid_pct, seed, pinned).items() if p not in odd}
+    splits = {p: s for p, s in assign(kept_items, groups, valid_pct, seed, pinned, previous).items() if p not in odd}
     res = SplitResult(splits, bad, dropped, sorted(cross), sorted(multi), sorted(mf.shown(p) for p in odd))
+    res.reshuffled = reshuffle and bool(earlier)
+    res.previous = len(previous)
+    res.new = sum(p not in previous for p in splits)
+    res.kept_side = sum(previous.get(p) == s for p, s in splits.items())
+    res.to_valid = sorted(mf.shown(p) for p, s in splits.items() if s == "valid" and previous.get(p) == "train")
+    res.changed = sum(p in earlier and earlier[p] != s for p, s in splits.items()) if reshuffle else 0
     rows = [{"path": p, "split": s} for p, s in sorted(res.splits.items())]
     mf.atomic_write(root / SPLITS_FILE, mf.rows_to_csv(rows, ["path", "split"]))
     report = {
@@ -302,6 +370,11 @@ def split_dataset(
         "under_two_classes": res.cross_class,
         "groups": res.near_groups,
         "not_utf8_names_left_out": res.bad_names,
+        "reshuffled": res.reshuffled,
+        "kept_side": res.kept_side,
+        "new": res.new,
+        "earlier_train_moved_to_valid": res.to_valid,
+        "changed_side": res.changed,
     }
     mf.atomic_write(root / REPORT, json.dumps(report, indent=2).encode())
     return res
@@ -312,6 +385,25 @@ def format_result(res: SplitResult, root: Path, move: bool) -> str:
     lines = [f"wrote {root / SPLITS_FILE}: {len(res.splits)} images"]
     for label, c in res.counts().items():
         lines.append(f"  {label}: {c['train']} train, {c['valid']} valid")
+    if res.reshuffled:
+        lines.append(
+            f"  fresh split (--reshuffle): {res.changed} photo(s) of the earlier {SPLITS_FILE} changed side; evaluate "
+            "models trained before with `python -m train.evaluate RUN DATA_DIR --split valid` (it uses the photos "
+            "their metrics.json records)"
+        )
+    elif res.previous:
+        lines.append(
+            f"  kept the side of {res.kept_side} photo(s) from the earlier {SPLITS_FILE}; {res.new} new photo(s) "
+            "assigned (--reshuffle draws a fresh split)"
+        )
+        if res.to_valid:
+            lines.append(
+                f"  earlier training photos moved to valid: {len(res.to_valid)} (their near-duplicate group now also "
+                "holds validation photos; models trained before trained on them)"
+            )
+            lines += [f"    {p}" for p in res.to_valid[:10]]
+            if len(res.to_valid) > 10:
+                lines.append(f"    ... {len(res.to_valid) - 10} more in {root / REPORT}")
     lines.append(f"  unreadable files: {len(res.unreadable)} ({where})")
     lines.append(f"  exact duplicates within a class: {len(res.exact_duplicates)} ({where})")
     lines.append(
@@ -351,6 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"near-duplicate Hamming distance between 64-bit perceptual hashes (default {DEFAULT_THRESHOLD})",
     )
     p.add_argument("--no-move", action="store_true", help="report duplicates and unreadable files but move nothing")
+    p.add_argument(
+        "--reshuffle",
+        action="store_true",
+        help=f"ignore the earlier {SPLITS_FILE} and draw a fresh split with --seed (photos may change sides, so a "
+        "model trained before may find its training photos in valid). Without it, photos the earlier "
+        f"{SPLITS_FILE} named keep their side and only new photos are assigned",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -374,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
             move=not args.no_move,
             progress=not args.quiet,
             files=files,
+            reshuffle=args.reshuffle,
         )
     except NotWritableError as e:
         print(f"error: {e.strerror}", file=sys.stderr)
