@@ -318,3 +318,15 @@ def test_the_decoy_background_class_is_not_counted_as_a_snake_species(artifact):
     assert "an image classifier of 2 snake species" in card
     assert "any of the 2 snakes I know" in card and "2.5% of the validation snakes" in card
     assert "Burmese python (Python bivittatus), and `not_a_snake` for photos of anything else" in card
+
+
+def test_the_use_section_names_a_hub_other_than_huggingface_co(artifact):
+    card = build_card(artifact, "alice/snakes", endpoint="http://127.0.0.1:8123/")
+    assert (
+        "`HF_ENDPOINT=http://127.0.0.1:8123 MODEL_REPO=alice/snakes MODEL_REVISION=<commit sha> python app.py`" in card
+    )
+    assert 'pull_model("alice/snakes", revision="<commit sha>", endpoint="http://127.0.0.1:8123")' in card
+    for default in (None, "https://huggingface.co", "https://huggingface.co/"):
+        card = build_card(artifact, "alice/snakes", endpoint=default)
+        assert "HF_ENDPOINT" not in card and "endpoint=" not in card
+        assert "`MODEL_REPO=alice/snakes MODEL_REVISION=<commit sha> python app.py`" in card

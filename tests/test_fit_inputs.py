@@ -70,6 +70,61 @@ def test_a_background_folder_overlapping_the_data_dir_is_refused(tmp_path, capsy
     assert not (tmp_path / "o").exists()
 
 
+def test_decoys_in_a_non_class_folder_of_the_data_dir_are_accepted(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data", per_class=4)
+    decoys(data / "_not_snake", 4)  # where train.clean puts the photos it marks "not a snake": never a class
+    out = tmp_path / "o"
+    assert fast_fit(data, out, "--background", str(data / "_not_snake"), "--max-false-abstain", "0.5") == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["labels"] == ["blue_square", "green_bar", "red_disc", "not_a_snake"]
+    m = json.loads((out / "metrics.json").read_text())
+    named = [p for p in m["train_paths"] + m["valid_paths"] if p.endswith(".png")]  # the decoys
+    assert len(named) == 4 and all(p.startswith("_not_snake/") for p in named), named
+
+
+def test_a_background_folder_inside_a_class_folder_is_refused_naming_the_class(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data", per_class=4)
+    bg = decoys(data / "red_disc" / "more", 3)
+    assert fast_fit(data, tmp_path / "o", "--background", str(bg)) == 2
+    err = capsys.readouterr().err
+    assert "inside the class folder 'red_disc'" in err and "as red_disc and as not_a_snake" in err, err
+    assert "_not_snake" in err, err  # says where decoys may go
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_background_photo_that_links_to_a_class_photo_is_refused(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data", per_class=4)
+    bg = decoys(tmp_path / "decoys", 3)
+    (bg / "linked.jpg").symlink_to(next((data / "red_disc").iterdir()))
+    assert fast_fit(data, tmp_path / "o", "--background", str(bg)) == 2
+    err = capsys.readouterr().err
+    assert "also lists as class photos" in err and "linked.jpg" in err, err
+
+
+def test_ctrl_c_during_training_is_one_line_and_leaves_out_as_it_was(tmp_path, monkeypatch, capsys):
+    data = make_dataset(tmp_path / "data", per_class=4)
+    out = tmp_path / "model"
+    before = fake_model(out, "old")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("train.recipe_fast.train_fast", interrupted)
+    assert fast_fit(data, out) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted; --out {out} is left as it was" in err and "Traceback" not in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model"]  # no staging folder left behind
+
+
+def test_export_pkl_needs_the_original_recipe(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data", per_class=4)
+    assert fast_fit(data, tmp_path / "o", "--export-pkl") == 2
+    err = capsys.readouterr().err
+    assert "--export-pkl needs --recipe original" in err and "no fastai Learner" in err, err
+    assert not (tmp_path / "o").exists()
+
+
 def test_an_out_folder_inside_the_data_dir_is_refused(tmp_path, capsys):
     data = make_dataset(tmp_path / "data", per_class=4)
     assert fast_fit(data, data / "model") == 2
@@ -188,13 +243,17 @@ def test_sigterm_during_publish_exits_after_the_new_model_is_in_place(tmp_path, 
 
 def test_original_recipe_with_fewer_training_images_than_bs_still_trains(tmp_path, capsys):
     data = make_dataset(tmp_path / "data", per_class=4)  # 9 training images, --bs 32 by default
-    args = ["--recipe", "original", "--epochs", "1", "--freeze-epochs", "0", "--no-pretrained"]
+    args = ["--recipe", "original", "--epochs", "1", "--freeze-epochs", "0", "--no-pretrained", "--export-pkl"]
     assert fit.main([str(data), "--out", str(tmp_path / "o"), "--size", "32", "--quiet", *args]) == 0
     out = capsys.readouterr().out
     assert "only 9 training images, fewer than --bs 32: using batch size 9" in out
     assert "could not draw the batch preview" not in out
+    assert "[0, " not in out and "train_loss" not in out, out  # --quiet: no per-epoch rows, raw or tabled
     cfg = json.loads((tmp_path / "o" / "config.json").read_text())
     assert cfg["training"]["bs"] == 9
+    from fastai.learner import load_learner  # --export-pkl: fastai's own export, loadable, for train.push --also-pkl
+
+    assert list(load_learner(tmp_path / "o" / "export.pkl").dls.vocab) == cfg["labels"]
 
 
 def test_a_class_without_validation_photos_decoys_and_few_images_are_reported_truthfully(tmp_path, capsys):

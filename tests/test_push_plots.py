@@ -250,3 +250,29 @@ def test_a_card_that_cannot_be_written_stops_the_run_like_any_disk_error(tmp_pat
     with pytest.raises(IsADirectoryError):
         fit.write_card(d)
     assert os.path.isdir(d / "README.md")  # left as it was: a folder is never removed
+
+
+# -- train.push: the serve hint and the card name the Hub pushed to; --also-pkl says how export.pkl is made
+
+
+def test_the_serve_hint_and_the_card_name_the_endpoint_pushed_to(fake_hub, artifact, capsys):
+    assert push.main([str(artifact), "--repo", REPO, "--endpoint", fake_hub.url]) == 0
+    out = capsys.readouterr().out
+    sha = fake_hub.head(REPO)
+    hint = f"serve it with: HF_ENDPOINT={fake_hub.url.rstrip('/')} MODEL_REPO={REPO} MODEL_REVISION={sha} python app.py"
+    assert hint in out, out
+    card = fake_hub.files(REPO)["README.md"].decode()
+    assert f"`HF_ENDPOINT={fake_hub.url.rstrip('/')} MODEL_REPO={REPO} MODEL_REVISION=<commit sha>" in card
+
+
+def test_the_serve_hint_for_huggingface_co_needs_no_endpoint():
+    assert push.serve_command(REPO, "a" * 40, "https://huggingface.co/") == (
+        f"MODEL_REPO={REPO} MODEL_REVISION={'a' * 40} python app.py"
+    )
+
+
+def test_also_pkl_without_export_pkl_says_how_to_write_one(artifact, tmp_path, capsys):
+    rc = push.main([str(artifact), "--repo", REPO, "--also-pkl", "--dry-run", "--dry-run-dir", str(tmp_path / "d")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "export.pkl not found" in err and "--recipe original --export-pkl" in err, err

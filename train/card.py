@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
+import shlex
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -24,6 +26,7 @@ CARD_IMAGES = {
     "reliability.png": "Reliability diagram (confidence against accuracy, before and after calibration)",
 }
 MANIFEST = "manifest.csv"
+DEFAULT_ENDPOINT = "https://huggingface.co"  # huggingface_hub's default Hub
 ATTRIBUTION = "ATTRIBUTION.md"
 SAFETY = (
     "**Not for snakebite or medical decisions.** This model is often wrong, and a wrong answer about a snake "
@@ -441,11 +444,17 @@ def _calibration_section(spec: ModelSpec, metrics: dict) -> str:
 
 
 def build_card(
-    artifact_dir: str | Path, repo_id: str | None = None, data_dir: str | Path | None = None, for_upload: bool = False
+    artifact_dir: str | Path,
+    repo_id: str | None = None,
+    data_dir: str | Path | None = None,
+    for_upload: bool = False,
+    endpoint: str | None = None,
 ) -> str:
     """README.md for an artifact folder; needs config.json, uses metrics.json, pictures and a manifest if present.
 
     for_upload: link a photo montage only when `publishable_montages` allows it (train.push uploads only those).
+    endpoint: the Hub the model is pushed to; other than huggingface.co, the Use section names it (pull_model's
+    endpoint=, the app's HF_ENDPOINT).
     """
     artifact_dir = Path(artifact_dir)
     allowed = publishable_montages(artifact_dir, data_dir) if for_upload else set(PHOTO_MONTAGES)
@@ -463,6 +472,7 @@ def build_card(
         else "No validation metrics were recorded (metrics.json is missing)."
     )
     repo = repo_id or "OWNER/NAME"
+    hub = endpoint.rstrip("/") if endpoint and endpoint.rstrip("/") != DEFAULT_ENDPOINT else None
     parts = [
         _front_matter(spec, metrics, name, data_name),
         f"# {md_text(name)}: an image classifier of {len(species(spec))} snake species\n\n{names}.\n\n> {SAFETY}",
@@ -479,9 +489,12 @@ def build_card(
         parts.append("## Validation pictures\n\n" + "\n\n".join(pics))
     parts += [
         "## Use\n\n```python\nfrom snake_model.hub import pull_model\nfrom snake_model.predictor import Predictor\n\n"
-        f'model_dir = pull_model("{repo}", revision="<commit sha>")  # pin a commit\n'
+        f'model_dir = pull_model("{repo}", revision="<commit sha>"'
+        + (f", endpoint={json.dumps(hub)}" if hub else "")
+        + ")  # pin a commit\n"
         "probs = Predictor(model_dir).predict_proba([image])  # PIL images -> one row per image\n```\n\n"
-        f"In the app: `MODEL_REPO={repo} MODEL_REVISION=<commit sha> python app.py`.",
+        f"In the app: `{f'HF_ENDPOINT={shlex.quote(hub)} ' if hub else ''}MODEL_REPO={repo} "
+        "MODEL_REVISION=<commit sha> python app.py`.",
         "## Intended use\n\nIdentifying photos of these species for curiosity and learning, as a demo of a "
         "reproducible image-classification pipeline. It knows only the classes above: any other snake (or "
         "anything else) is forced into one of them unless the abstain threshold catches it.",

@@ -34,6 +34,7 @@ from .data import (
     Dataset,
     DatasetError,
     check_every_class_trains,
+    class_dirs,
     classes_without,
     list_images,
     random_split,
@@ -147,7 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not draw training photos into top_losses.png / batch_preview.png (for photos you may not redistribute)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--export-pkl",
+        action="store_true",
+        help="--recipe original only: also write fastai's export.pkl (learn.export(); a pickle, for fastai users, "
+        "loaded with load_learner from this project's checkout; the app never reads it; push it with --also-pkl)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no per-epoch rows")
     return p
 
 
@@ -160,6 +167,14 @@ def load_dataset(args: argparse.Namespace) -> tuple[Dataset, list[int], list[int
     if args.background is not None:
         n_data = len(ds.paths)
         bg = sorted(p for p in Path(args.background).rglob("*") if p.is_file())
+        listed = {p.resolve() for p in ds.paths}
+        twice = [p for p in bg if p.resolve() in listed]
+        if twice:  # a link from the decoy folder to a class photo, say
+            raise DatasetError(
+                f"--background {args.background} holds {len(twice)} photo(s) that DATA_DIR also lists as class "
+                f"photos (first: {twice[0]}), so they would be labelled both as their class and as "
+                f"{BACKGROUND_LABEL}; give a folder of decoy photos only"
+            )
         ok = []
         for p in bg:
             try:
@@ -184,15 +199,28 @@ def load_dataset(args: argparse.Namespace) -> tuple[Dataset, list[int], list[int
 
 
 def check_background_dir(bg: Path, data_dir: Path) -> None:
-    """--background must be a folder of its own: DATA_DIR, a folder inside it or one holding it would label the
-    same photos twice (as their class and as not_a_snake)."""
+    """--background must not hold photos of a class: DATA_DIR, a class folder (or a folder inside one) or a folder
+    holding DATA_DIR would label the same photos twice (as their class and as not_a_snake). A folder under one of
+    DATA_DIR's non-class folders (_not_snake, which train.clean fills with decoys, _trash, ...) is allowed."""
     b, d = bg.resolve(), data_dir.resolve()
-    if b == d or b.is_relative_to(d) or d.is_relative_to(b):
-        where = "is DATA_DIR" if b == d else "is inside DATA_DIR" if b.is_relative_to(d) else "holds DATA_DIR"
+    fix = (
+        "give a separate folder of decoy photos, outside DATA_DIR or in one of its non-class folders such as "
+        f"{data_dir / '_not_snake'}"
+    )
+    if b == d or d.is_relative_to(b):
+        where = "is DATA_DIR" if b == d else "holds DATA_DIR"
         raise DatasetError(
-            f"--background {bg} {where} {data_dir}, so its photos would be labelled both as their class and as "
-            f"{BACKGROUND_LABEL}; give a separate folder of decoy photos, outside DATA_DIR"
+            f"--background {bg} {where} {data_dir}, so DATA_DIR's class photos would be labelled both as their "
+            f"class and as {BACKGROUND_LABEL}; {fix}"
         )
+    if b.is_relative_to(d):
+        top = b.relative_to(d).parts[0]
+        if d.is_dir() and any(c.name == top for c in class_dirs(d)):
+            where = "is the class folder" if b == d / top else "is inside the class folder"
+            raise DatasetError(
+                f"--background {bg} {where} {top!r} of DATA_DIR {data_dir}, so its photos would be labelled both "
+                f"as {top} and as {BACKGROUND_LABEL}; {fix}"
+            )
 
 
 def check_out_outside_data(out: Path, data_dir: Path) -> None:
@@ -255,6 +283,7 @@ ARTIFACT_FILES = (
     "batch_preview.png",
     "README.md",
     "ATTRIBUTION.md",
+    "export.pkl",
     "config.json",
 )
 
@@ -542,6 +571,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     t0 = time.time()
     try:
+        if args.export_pkl and args.recipe != "original":
+            raise DatasetError(
+                "--export-pkl needs --recipe original: the fast recipe trains no fastai Learner, so there is no "
+                "export.pkl to write (the app and train.push need only model.safetensors and config.json)"
+            )
         check_out_dir(args.out)
         check_out_outside_data(args.out, args.data_dir)
         check_arch(args.arch, pretrained=not args.no_pretrained)
@@ -551,6 +585,9 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted before training; --out {args.out} is left as it was", file=sys.stderr)
+        return 130
     if ds.skipped:
         print(
             f"skipping {len(ds.skipped)} unreadable file(s), listed in metrics.json; first: "
@@ -589,6 +626,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: no fastai traceback; the finally removes the staging folder
+        if args.out.exists():
+            print(f"interrupted; --out {out} is left as it was", file=sys.stderr)
+        else:  # publish() held the signal until the new model was wholly in out
+            print(f"interrupted after the new model was published in --out {out}", file=sys.stderr)
+        return 130
     finally:
         args.out, staging = out, args.out
         if staging.exists():

@@ -12,13 +12,22 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import shlex
 import sys
 from pathlib import Path
 
 from snake_model.artifact import CONFIG, WEIGHTS, ArtifactError, load_spec, sha256_file
 from snake_model.hub import CARD_IMAGES, METRICS, OOD_BANK, REPO_ID, is_commit_sha
 
-from .card import ATTRIBUTION, MANIFEST, PHOTO_MONTAGES, build_card, find_manifest, publishable_montages
+from .card import (
+    ATTRIBUTION,
+    DEFAULT_ENDPOINT,
+    MANIFEST,
+    PHOTO_MONTAGES,
+    build_card,
+    find_manifest,
+    publishable_montages,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--message", default=None, help="commit message (default: a summary of the metrics)")
     p.add_argument("--data", type=Path, default=None, help="gather output folder with manifest.csv/ATTRIBUTION.md")
     p.add_argument(
-        "--also-pkl", action="store_true", help=f"also upload fastai's {PKL} (for fastai users; the app never reads it)"
+        "--also-pkl",
+        action="store_true",
+        help=f"also upload fastai's {PKL}, written by `train.fit --recipe original --export-pkl` (for fastai users; "
+        "the app never reads it)",
     )
     p.add_argument("--dry-run", action="store_true", help="write the card and the file list locally; send nothing")
     p.add_argument(
@@ -121,7 +133,10 @@ def model_files(artifact_dir: Path, data_dir: Path | None, also_pkl: bool) -> di
             break
     if also_pkl:
         if not (artifact_dir / PKL).is_file():
-            raise PushError(f"--also-pkl: {artifact_dir / PKL} not found; export it with fastai's learn.export() first")
+            raise PushError(
+                f"--also-pkl: {artifact_dir / PKL} not found; train.fit writes it only with --recipe original "
+                f"--export-pkl (run the fit again with it, or push without --also-pkl)"
+            )
         files[PKL] = artifact_dir / PKL
     return files
 
@@ -256,6 +271,15 @@ def space_readme(text: str, model_repo: str) -> str:
     return f"---\n{front}\nmodels:\n  - {model_repo}{rest}"
 
 
+def serve_command(repo: str, revision: str, endpoint: str) -> str:
+    """The shell line that runs the app on this model: HF_ENDPOINT too when the Hub is not huggingface.co (the app
+    reads it; without it, it would look for the model on huggingface.co)."""
+    env = {"MODEL_REPO": repo, "MODEL_REVISION": revision}
+    if endpoint.rstrip("/") != DEFAULT_ENDPOINT:
+        env = {"HF_ENDPOINT": endpoint.rstrip("/"), **env}
+    return " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " python app.py"
+
+
 def default_message(artifact_dir: Path) -> str:
     import json
 
@@ -283,7 +307,7 @@ def run(args, token: str | None) -> int:
         if args.artifact_dir is None:
             raise PushError("--dry-run needs ARTIFACT_DIR")
         files = model_files(args.artifact_dir, args.data, args.also_pkl)
-        card = build_card(args.artifact_dir, args.repo, args.data, for_upload=True)
+        card = build_card(args.artifact_dir, args.repo, args.data, for_upload=True, endpoint=endpoint)
         out = args.dry_run_dir or args.artifact_dir / DRY_RUN_DIR
         write_dry_run(out, card, files, args)
         print(f"dry run: nothing sent. Card and file list in {out}/ ({len(files) + 1} files would be committed)")
@@ -296,11 +320,11 @@ def run(args, token: str | None) -> int:
     model_revision = args.model_revision
     if args.artifact_dir is not None:
         files = model_files(args.artifact_dir, args.data, args.also_pkl)
-        card = build_card(args.artifact_dir, args.repo, args.data, for_upload=True)
+        card = build_card(args.artifact_dir, args.repo, args.data, for_upload=True, endpoint=endpoint)
         args.message = args.message or default_message(args.artifact_dir)
         model_revision = push_model(api, args, files, card)
         print(f"pushed {len(files) + 1} files to {endpoint}/{args.repo} in commit {model_revision}")
-        print(f"serve it with: MODEL_REPO={args.repo} MODEL_REVISION={model_revision} python app.py")
+        print(f"serve it with: {serve_command(args.repo, model_revision, endpoint)}")
     if args.space:
         if model_revision is None:
             model_revision = api.model_info(args.repo, revision=args.revision).sha

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 import numpy as np
 
@@ -13,6 +14,7 @@ from snake_model.spec import ModelSpec
 from .data import Dataset, DatasetError
 
 ORIGINAL_SIZE = 224  # the lesson's RandomResizedCrop(224)
+PKL = "export.pkl"  # fit --export-pkl; train.push --also-pkl uploads it
 
 
 def open_pil(path):
@@ -124,18 +126,23 @@ def train_original(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, 
         print(f"note: only {len(train_idx)} training images, fewer than --bs {args.bs}: using batch size {bs}")
     dls = make_dls(ds, train_idx, valid_idx, args, device, mean, std, resize, bs=bs)
     learn = make_learner(dls, model, device)
-    if args.quiet:
-        from fastai.callback.progress import ProgressCallback
-
-        learn.remove_cb(ProgressCallback)
-    learn.fine_tune(epochs, base_lr=args.lr, freeze_epochs=args.freeze_epochs)
-    if not learn.recorder.losses:  # never publish a model that saw no training batch
-        raise DatasetError(
-            f"no training batch was run ({len(train_idx)} training images, batch size {bs}); add photos or lower --bs"
-        )
+    with contextlib.ExitStack() as quiet:
+        if args.quiet:  # no progress bars, and no per-epoch rows (fastai prints them as raw lists without the bar)
+            quiet.enter_context(learn.no_bar())
+            quiet.enter_context(learn.no_logging())
+        learn.fine_tune(epochs, base_lr=args.lr, freeze_epochs=args.freeze_epochs)
+        if not learn.recorder.losses:  # never publish a model that saw no training batch (get_preds resets them)
+            raise DatasetError(
+                f"no training batch was run ({len(train_idx)} training images, batch size {bs}); add photos or lower "
+                "--bs"
+            )
+        logits = valid_logits(learn)
     if not args.no_photo_previews:
         save_batch_preview(dls, args.out / "batch_preview.png")
-    logits = valid_logits(learn)
+    if getattr(args, "export_pkl", False):
+        if device.type == "cuda":
+            learn.to_fp32()  # a pickle that loads on CPU
+        learn.export(args.out.resolve() / PKL)
     model = learn.model.float().cpu().eval()
     spec = ModelSpec(
         labels=list(dls.vocab),
