@@ -214,6 +214,18 @@ def model_revision(model_dir: Path | None, env: Mapping[str, str]) -> str:
     return asked or commit or "local (not from the Hub)"
 
 
+NO_MODEL_HINT = "Set MODEL_DIR, or MODEL_REPO and MODEL_REVISION, to a valid model and restart the app."
+
+
+def no_model_refused(error: str | None) -> str:
+    """What /predict and /explain answer when the model could not be loaded at start-up."""
+    reason = (error or "unknown reason").rstrip(".")
+    return (
+        f"This app cannot classify: the model could not be loaded ({reason}). The server's log has the details. "
+        f"To whoever runs the app: {NO_MODEL_HINT}"
+    )
+
+
 def load_predictor(env: Mapping[str, str] = os.environ):
     """(predictor, origin, error text): the predictor is None and the error says why when it cannot load."""
     from snake_model.hub import resolve_model_dir
@@ -225,11 +237,14 @@ def load_predictor(env: Mapping[str, str] = os.environ):
         from snake_model.predictor import Predictor
 
         return Predictor(model_dir), origin, None
-    except ArtifactError as e:
-        return None, origin, f"Could not load the model from {origin}: {e}"
+    except ArtifactError as e:  # the artifact's own checks, or the Hub pull: the message says it all, no trace
+        error = f"Could not load the model from {origin}: {e}"
+        log.error("%s. %s", error, NO_MODEL_HINT)
+        return None, origin, error
     except (OSError, RuntimeError) as e:  # a damaged file or an unreadable folder: still a page, not a crash
-        log.exception("model load failed")
-        return None, origin, f"Could not load the model from {origin}: {type(e).__name__}: {e}"
+        error = f"Could not load the model from {origin}: {type(e).__name__}: {e}"
+        log.exception("%s. %s", error, NO_MODEL_HINT)
+        return None, origin, error
 
 
 def _allowed_roots(model_dir: Path) -> list[Path]:
@@ -679,10 +694,11 @@ def build_demo(predictor=None, origin: str = "", error: str | None = None, model
         gr.Markdown(SAFETY, elem_id="safety")
         if predictor is None:
             gr.Markdown(
-                f"## ❌ The model could not be loaded\n\n{error}\n\nSet MODEL_DIR, or MODEL_REPO and "
-                "MODEL_REVISION, to a valid model and restart.",
+                f"## ❌ The model could not be loaded\n\n{error}\n\n{NO_MODEL_HINT}",
                 elem_id="load-error",
             )
+            _no_model_endpoints(no_model_refused(error))
+            demo.queue(default_concurrency_limit=PREDICT_CONCURRENCY, max_size=QUEUE_SIZE)
             return demo
         app = App(predictor, origin)
         model_dir = model_dir or getattr(predictor, "model_dir", None)
@@ -751,6 +767,30 @@ def build_demo(predictor=None, origin: str = "", error: str | None = None, model
             model_tab(app, model_dir)
     demo.queue(default_concurrency_limit=PREDICT_CONCURRENCY, max_size=QUEUE_SIZE)
     return demo
+
+
+def _no_model_endpoints(message: str) -> None:
+    """/predict and /explain with the working app's inputs and outputs (a client's call is the same) that only
+    answer `message`: without them gradio_client says "Cannot find a function with api_name: /predict"."""
+
+    # the working App's parameter names (path, target): the API's parameter names come from them
+    def classify(path):
+        raise _refuse(message)
+
+    def explain(path, target: str | None = None):
+        raise _refuse(message)
+
+    with gr.Column(visible=False):
+        inp = SafeImage(type="filepath", label="Photo")
+        label = HeadlineLabel(label="Calibrated confidence")
+        decision = gr.JSON(label="Decision (also returned by the API)")
+        target = gr.Dropdown([PREDICTED], value=PREDICTED, allow_custom_value=True, label="Explain which class")
+        ex_out = gr.Image(label="Grad-CAM", interactive=False, type="filepath")
+        ex_note = gr.Markdown()
+        btn = gr.Button("Classify")
+        ex_btn = gr.Button("Explain")
+    btn.click(classify, inp, [label, decision], api_name="predict")
+    ex_btn.click(explain, [inp, target], [ex_out, ex_note], api_name="explain")
 
 
 def launch(demo: gr.Blocks, **kwargs):

@@ -488,22 +488,88 @@ print("OK", round(sum(c["confidence"] for c in label["confidences"]), 6))
     ],
     ids=["missing-dir", "bad-repo-id", "offline-not-cached"],
 )
-def test_a_model_that_cannot_be_resolved_is_shown_on_the_page_not_a_crash(env, words, tmp_path):
+def test_a_model_that_cannot_be_resolved_is_shown_on_the_page_not_a_crash(env, words, tmp_path, caplog):
     import app
 
     env = env | {"HF_HUB_CACHE": str(tmp_path / "cache")}
     pred, origin, err = app.load_predictor(env)
     assert pred is None and words in err
+    _assert_load_error_logged(caplog, words)
     demo = app.build_demo(pred, origin, err)
     assert "could not be loaded" in _texts(demo) and words in _texts(demo)
 
 
-def test_a_broken_model_folder_is_shown_on_the_page_not_a_crash(tmp_path):
+def _assert_load_error_logged(caplog, words: str) -> None:
+    """The server's log (a Space's log) says at ERROR level that the model did not load, and why."""
+    errors = [r for r in caplog.records if r.name == "app" and r.levelname == "ERROR"]
+    assert any(words in r.getMessage() and "Could not load the model" in r.getMessage() for r in errors), [
+        (r.levelname, r.getMessage()) for r in caplog.records
+    ]
+
+
+def test_a_broken_model_folder_is_shown_on_the_page_not_a_crash(tmp_path, caplog):
     import app
 
     pred, origin, err = app.load_predictor({"MODEL_DIR": str(tmp_path)})
     assert pred is None and "config.json" in err
+    _assert_load_error_logged(caplog, "config.json")
     assert "could not be loaded" in _texts(app.build_demo(pred, origin, err))
+
+
+def test_a_model_file_that_fails_to_read_is_logged_with_its_reason(tiny_artifact, monkeypatch, caplog):
+    import app
+    import snake_model.predictor
+
+    def damaged(model_dir):
+        raise RuntimeError("safetensors header is damaged")
+
+    monkeypatch.setattr(snake_model.predictor, "Predictor", damaged)
+    pred, origin, err = app.load_predictor({"MODEL_DIR": str(tiny_artifact)})
+    assert pred is None and "safetensors header is damaged" in err
+    _assert_load_error_logged(caplog, "RuntimeError: safetensors header is damaged")
+
+
+def test_without_a_model_the_api_keeps_its_endpoints_and_answers_why(server, good_image, tmp_path, caplog):
+    """A gradio_client caller of an app whose model did not load gets the reason, not "Cannot find a function with
+    api_name: /predict"; the call is the same as for a working app, and the page still shows the error."""
+    import app
+
+    pred, origin, err = app.load_predictor({"MODEL_DIR": str(tmp_path / "no-such-model")})
+    assert pred is None
+    _assert_load_error_logged(caplog, "is not a directory")
+    demo = app.build_demo(pred, origin, err)
+    port = free_port()
+    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        c = Client(url, verbose=False)
+        want = app.no_model_refused(err)
+        assert "could not be loaded" in want and "is not a directory" in want and "server's log" in want
+        for args, api in (
+            ((handle_file(str(good_image)),), "/predict"),
+            ((handle_file(str(good_image)), app.PREDICTED), "/explain"),
+            ((handle_file(str(good_image)), "Red disc (Discus ruber)"), "/explain"),
+        ):
+            with pytest.raises(Exception) as info:
+                c.predict(*args, api_name=api)
+            assert getattr(info.value, "message", None) == want, str(info.value)
+            assert "Cannot find a function" not in str(info.value)
+        # the same endpoints, with the same parameters and returns, as the working app's
+        broken = c.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        working = server[1].view_api(print_info=False, return_format="dict")["named_endpoints"]
+        assert set(broken) == set(working) == {"/predict", "/explain"}
+        for api in broken:
+            for part, keys in (
+                ("parameters", ("parameter_name", "component", "parameter_has_default", "parameter_default")),
+                ("returns", ("component",)),
+            ):
+                shape = [tuple(p[k] for k in keys) for p in broken[api][part]]
+                assert shape == [tuple(p[k] for k in keys) for p in working[api][part]], (api, part)
+        # the page still says what went wrong
+        page = httpx.get(url + "config", timeout=30).text
+        assert "The model could not be loaded" in page and "is not a directory" in page
+    finally:
+        demo.close()
 
 
 def test_a_metrics_json_with_nulls_and_strings_still_builds_the_page(tmp_path, tiny_artifact):
