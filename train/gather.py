@@ -560,17 +560,9 @@ class Run:
         finally:
             self._interruptible = False
 
-    @contextmanager
-    def _sigint_handled(self) -> Iterator[None]:
+    def _sigint_handled(self):
         """Handle Ctrl-C with _on_sigint while the run lasts (only the main thread can; elsewhere nothing changes)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        old = signal.signal(signal.SIGINT, self._on_sigint)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, old)
+        return _sigint_as(self._on_sigint)
 
     def _say_stopping(self, text: str = STOPPING) -> None:
         if not self._said_stopping:
@@ -1221,18 +1213,20 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 1
         return 0
-    with _sigint_ignored():  # more Ctrl-Cs while the report is printed: it is stopping already
+    with _sigint_as(signal.SIG_IGN):  # more Ctrl-Cs while the report is printed: it is stopping already
         print(format_report(rep))
         print("stopped: run the same command again to resume", file=sys.stderr)
     return 130
 
 
 @contextmanager
-def _sigint_ignored() -> Iterator[None]:
+def _sigint_as(handler) -> Iterator[None]:
+    """SIGINT handled by handler (a function or signal.SIG_IGN) inside the block; only the main thread can set it,
+    elsewhere nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    old = signal.signal(signal.SIGINT, handler)
     try:
         yield
     finally:
