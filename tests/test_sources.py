@@ -85,7 +85,7 @@ label = "viper"
 label = "python"
 """
         )
-        assert main(["--config", str(cfg)]) == 0
+        assert main(["--config", str(cfg)]) == 1  # the fake has no photos: both classes end empty, which fails
         assert taxon_names(s) == ["viper", "python"]
 
 
