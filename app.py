@@ -73,6 +73,16 @@ BARE_STRING_REFUSED = (
 )
 
 
+def percent(p: float) -> str:
+    """A confidence as a whole percentage, never rounded up to a certainty it is not: 0.996 is "99.6%", not "100%"
+    (and 0.004 is "0.4%", not "0%"); exactly 1 or 0 stay "100%" and "0%"."""
+    if 0.995 <= p < 1:
+        return f"{min(p * 100, 99.9):.1f}%"
+    if 0 < p < 0.005:
+        return f"{max(p * 100, 0.1):.1f}%"
+    return f"{p:.0%}"
+
+
 def not_file_data_refused(kind: str) -> str:
     """The message for an image input that is neither a FileData dict nor a string (kind: 'a number', ...)."""
     return f"The image was sent as {kind}, not as an image file: {SEND_AN_IMAGE}."
@@ -368,7 +378,7 @@ class App:
         elif self._not_a_snake(decision):
             text = "This doesn't look like a snake."
         else:
-            text = f"{decision['display_name']}: {decision['confidence']:.0%} confidence."
+            text = f"{decision['display_name']}: {percent(decision['confidence'])} confidence."
         if decision["venomous_in_top3"]:
             names = ", ".join(self.names[v] for v in decision["venomous_in_top3"])
             text += f" Warning: venomous species among the top 3: {names}. Keep your distance."
@@ -385,7 +395,7 @@ class App:
         elif self._not_a_snake(decision):
             text = "### 🚫 This doesn't look like a snake."
         else:
-            text = f"### {md_text(decision['display_name'])}: {decision['confidence']:.0%}"
+            text = f"### {md_text(decision['display_name'])}: {percent(decision['confidence'])}"
         if decision["venomous_in_top3"]:
             names = ", ".join(md_text(self.names[v]) for v in decision["venomous_in_top3"])
             text += f"\n\n☠️ **Venomous species among the top 3: {names}.** Keep your distance."

@@ -906,3 +906,18 @@ def test_attribution_md_is_shown_as_plain_text_never_as_markdown(tiny_artifact, 
     assert not [m for m in markdown if "evil.example" in m or "track.png" in m or "pwned" in m]
     shown = [b for b in demo.blocks.values() if isinstance(b, gr.Code) and "Bitten?" in str(b.value)]
     assert len(shown) == 1 and shown[0].value.strip() == HOSTILE_CREDITS.strip() and shown[0].language is None
+
+
+def test_a_confidence_is_never_rounded_up_to_certainty_or_down_to_zero():
+    from app import percent
+
+    assert [percent(p) for p in (1.0, 0.9996, 0.996, 0.994, 0.5, 0.004, 0.0004, 0.0)] == [
+        "100%",
+        "99.9%",
+        "99.6%",
+        "99%",
+        "50%",
+        "0.4%",
+        "0.1%",
+        "0%",
+    ]

@@ -355,7 +355,8 @@ def test_space_upload_sends_the_app_and_pins_the_model_commit(fake_hub, artifact
     files = space.commits[space.branches["main"]]
     assert {"app.py", "requirements.txt", "README.md", "snake_model/__init__.py"} <= set(files)
     assert not any("__pycache__" in f for f in files)
-    assert space.variables == {"MODEL_REPO": REPO, "MODEL_REVISION": fake_hub.head(REPO)}
+    # the fake Hub is not huggingface.co: the Space must pull from it too
+    assert space.variables == {"MODEL_REPO": REPO, "MODEL_REVISION": fake_hub.head(REPO), "HF_ENDPOINT": fake_hub.url}
     readme = files["README.md"].decode()
     assert readme.startswith("---\nsdk: gradio\napp_file: app.py\nmodels:\n  - alice/snakes\n---\n# app")
     # later, the app alone, pinned to the model repo's current head

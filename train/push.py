@@ -256,6 +256,11 @@ def push_space(api, args, model_revision: str) -> str:
     )
     api.add_space_variable(args.space, "MODEL_REPO", args.repo, description="model repo the app pulls")
     api.add_space_variable(args.space, "MODEL_REVISION", model_revision, description="pinned model commit")
+    from huggingface_hub import constants
+
+    endpoint = (args.endpoint or constants.ENDPOINT).rstrip("/")
+    if endpoint != DEFAULT_ENDPOINT:  # a Hub of its own: the app must pull from it, not huggingface.co
+        api.add_space_variable(args.space, "HF_ENDPOINT", endpoint, description="Hub the app pulls the model from")
     return info.oid
 
 
