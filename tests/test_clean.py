@@ -336,6 +336,10 @@ def test_the_ui_actions_work_through_gradio_client(scored, tmp_path):
         assert not {first, second, third, fourth} & set(after)
         with pytest.raises(Exception, match="does not exist"):
             client.predict(first, "delete", "", api_name="/decide")
+        fifth = queue[4]["image_path"]
+        with pytest.raises(Exception, match="is not a class of this dataset"):  # a typo must not start a class
+            client.predict(fifth, "relabel", target + "x", api_name="/decide")
+        assert (root / fifth).is_file() and not (root / (target + "x")).exists()
         assert len(client.predict(4, api_name="/undo")) == 4
         assert snapshot(root) == before
     finally:

@@ -272,6 +272,15 @@ def build_ui(data_dir: str | Path, rows: list[dict], not_snake_dir: str = NOT_SN
 
         def api_decide(path: str, action: str, new_label: str = "") -> dict:
             """Apply keep, delete, relabel (with new_label) or not_snake to the image at path."""
+            if action == "relabel" and isinstance(new_label, str) and new_label.strip():
+                label = new_label.strip()
+                if label not in wb.classes and not (wb.root / label).is_dir():
+                    # a typo would otherwise start a one-photo class that fit then refuses
+                    raise gr.Error(
+                        f"relabel: {label!r} is not a class of this dataset (classes: {', '.join(wb.classes)}); "
+                        f"to start a new class, create the folder {wb.root / label} first. Nothing was moved.",
+                        print_exception=False,
+                    )
             try:
                 return wb.decide(path, action, new_label or None)
             except DecisionError as e:
