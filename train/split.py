@@ -380,6 +380,12 @@ def split_dataset(
     return res
 
 
+def first_ten(items: list[str], root: Path) -> list[str]:
+    """Report lines for up to ten items, indented, and how many more the split report lists."""
+    more = [f"    ... {len(items) - 10} more in {root / REPORT}"] if len(items) > 10 else []
+    return [f"    {x}" for x in items[:10]] + more
+
+
 def format_result(res: SplitResult, root: Path, move: bool) -> str:
     where = "moved to _quarantine/" if move else "left in place (--no-move)"
     lines = [f"wrote {root / SPLITS_FILE}: {len(res.splits)} images"]
@@ -401,9 +407,7 @@ def format_result(res: SplitResult, root: Path, move: bool) -> str:
                 f"  earlier training photos moved to valid: {len(res.to_valid)} (their near-duplicate group now also "
                 "holds validation photos; models trained before trained on them)"
             )
-            lines += [f"    {p}" for p in res.to_valid[:10]]
-            if len(res.to_valid) > 10:
-                lines.append(f"    ... {len(res.to_valid) - 10} more in {root / REPORT}")
+            lines += first_ten(res.to_valid, root)
     lines.append(f"  unreadable files: {len(res.unreadable)} ({where})")
     lines.append(f"  exact duplicates within a class: {len(res.exact_duplicates)} ({where})")
     lines.append(
@@ -416,13 +420,8 @@ def format_result(res: SplitResult, root: Path, move: bool) -> str:
             f"  files left out because their names are not UTF-8 text on one line: {len(res.bad_names)} (rename them "
             "and run the split again; until then train.fit puts them, and the split their near-duplicates, in train)"
         )
-        lines += [f"    {p}" for p in res.bad_names[:10]]
-        if len(res.bad_names) > 10:
-            lines.append(f"    ... {len(res.bad_names) - 10} more in {root / REPORT}")
-    for g in res.cross_class[:10]:
-        lines.append("    " + "  ".join(g))
-    if len(res.cross_class) > 10:
-        lines.append(f"    ... {len(res.cross_class) - 10} more in {root / REPORT}")
+        lines += first_ten(res.bad_names, root)
+    lines += first_ten(["  ".join(g) for g in res.cross_class], root)
     return "\n".join(lines)
 
 
