@@ -17,7 +17,7 @@ from snake_model.loader import ImageLoadError, load_image
 from snake_model.mdtext import md_code, md_text
 from train.clean import QUEUE_TITLES, QUEUES, check_moves_possible, queues, writable_dir
 from train.data import DatasetError
-from train.decisions import NOT_SNAKE_DIR, DecisionError, Decisions
+from train.decisions import NOT_SNAKE_DIR, DecisionError, Decisions, folder_name_problem
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +274,8 @@ def build_ui(data_dir: str | Path, rows: list[dict], not_snake_dir: str = NOT_SN
             """Apply keep, delete, relabel (with new_label) or not_snake to the image at path."""
             if action == "relabel" and isinstance(new_label, str) and new_label.strip():
                 label = new_label.strip()
-                if label not in wb.classes and not (wb.root / label).is_dir():
+                # a name that cannot be a folder at all gets Decisions' own message (control characters, '/', ...)
+                if not folder_name_problem(label) and label not in wb.classes and not (wb.root / label).is_dir():
                     # a typo would otherwise start a one-photo class that fit then refuses
                     raise gr.Error(
                         f"relabel: {label!r} is not a class of this dataset (classes: {', '.join(wb.classes)}); "
