@@ -353,13 +353,13 @@ def test_a_file_name_with_a_line_break_is_left_out_not_written_as_another_name(d
 def test_a_read_only_data_folder_fails_before_hashing_and_names_splits_csv(dataset, monkeypatch, capsys):
     root, _ = dataset
 
-    def read_only(*a, **k):
-        raise OSError(errno.EROFS, "Read-only file system", os.path.join(k.get("dir", ""), ".gather-x.part"))
+    def read_only(d):
+        return OSError(errno.EROFS, "Read-only file system", os.path.join(d, ".gather-x.part"))
 
     def no_scan(*a, **k):
         raise AssertionError("hashed a folder the split cannot write to")
 
-    monkeypatch.setattr(split_mod.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(split_mod, "write_problem", read_only)
     monkeypatch.setattr(split_mod, "scan", no_scan)
     assert main([str(root), "--quiet"]) == 1
     err = capsys.readouterr().err

@@ -18,7 +18,6 @@ import io
 import json
 import logging
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -29,7 +28,7 @@ from tqdm.auto import tqdm
 
 from snake_model.mdtext import md_text, one_line
 from train.cli import int_at_least
-from train.data import SKIP_DIRS, DatasetError, image_files
+from train.data import SKIP_DIRS, DatasetError, image_files, write_problem
 from train.decisions import MANIFEST, NOT_SNAKE_DIR, DecisionError, Decisions
 from train.quality import DUP_COS, DUP_HAMMING, Thresholds, duplicate_clusters, image_checks, quality_severity
 
@@ -109,20 +108,8 @@ def read_manifest(root: Path) -> dict[str, dict]:
 
 
 def writable_dir(d: Path) -> bool:
-    """Whether files can be created in folder d, or d can be made where it does not exist yet. Probed with an unnamed
-    temporary file in d or its nearest existing parent, so nothing is left behind (a read-only mount says no even to
-    root, where permission bits would not)."""
-    p = Path(d).absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    if not p.is_dir():
-        return False
-    try:
-        with tempfile.TemporaryFile(dir=p):
-            pass
-    except OSError:
-        return False
-    return True
+    """Whether files can be created in folder d, or d can be made where it does not exist yet (data.write_problem)."""
+    return write_problem(d) is None
 
 
 def feature_cache_dir(root: Path, out: Path | None = None) -> Path | None:

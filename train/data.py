@@ -37,6 +37,26 @@ class Dataset:
         return p.relative_to(self.root).as_posix()
 
 
+def write_problem(d: str | Path) -> OSError | None:
+    """Why files cannot be created in folder d (or d be made, where it does not exist yet), or None when they can.
+    Probed with an unnamed temporary file in d or its nearest existing parent, so nothing is left behind (a read-only
+    mount refuses even root, where permission bits would not)."""
+    import errno
+    import tempfile
+
+    p = Path(d).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        return NotADirectoryError(errno.ENOTDIR, "not a folder", str(p))
+    try:
+        with tempfile.TemporaryFile(dir=p):
+            pass
+    except OSError as e:
+        return e
+    return None
+
+
 def class_dirs(root: str | Path) -> list[Path]:
     """The sub-folders of a dataset that can be classes, sorted (hidden and bookkeeping folders left out)."""
     return sorted(

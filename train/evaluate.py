@@ -20,6 +20,7 @@ from snake_model.artifact import ArtifactError, load_spec
 from snake_model.loader import ImageLoadError
 from snake_model.mdtext import md_code, md_text
 from snake_model.predictor import Predictor
+from snake_model.text import error_line
 from snake_model.text import utf8_safe as shown
 
 from . import metrics as M
@@ -516,14 +517,8 @@ def draw_pictures(r: dict, out: Path) -> dict[str, str]:
             raise
         except Exception as e:  # noqa: BLE001 - matplotlib can fail on odd data; the numbers matter more
             (out / name).unlink(missing_ok=True)
-            problems[name] = f"{type(e).__name__}: {_one_line(e)}"
+            problems[name] = error_line(e)
     return problems
-
-
-def _one_line(e: BaseException, limit: int = 200) -> str:
-    """An exception's message on one line, shortened (matplotlib's parse errors run over several)."""
-    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or "(no message)"
-    return shown(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
 def write_report(r: dict, out: Path) -> dict[str, str]:
@@ -604,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write the report to {args.out}: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - whatever broke the Markdown or HTML, keep the numbers computed
-        why = f"{type(e).__name__}: {_one_line(e)}"
+        why = error_line(e)
         try:
             write_numbers_only(report, args.out)
         except OSError as e2:

@@ -25,6 +25,7 @@ from snake_model.artifact import save_artifact
 from snake_model.loader import load_image
 from snake_model.network import DEFAULT_ARCH
 from snake_model.spec import RESIZE_METHODS, ModelSpec
+from snake_model.text import error_line
 
 from . import metrics as M
 from . import plots
@@ -477,13 +478,6 @@ def write_outputs(
     return metrics
 
 
-def _one_line(e: BaseException, limit: int = 200) -> str:
-    """An exception as one short line (matplotlib's parse errors run over several)."""
-    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
-    text = f"{type(e).__name__}: {text}" if text else type(e).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def optional_step(path: Path, step: Callable[[Path], object]) -> bool:
     """Write one optional file of the model folder (a picture, the attribution copy); if that fails, warn, remove
     what it left half written and go on: the trained model is never lost for a picture. An OSError (disk full, no
@@ -496,7 +490,7 @@ def optional_step(path: Path, step: Callable[[Path], object]) -> bool:
     except Exception as e:  # noqa: BLE001 - any other failure of an optional file (a plotting bug, odd names)
         with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)
-        print(f"warning: {path.name} not written ({_one_line(e)}); the model is complete without it", file=sys.stderr)
+        print(f"warning: {path.name} not written ({error_line(e)}); the model is complete without it", file=sys.stderr)
         return False
 
 
@@ -511,7 +505,7 @@ def write_card(out: Path, data_dir: Path | None = None) -> None:
         text = build_card(out, data_dir=data_dir)
     except Exception as e:  # noqa: BLE001 - the trained model matters more than its card
         print(
-            f"warning: the model card could not be built ({_one_line(e)}); README.md is a minimal card instead "
+            f"warning: the model card could not be built ({error_line(e)}); README.md is a minimal card instead "
             "(the model itself is complete)",
             file=sys.stderr,
         )

@@ -18,10 +18,8 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import random
 import sys
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +29,7 @@ import numpy as np
 from snake_model.loader import ImageLoadError, load_image, read_image_bytes
 from train import manifest as mf
 from train.cli import FRACTION, int_at_least
-from train.data import SPLITS_FILE, class_dirs, image_files
+from train.data import SPLITS_FILE, class_dirs, image_files, write_problem
 
 log = logging.getLogger("train.split")
 
@@ -191,9 +189,7 @@ class NotWritableError(OSError):
 def check_writable(root: Path) -> None:
     """Raise NotWritableError when root cannot take a new file (a read-only mount, a folder without write
     permission): checked before the slow hashing, not found out after it."""
-    try:
-        fd, probe = tempfile.mkstemp(prefix=mf.TMP_PREFIX, suffix=mf.TMP_SUFFIX, dir=root)
-    except OSError as e:
+    if (e := write_problem(root)) is not None:
         raise NotWritableError(
             e.errno,
             f"cannot write {mf.shown(str(root / SPLITS_FILE))}: the folder {mf.shown(str(root))} is not writable "
@@ -202,8 +198,6 @@ def check_writable(root: Path) -> None:
             "permissions), or copy the dataset somewhere writable and split the copy",
             str(root),
         ) from e
-    os.close(fd)
-    os.unlink(probe)
 
 
 def read_previous(root: Path) -> dict[str, str]:
