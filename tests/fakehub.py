@@ -18,6 +18,10 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 
+# The account the tests push as, and the model repo they push to.
+TOKEN = "hf_TestSecretToken0123456789abcdef"
+USER = "alice"
+REPO = "alice/snakes"
 LFS_SUFFIXES = (".safetensors", ".pkl", ".png", ".bin", ".pt")
 
 

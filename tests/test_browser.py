@@ -50,18 +50,25 @@ def browser_ready():
         yield pw
 
 
-@pytest.fixture(scope="module")
-def app_url(tiny_artifact, browser_ready):
+def _serve(demo):
+    """Launch demo on a free loopback port; yield its URL, then close it."""
     import app
-    from snake_model.predictor import Predictor
 
-    demo = app.build_demo(Predictor(tiny_artifact), "test", None, tiny_artifact)
     port = free_port()
     app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_artifact, browser_ready):
+    import app
+    from snake_model.predictor import Predictor
+
+    demo = app.build_demo(Predictor(tiny_artifact), "test", None, tiny_artifact)
+    yield from _serve(demo)
 
 
 @pytest.fixture
@@ -230,12 +237,7 @@ def abstaining_url(tiny_artifact, browser_ready, tmp_path_factory):
     pred = Predictor(d)
     pred.spec.abstain_threshold = -1.0  # every score is above it
     demo = app.build_demo(pred, "test", None, d)
-    port = free_port()
-    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
+    yield from _serve(demo)
 
 
 def test_when_the_model_abstains_the_label_names_no_species(browser_ready, abstaining_url, photo, tmp_path):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 from pathlib import Path
 
 import pytest
 
+from tests.gathered import make_tree, rows_of, sha, shas_in
 from tests.servers import Reply, image_bytes, jpeg_reply, serve
 from train import manifest as mf
 from train.decisions import Decisions
@@ -19,29 +19,8 @@ from train.sources import SourceError, check_label
 FAST = ["--allow-host", "127.0.0.1", "--timeout", "0.5", "--connect-timeout", "2", "--retries", "1"]
 
 
-def rows_of(out: Path) -> list[dict]:
-    with open(out / "manifest.csv", newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def sha(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()
-
-
-def shas_in(folder: Path) -> set[str]:
-    return {sha(p) for p in folder.iterdir() if p.is_file()} if folder.is_dir() else set()
-
-
 def report(out: Path) -> dict:
     return json.loads((out / "gather_report.json").read_text())
-
-
-def make_tree(root: Path, spec: dict[str, list[int]]) -> Path:
-    for label, seeds in spec.items():
-        (root / label).mkdir(parents=True, exist_ok=True)
-        for s in seeds:
-            (root / label / f"img{s}.jpg").write_bytes(image_bytes("JPEG", seed=s))
-    return root
 
 
 def check_consistent(out: Path, folders: list[str] | None = None) -> list[dict]:

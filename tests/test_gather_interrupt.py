@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.gathered import rows_of
 from tests.servers import Reply, image_bytes, jpeg_reply, serve
 from train import gather as g
 from train.download import HostGate, HttpConfig
@@ -21,11 +21,6 @@ from train.sources import Candidate, ClassSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 HANG = 60.0  # a download that would take this long is never waited for
-
-
-def rows_of(out: Path) -> list[dict]:
-    with open(out / "manifest.csv", newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
 
 
 def until(check, timeout: float = 60.0, what: str = "") -> None:

@@ -19,17 +19,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [p for p in (str(ROOT), str(HERE)) if p not in sys.path]  # runnable as `pytest` or `python -m pytest`
 
-from fakehub import FakeHub  # noqa: E402
+from fakehub import REPO, TOKEN, USER, FakeHub  # noqa: E402
 
 from snake_model import hub as H  # noqa: E402
 from snake_model.artifact import ArtifactError, save_artifact  # noqa: E402
 from snake_model.network import build_network  # noqa: E402
 from snake_model.spec import ModelSpec  # noqa: E402
 from train import push  # noqa: E402
-
-TOKEN = "hf_TestSecretToken0123456789abcdef"
-USER = "alice"
-REPO = "alice/snakes"
 
 
 @pytest.fixture(scope="module")

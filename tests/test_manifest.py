@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -11,32 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.gathered import make_tree, rows_of, sha, shas_in
 from tests.servers import image_bytes
 from train import manifest as mf
 from train.gather import main
 
 OLD = "2024-01-01T00:00:00+00:00"  # a row written by a run that finished long ago
-
-
-def rows_of(out: Path) -> list[dict]:
-    with open(out / "manifest.csv", newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def sha(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()
-
-
-def shas_in(folder: Path) -> set[str]:
-    return {sha(p) for p in folder.iterdir() if p.is_file()} if folder.is_dir() else set()
-
-
-def make_tree(root: Path, spec: dict[str, list[int]]) -> Path:
-    for label, seeds in spec.items():
-        (root / label).mkdir(parents=True, exist_ok=True)
-        for s in seeds:
-            (root / label / f"img{s}.jpg").write_bytes(image_bytes("JPEG", seed=s))
-    return root
 
 
 def row_for(out: Path, label: str, seed: int, **kw) -> dict:

@@ -16,7 +16,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [p for p in (str(ROOT), str(HERE)) if p not in sys.path]  # runnable as `pytest` or `python -m pytest`
 
-from fakehub import FakeHub  # noqa: E402
+from fakehub import REPO, TOKEN, USER, FakeHub  # noqa: E402
 
 from snake_model.artifact import save_artifact  # noqa: E402
 from snake_model.network import build_network  # noqa: E402
@@ -25,9 +25,6 @@ from tests.conftest import make_dataset  # noqa: E402
 from train import fit, plots, push  # noqa: E402
 from train import manifest as mf  # noqa: E402
 
-TOKEN = "hf_TestSecretToken0123456789abcdef"
-USER = "alice"
-REPO = "alice/snakes"
 DOLLAR_NAMES = ["blue$^$square", "a$b", "\\$x$", "$$"]  # each one a mathtext parse error, or a formula
 
 
