@@ -55,7 +55,7 @@ FRACTION = number(0, 1, lo_open=True, hi_open=True)  # a share strictly between 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """argparse's "(default: X)" after each help text, except where there is no default to show (None, False): those
-    help texts say in words what happens by default (for example "default: 224 original, 288 fast")."""
+    help texts say in words what happens by default (for example "default: 224 original, 320 fast")."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         if action.default is None or action.default is False:

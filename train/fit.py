@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--size",
         type=int_at_least(32),
         default=None,
-        help="image size fed to the network, square pixels (default: 224 original, 288 fast)",
+        help="image size fed to the network, square pixels (default: 224 original, 320 fast)",
     )
     p.add_argument(
         "--resize",
