@@ -17,14 +17,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import onnxruntime as ort
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from bench.exp_cv import cached_npz, cv_scores, data_args, labelled_sets
+from bench.exp_quantize import export_onnx, quantize, session
 from snake_model.loader import load_image
 from snake_model.network import build_network
-from snake_model.predictor import _with_features
 from snake_model.preprocess import preprocess
 from snake_model.spec import ModelSpec
 from train.recipe_fast import FAST, random_resized_crop
@@ -35,45 +33,14 @@ OUT = Path("/tmp/exp_int8_ensemble")
 ARCHS = {"lite0": "tf_efficientnet_lite0", "lite1": "tf_efficientnet_lite1", "lite2": "tf_efficientnet_lite2"}
 
 
-def sess(path):
-    o = ort.SessionOptions()
-    o.intra_op_num_threads, o.inter_op_num_threads, o.log_severity_level = 2, 1, 3
-    o.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
-
-
-class Reader(CalibrationDataReader):
-    def __init__(self, photos):
-        self.photos, self.i = photos, 0
-
-    def get_next(self):
-        self.i += 1
-        return {"input": self.photos[self.i - 1 : self.i]} if self.i <= len(self.photos) else None
-
-
 def int8(net, name, cal):
+    """net exported to ONNX, pre-processed and quantized to int8 (QDQ); an ONNX Runtime session of the result."""
     OUT.mkdir(parents=True, exist_ok=True)
     fp, pre, q = OUT / f"{name}.onnx", OUT / f"{name}_pre.onnx", OUT / f"{name}_int8.onnx"
-    torch.onnx.export(
-        _with_features(net).eval(),
-        (torch.zeros(1, 3, S, S),),
-        str(fp),
-        input_names=["input"],
-        output_names=["logits", "features"],
-        opset_version=17,
-        dynamo=False,
-    )
+    export_onnx(net, fp, S)
     quant_pre_process(str(fp), str(pre))
-    quantize_static(
-        str(pre),
-        str(q),
-        Reader(cal),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
-    return sess(q)
+    quantize(pre, q, cal)
+    return session(q)
 
 
 def feats(ds, dname, short):

@@ -26,17 +26,15 @@ SIZE = 320
 CAL = 64
 
 
-def export(path: Path) -> np.ndarray:
+def export_onnx(net, path: Path, size: int) -> None:
+    """net's (logits, pooled features) as an ONNX graph for one size x size image, as the predictor exports it."""
     import torch
 
-    from snake_model.network import build_network
     from snake_model.predictor import _with_features
-    from train.recipe_fast import FAST
 
-    net = build_network("tf_efficientnet_lite0", 1, pretrained=True, tta_flip=True, tta_zoom=FAST["tta_zoom"]).eval()
     torch.onnx.export(
         _with_features(net).eval(),
-        (torch.zeros(1, 3, SIZE, SIZE),),
+        (torch.zeros(1, 3, size, size),),
         str(path),
         input_names=["input"],
         output_names=["logits", "features"],
@@ -46,6 +44,7 @@ def export(path: Path) -> np.ndarray:
 
 
 def session(path: Path):
+    """An ONNX Runtime session set up as the predictor sets its own up (2 threads, no spinning)."""
     import onnxruntime as ort
 
     o = ort.SessionOptions()
@@ -54,34 +53,47 @@ def session(path: Path):
     return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
 
 
+def quantize(pre: Path, out: Path, photos: np.ndarray, fmt=None) -> None:
+    """Static int8 quantization of the pre-processed graph `pre` (per-channel int8 weights, uint8 activations), its
+    ranges calibrated on `photos` (N, 3, H, W) one at a time; fmt a QuantFormat (default QDQ)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.i = 0
+
+        def get_next(self):
+            self.i += 1
+            return {"input": photos[self.i - 1 : self.i]} if self.i <= len(photos) else None
+
+    quantize_static(
+        str(pre), str(out), Reader(), quant_format=fmt or QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+    )  # fmt: skip
+
+
 def main() -> int:
     sets = list(labelled_sets(data_args(sys.argv[1:], __doc__)))
     if not sets:
         return 0
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from snake_model.loader import load_image
+    from snake_model.network import build_network
     from snake_model.preprocess import preprocess
     from snake_model.spec import ModelSpec
     from train.recipe_fast import FAST
 
     OUT.mkdir(parents=True, exist_ok=True)
     fp32, pre = OUT / "fp32.onnx", OUT / "fp32_pre.onnx"
-    export(fp32)
+    net = build_network("tf_efficientnet_lite0", 1, pretrained=True, tta_flip=True, tta_zoom=FAST["tta_zoom"])
+    export_onnx(net.eval(), fp32, SIZE)
     quant_pre_process(str(fp32), str(pre))
     spec = ModelSpec(labels=["x"], image_size=SIZE, resize_method="crop", tta_flip=True, tta_zoom=FAST["tta_zoom"])
     for data, ds, y in sets:
         x = np.stack([preprocess(load_image(p), spec) for p in ds.paths])
         cal = x[np.random.default_rng(0).choice(len(x), min(CAL, len(x)), replace=False)]
-
-        class Reader(CalibrationDataReader):
-            def __init__(self, photos: np.ndarray):
-                self.photos, self.i = photos, 0
-
-            def get_next(self):
-                self.i += 1
-                return {"input": self.photos[self.i - 1 : self.i]} if self.i <= len(self.photos) else None
 
         feats = {}
         for name, fmt in (("float32", None), ("int8 QDQ", QuantFormat.QDQ), ("int8 QOperator", QuantFormat.QOperator)):
@@ -89,10 +101,7 @@ def main() -> int:
             if fmt is not None:
                 path = OUT / f"{data.name}_{fmt.name}.onnx"
                 t = time.perf_counter()
-                quantize_static(
-                    str(pre), str(path), Reader(cal), quant_format=fmt, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                )  # fmt: skip
+                quantize(pre, path, cal, fmt)
                 q_secs = time.perf_counter() - t
             s = session(path)
             for i in range(5):
