@@ -569,3 +569,25 @@ def test_a_dataset_without_a_gather_manifest_gets_no_attribution_md(tmp_path):
     root = _with_manifest(tiny_dataset(tmp_path / "e"))  # a hand-made manifest (path,class,source)
     Decisions(root).decide("boa/0.png", "relabel", "cobra")
     assert not (root / "ATTRIBUTION.md").exists()
+
+
+def test_undoing_a_relabel_into_a_new_class_leaves_no_empty_class_folder(tmp_path):
+    root = tiny_dataset(tmp_path / "d")
+
+    def class_folders() -> list[str]:
+        return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    before = class_folders()
+    dec = Decisions(root)
+    dec.decide("boa/0.png", "relabel", "krait")
+    dec.decide("boa/1.png", "relabel", "krait")
+    dec.undo(1)
+    assert (root / "krait" / "0.png").is_file()  # the other photo still lives there: the folder stays
+    dec.undo(1)
+    assert not (root / "krait").exists()  # its last photo went back: no empty "class" left for fit or the workbench
+    assert class_folders() == before == ["boa", "cobra"]
+    dec.decide("boa/0.png", "delete")
+    dec.undo(1)
+    assert not (root / "_trash").exists() and (root / "boa" / "0.png").is_file()
+    dec.decide("boa/0.png", "relabel", "krait")  # and the class can be made again
+    assert (root / "krait" / "0.png").is_file()

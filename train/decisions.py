@@ -539,7 +539,20 @@ class Decisions:
                 "new_path": back,
             }
             out.append(self._commit(undo, change, splits_change))
+            if back != rec["new_path"]:
+                self._drop_if_empty(here.parent)
         return out
+
+    def _drop_if_empty(self, folder: Path) -> None:
+        """Remove folder, and its emptied parents below the dataset, when an undo has just moved its last file out: a
+        class folder made by a relabel into a new class (or _trash/, not_snake/) leaves no empty folder behind.
+        os.rmdir refuses a folder with anything in it, so nothing is ever lost; one it cannot remove stays."""
+        while folder != self.root and self.root in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+            folder = folder.parent  # _trash/boa/ emptied: _trash/ may be empty now too
 
     @_one_writer
     def replay(self, log_file: str | Path) -> list[dict]:
