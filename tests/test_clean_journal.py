@@ -591,3 +591,13 @@ def test_undoing_a_relabel_into_a_new_class_leaves_no_empty_class_folder(tmp_pat
     assert not (root / "_trash").exists() and (root / "boa" / "0.png").is_file()
     dec.decide("boa/0.png", "relabel", "krait")  # and the class can be made again
     assert (root / "krait" / "0.png").is_file()
+
+
+def test_undo_keeps_a_class_folder_that_was_there_before_the_relabel(tmp_path):
+    root = tiny_dataset(tmp_path / "d")
+    (root / "krait").mkdir()  # made by hand as the relabel target, as the workbench API asks for a new class
+    dec = Decisions(root)
+    dec.decide("boa/0.png", "relabel", "krait")
+    dec.undo(1)
+    assert (root / "krait").is_dir() and not any((root / "krait").iterdir())
+    assert (root / "boa" / "0.png").is_file()

@@ -353,6 +353,9 @@ class Decisions:
         rec = {"id": (max((r["id"] for r in recs), default=0) + 1), "status": "pending", "time": _now(), **rec}
         rec["manifest"] = manifest_change
         rec["splits"] = splits_change
+        made = self._missing_folders(rec["new_path"]) if rec["old_path"] != rec["new_path"] else 0
+        if made:
+            rec["made_dirs"] = made  # the move creates them; undoing it removes them again (when empty)
         self._append(rec)
         self._hook("pending")
         if rec["old_path"] != rec["new_path"]:
@@ -539,20 +542,26 @@ class Decisions:
                 "new_path": back,
             }
             out.append(self._commit(undo, change, splits_change))
-            if back != rec["new_path"]:
-                self._drop_if_empty(here.parent)
+            self._remove_made_folders(rec)
         return out
 
-    def _drop_if_empty(self, folder: Path) -> None:
-        """Remove folder, and its emptied parents below the dataset, when an undo has just moved its last file out: a
-        class folder made by a relabel into a new class (or _trash/, not_snake/) leaves no empty folder behind.
-        os.rmdir refuses a folder with anything in it, so nothing is ever lost; one it cannot remove stays."""
-        while folder != self.root and self.root in folder.parents:
+    def _missing_folders(self, rel: str) -> int:
+        """How many of rel's folders, innermost first, do not exist yet (a move to rel will create them)."""
+        parents = [d for d in PurePosixPath(rel).parents if d.parts]
+        return next((i for i, d in enumerate(parents) if (self.root / d).is_dir()), len(parents))
+
+    def _remove_made_folders(self, rec: dict) -> None:
+        """After undoing rec: remove the folders its move created (a new class's folder, _trash/<class>/, _trash/),
+        innermost first, so no empty "class" is left behind. A folder that was there before the decision (such as
+        one made by hand as a relabel target) is never touched, and os.rmdir refuses one with anything in it."""
+        n = rec.get("made_dirs")
+        if not isinstance(n, int) or isinstance(n, bool):  # logs written before this key: remove nothing
+            return
+        for d in [d for d in PurePosixPath(rec["new_path"]).parents if d.parts][:n]:
             try:
-                folder.rmdir()
+                (self.root / d).rmdir()
             except OSError:
                 return
-            folder = folder.parent  # _trash/boa/ emptied: _trash/ may be empty now too
 
     @_one_writer
     def replay(self, log_file: str | Path) -> list[dict]:
