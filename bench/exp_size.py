@@ -4,45 +4,24 @@ python bench/exp_size.py DATA_DIR [DATA_DIR ...] [--sizes 256,288,320,352,384]: 
 (Lite0, centre crop, the photo and its zoomed mirror view averaged, as `SnakeNet` serves them, plus the 4 random
 resized crops per training image, seed 42) and the default head in stratified 5-fold CV (`bench.exp_cv.cv_scores`)
 with fold seeds 0, 1 and 2. Prints error / out-of-fold NLL per C and their means over the seeds, and the feature
-time per set (the default's dominant training cost). Features are cached under /tmp/exp_size.
+time per set (the default's dominant training cost). Features come from `bench.exp_backbones.backbone_features`
+(cached under /tmp/exp_backbones).
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.exp_cv import arg_error, cached_npz, cv_scores, data_args, labelled_sets  # noqa: E402
+from bench.exp_backbones import backbone_features  # noqa: E402
+from bench.exp_cv import arg_error, cv_scores, data_args, labelled_sets  # noqa: E402
 
-CACHE = Path("/tmp/exp_size")
 CS = (0.003, 0.01)
 SEEDS = (0, 1, 2)
-
-
-def size_features(paths, size: int, name: str) -> dict[str, np.ndarray]:
-    """Served features (N, nf), the 4 training crops (N, 4, nf) and the seconds they took, at `size` px."""
-    import torch
-
-    from snake_model.network import build_network
-    from snake_model.spec import ModelSpec
-    from train.recipe_fast import FAST, augmented_features, full_pass
-
-    def compute() -> dict[str, np.ndarray]:
-        t = time.perf_counter()
-        zoom = FAST["tta_zoom"]
-        net = build_network("tf_efficientnet_lite0", 1, pretrained=True, tta_flip=True, tta_zoom=zoom).eval()
-        spec = ModelSpec(labels=["x"], image_size=size, resize_method="crop", tta_flip=True, tta_zoom=zoom)
-        cpu = torch.device("cpu")
-        served = full_pass(net, paths, spec, device=cpu)[1]
-        crops = augmented_features(net, paths, spec, FAST["aug_views"], seed=42, device=cpu)
-        return {"f": served, "c": crops, "secs": np.array(time.perf_counter() - t)}
-
-    return cached_npz(CACHE / f"{name}_{size}.npz", compute)
 
 
 def parse_sizes(argv: list[str]) -> tuple[list[str], list[int]]:
@@ -66,9 +45,9 @@ def main() -> int:
     sets = list(labelled_sets(data_args(argv, __doc__)))
     for data, ds, y in sets:
         for size in sizes:
-            z = size_features(ds.paths, size, data.name)
+            z = backbone_features(ds.paths, "lite0", size)  # the default's features at that size
             for C in CS:
-                runs = [cv_scores(z["f"], y, C, seed=s, extra=z["c"]) for s in SEEDS]
+                runs = [cv_scores(z["served"], y, C, seed=s, extra=z["crops"]) for s in SEEDS]
                 each = "  ".join(f"{e:.1%} / {n:.3f}" for e, n in runs)
                 mean_e, mean_n = np.mean([e for e, _ in runs]), np.mean([n for _, n in runs])
                 print(
