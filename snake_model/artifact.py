@@ -61,12 +61,22 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def save_artifact(model: SnakeNet, spec: ModelSpec, out_dir: str | Path, ood_bank=None) -> Path:
-    """Write model.safetensors, config.json (with the weights' sha256) and the optional OOD feature bank."""
+def save_artifact(
+    model: SnakeNet, spec: ModelSpec, out_dir: str | Path, ood_bank=None, int8_graph: bytes | None = None
+) -> Path:
+    """Write model.safetensors, config.json (with the weights' sha256), the optional OOD feature bank and the optional
+    int8 graph of the body (snake_model.quant)."""
     from .ood import OOD_FILE
+    from .quant import INT8_FILE
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if int8_graph is not None:
+        graph_tmp = out / (INT8_FILE + ".tmp")
+        graph_tmp.write_bytes(int8_graph)
+        spec.int8 = {"file": INT8_FILE, "sha256": sha256_file(graph_tmp)}
+        os.chmod(graph_tmp, 0o644)
+        os.replace(graph_tmp, out / INT8_FILE)
     if ood_bank is not None:
         bank_tmp = out / (OOD_FILE + ".tmp")
         save_file({"bank": torch.from_numpy(ood_bank).contiguous()}, str(bank_tmp), metadata={"format": "pt"})
@@ -232,3 +242,26 @@ def load_ood_bank(model_dir: str | Path, spec: ModelSpec, model: SnakeNet | None
             f"{int(width)}; the bank and the weights do not belong together"
         )
     return bank.numpy()
+
+
+def load_int8_graph(model_dir: str | Path, spec: ModelSpec) -> bytes | None:
+    """The body's int8 ONNX graph, sha256-checked and checked to be self-contained standard ONNX; None when the
+    artifact has none."""
+    if not spec.int8:
+        return None
+    from .quant import GraphError, check_graph
+
+    f = Path(model_dir) / spec.int8["file"]
+    if not f.is_file():
+        raise ArtifactError(f"{f} not found: config.json names it as the network's int8 graph")
+    try:
+        graph = f.read_bytes()
+    except OSError as e:
+        raise ArtifactError(f"{f} cannot be read: {e}") from e
+    if hashlib.sha256(graph).hexdigest() != spec.int8["sha256"]:
+        raise ArtifactError(f"{f}: sha256 does not match config.json; the int8 graph was changed after export")
+    try:
+        check_graph(graph)
+    except GraphError as e:
+        raise ArtifactError(f"{f}: {e}") from e
+    return graph

@@ -25,8 +25,9 @@ CARD_IMAGES = ("confusion_matrix.png", "top_losses.png", "batch_preview.png", "r
 REQUIRED_FILES = (CONFIG, WEIGHTS)
 # The only files a pull ever asks for. A pickle (export.pkl, *.bin, *.pt) is never on this list.
 OOD_BANK = "ood.safetensors"  # the abstain feature bank (safetensors, sha256 in config.json)
+INT8_GRAPH = "features.int8.onnx"  # the body's int8 ONNX graph (a protobuf of tensors, sha256 in config.json)
 CARD_TEXT = ("README.md", "ATTRIBUTION.md")  # plain text, shown in the app's Model tab
-ALLOWED_FILES = (*REQUIRED_FILES, OOD_BANK, METRICS, *CARD_IMAGES, *CARD_TEXT)
+ALLOWED_FILES = (*REQUIRED_FILES, OOD_BANK, INT8_GRAPH, METRICS, *CARD_IMAGES, *CARD_TEXT)
 COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
@@ -124,7 +125,7 @@ def _valid_spec(snapshot: Path):
 
 
 def _complete(snapshot: Path) -> bool:
-    """The weights and every file config.json names (the kNN feature bank) are in the snapshot, and they are valid:
+    """The weights and every file config.json names (the kNN feature bank, the int8 graph) are in the snapshot, and they are valid:
     what _verified checks, so a complete snapshot needs no second check.
 
     A pull killed half-way (or abandoned at the deadline) leaves config.json without the rest, and a bad download
@@ -133,8 +134,7 @@ def _complete(snapshot: Path) -> bool:
     spec = _valid_spec(snapshot) if (snapshot / WEIGHTS).is_file() else None
     if spec is None:
         return False
-    name = spec.ood.get("file")
-    return name is None or (snapshot / name).is_file()
+    return all((snapshot / name).is_file() for name in (spec.ood.get("file"), spec.int8.get("file")) if name)
 
 
 def _cache_folder(snapshot: Path) -> Path:

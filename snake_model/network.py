@@ -8,11 +8,13 @@ import re
 import torch
 from torch import nn
 
-from .spec import check_arch_name
+from .spec import ARCH_SEP, check_arch_name
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ARCH = "tf_efficientnet_lite0"
+# The fast recipe's default: Lite0 and Lite2 side by side (a MultiBody), both with offline ImageNet weights.
+FAST_ARCH = "tf_efficientnet_lite0+tf_efficientnet_lite2"
 # efficientnet_pytorch numbers blocks 0..N-1; timm names them blocks.<stage>.<i>. Stage depths per model:
 _LITE_DEPTHS = {
     "tf_efficientnet_lite0": (1, 2, 2, 3, 3, 4, 1),
@@ -85,6 +87,35 @@ def _create_timm(arch: str, pretrained: bool) -> nn.Module:
         log.info("loaded offline ImageNet weights for %s", arch)
         return model
     return timm.create_model(arch, pretrained=pretrained)
+
+
+def split_arch(arch: str) -> list[str]:
+    """The timm model names in an arch: one, or several joined by '+' (a MultiBody)."""
+    return arch.split(ARCH_SEP)
+
+
+class MultiBody(nn.Module):
+    """Several timm bodies looking at the same image: their unpooled feature maps side by side (channels concatenated).
+
+    A linear head on the pooled result is one logistic regression over all the bodies' features, so an ensemble of
+    backbones is still an ordinary body + head network: the same artifact, Grad-CAM, ONNX export and kNN abstain
+    (bench/RESULTS.md 1n). A map of another spatial size is resized to the first body's (bilinear) before joining.
+    """
+
+    def __init__(self, bodies: list[nn.Module]):
+        super().__init__()
+        self.bodies = nn.ModuleList(bodies)
+        self.num_features = sum(int(b.num_features) for b in bodies)
+        self.pretrained_cfg = dict(getattr(bodies[0], "pretrained_cfg", {}) or {})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = [b(x) for b in self.bodies]
+        size = maps[0].shape[-2:]
+        maps = [
+            m if m.shape[-2:] == size else nn.functional.interpolate(m, size=size, mode="bilinear", align_corners=False)
+            for m in maps
+        ]
+        return torch.cat(maps, 1)
 
 
 class LinearHead(nn.Module):
@@ -170,22 +201,8 @@ class SnakeNet(nn.Module):
         return self.head(self.body(x))
 
 
-def build_network(
-    arch: str,
-    n_classes: int,
-    head: str = "linear",
-    pretrained: bool = False,
-    tta_flip: bool = False,
-    tta_zoom: float = 1.0,
-) -> SnakeNet:
-    """Build body + head; pretrained=True loads ImageNet weights (offline for tf_efficientnet_lite0).
-
-    arch is a plain timm model name (what config.json may hold: see spec.check_arch_name), so timm never reaches
-    for "hf-hub:" or "local-dir:" sources; build under `with torch.device("meta"):` for shapes without memory.
-    """
-    if n_classes < 1:
-        raise ValueError(f"need at least one class, got {n_classes}")
-    check_arch_name(arch)  # a SpecError, which is a ValueError
+def _unpooled_body(arch: str, pretrained: bool) -> nn.Module:
+    """One timm model without its classifier and pooling: image -> feature map."""
     try:
         model = _create_timm(arch, pretrained)
     except RuntimeError as e:
@@ -194,9 +211,45 @@ def build_network(
         raise
     try:
         model.reset_classifier(0, global_pool="")
-        nf = model.num_features
+        model.num_features  # noqa: B018 - timm models without it cannot be used
     except (AssertionError, AttributeError, TypeError, ValueError) as e:  # e.g. "Cannot disable pooling"
         raise ValueError(f"arch {arch!r} cannot be used: timm cannot give its unpooled features ({e})") from e
+    return model
+
+
+def _normalisation(model: nn.Module) -> tuple:
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    return tuple(cfg.get("mean", (0.5, 0.5, 0.5))), tuple(cfg.get("std", (0.5, 0.5, 0.5)))
+
+
+def build_network(
+    arch: str,
+    n_classes: int,
+    head: str = "linear",
+    pretrained: bool = False,
+    tta_flip: bool = False,
+    tta_zoom: float = 1.0,
+) -> SnakeNet:
+    """Build body + head; pretrained=True loads ImageNet weights (offline for tf_efficientnet_lite0/1/2).
+
+    arch is a plain timm model name, or several joined by '+' (a MultiBody): what config.json may hold (see
+    spec.check_arch_name), so timm never reaches for "hf-hub:" or "local-dir:" sources; build under `with torch.device("meta"):` for shapes without memory.
+    """
+    if n_classes < 1:
+        raise ValueError(f"need at least one class, got {n_classes}")
+    check_arch_name(arch)  # a SpecError, which is a ValueError
+    members = [_unpooled_body(a, pretrained) for a in split_arch(arch)]
+    if len(members) == 1:
+        model, nf = members[0], members[0].num_features
+    else:
+        norms = {a: _normalisation(m) for a, m in zip(split_arch(arch), members, strict=True)}
+        if len(set(norms.values())) > 1:
+            raise ValueError(
+                f"the backbones of {arch!r} expect different input normalisations ({norms}); join backbones that "
+                "share one, such as the tf_efficientnet_lite family"
+            )
+        model = MultiBody(members)
+        nf = model.num_features
     if head == "linear":
         h: nn.Module = LinearHead(nf, n_classes)
     elif head == "fastai":

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .artifact import load_artifact, load_ood_bank
+from .artifact import load_artifact, load_int8_graph, load_ood_bank
 from .loader import load_image, normalise_image
 from .preprocess import preprocess_batch
+from .quant import Int8Net
 from .spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -115,11 +116,17 @@ class Predictor:
         self.labels: list[str] = list(self.spec.labels)
         self.threads = threads or min(4, os.cpu_count() or 1)
         self.backend = "torch"
-        self._onnx: OnnxNet | None = None
+        self._onnx: OnnxNet | Int8Net | None = None
+        # Checked whatever the backend: a changed or foreign int8 graph is an ArtifactError, never a silent fallback.
+        graph = load_int8_graph(self.model_dir, self.spec)
         if backend in ("auto", "onnx"):
             try:
-                self._onnx = OnnxNet(self.model, int(self.spec.image_size), self.threads)
-                self.backend = "onnx"
+                if graph is not None:  # the graph the head was trained on (snake_model.quant)
+                    self._onnx = Int8Net(graph, self.model, int(self.spec.image_size), self.threads)
+                    self.backend = "onnx-int8"
+                else:
+                    self._onnx = OnnxNet(self.model, int(self.spec.image_size), self.threads)
+                    self.backend = "onnx"
             except Exception as e:  # noqa: BLE001 - ONNX is only a speed-up; torch gives identical answers
                 if backend == "onnx":
                     raise

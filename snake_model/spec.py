@@ -38,22 +38,31 @@ def _timm_models() -> frozenset[str]:
     return frozenset(timm.list_models())
 
 
+ARCH_SEP, MAX_MEMBERS = "+", 4  # several backbones side by side (snake_model.network.MultiBody)
+
+
 def check_arch_name(arch: object) -> None:
-    """Raise SpecError unless arch is a plain model name that the installed timm builds (e.g. tf_efficientnet_lite0)."""
+    """Raise SpecError unless arch is a plain model name that the installed timm builds (e.g. tf_efficientnet_lite0),
+    or up to MAX_MEMBERS of them joined by '+' (e.g. tf_efficientnet_lite0+tf_efficientnet_lite2)."""
     if not isinstance(arch, str):
         raise SpecError(f"arch must be a string, got {arch!r}")
-    if not ARCH_NAME.fullmatch(arch):
-        raise SpecError(
-            f"arch must be a plain timm model name such as tf_efficientnet_lite0 (lowercase letters, digits and "
-            f"underscores; no 'hf-hub:' or 'local-dir:' source, no '.pretrained_tag'), got {arch[:120]!r}"
-        )
-    if arch not in _timm_models():
-        import timm
+    names = arch.split(ARCH_SEP)
+    if len(names) > MAX_MEMBERS:
+        raise SpecError(f"arch joins {len(names)} backbones; at most {MAX_MEMBERS} are supported, got {arch[:200]!r}")
+    for name in names:
+        if not ARCH_NAME.fullmatch(name):
+            raise SpecError(
+                f"arch must be a plain timm model name such as tf_efficientnet_lite0, or several joined by '+' "
+                f"(lowercase letters, digits and underscores; no 'hf-hub:' or 'local-dir:' source, no "
+                f"'.pretrained_tag'), got {arch[:120]!r}"
+            )
+        if name not in _timm_models():
+            import timm
 
-        raise SpecError(
-            f"unknown arch {arch!r}: the installed timm {timm.__version__} has no such model; "
-            "use a timm model name such as tf_efficientnet_lite0"
-        )
+            raise SpecError(
+                f"unknown arch {name!r}: the installed timm {timm.__version__} has no such model; "
+                "use a timm model name such as tf_efficientnet_lite0"
+            )
 
 
 def check_class_info(class_info: dict) -> None:
@@ -111,6 +120,7 @@ class ModelSpec:
     abstain_threshold: float | None = None
     abstain_score: str = "max_softmax"  # or "knn": needs ood.safetensors (see snake_model.ood)
     ood: dict = field(default_factory=dict)  # knn: {"k": int, "file": "ood.safetensors", "sha256": str}
+    int8: dict = field(default_factory=dict)  # the body's int8 graph (snake_model.quant): {"file": str, "sha256": str}
     class_info: dict[str, dict] = field(default_factory=dict)  # label -> display_name, scientific_name, venomous
     versions: dict[str, str] = field(default_factory=dict)
     training: dict = field(default_factory=dict)
@@ -121,7 +131,7 @@ class ModelSpec:
         """Raise SpecError when a field has the wrong type or is out of range."""
         if not isinstance(self.labels, list) or not all(isinstance(x, str) for x in self.labels):
             raise SpecError(f"labels must be a list of names, got {self.labels!r}")
-        for name in ("class_info", "ood", "training", "versions"):
+        for name in ("class_info", "ood", "int8", "training", "versions"):
             if not isinstance(getattr(self, name), dict):
                 raise SpecError(f"{name} must be a JSON object, got {getattr(self, name)!r}")
         check_class_info(self.class_info)
@@ -169,11 +179,18 @@ class ModelSpec:
             _check_float(f"abstain_threshold (a {self.abstain_score} score)", self.abstain_threshold, lo, hi)
         if "k" in self.ood:
             _check_int("ood.k", self.ood["k"], 1, None)
-        for key in ("file", "sha256"):
-            if key in self.ood and not (isinstance(self.ood[key], str) and self.ood[key]):
-                raise SpecError(f"ood.{key} must be a non-empty string, got {self.ood[key]!r}")
-        if "file" in self.ood and (Path(self.ood["file"]).name != self.ood["file"] or self.ood["file"] in (".", "..")):
-            raise SpecError(f"ood.file must be a plain file name in the model directory, got {self.ood['file']!r}")
+        for group in ("ood", "int8"):
+            d = getattr(self, group)
+            for key in ("file", "sha256"):
+                if key in d and not (isinstance(d[key], str) and d[key]):
+                    raise SpecError(f"{group}.{key} must be a non-empty string, got {d[key]!r}")
+            if "file" in d and (Path(d["file"]).name != d["file"] or d["file"] in (".", "..")):
+                raise SpecError(f"{group}.file must be a plain file name in the model directory, got {d['file']!r}")
+        if self.int8:
+            if not (self.int8.get("file") and self.int8.get("sha256")):
+                raise SpecError("int8 needs file and sha256 (the int8 graph and its hash) in config.json")
+            if self.head != "linear":
+                raise SpecError(f"an int8 graph serves networks with a linear head only, not head {self.head!r}")
         if self.abstain_score == "knn" and not self.ood.get("sha256"):
             raise SpecError("abstain_score 'knn' needs ood.sha256 (the feature bank's hash) in config.json")
         if self.format_version > FORMAT_VERSION:

@@ -23,7 +23,7 @@ import numpy as np
 
 from snake_model.artifact import save_artifact
 from snake_model.loader import load_image
-from snake_model.network import DEFAULT_ARCH
+from snake_model.network import DEFAULT_ARCH, FAST_ARCH
 from snake_model.spec import RESIZE_METHODS, ModelSpec
 from snake_model.text import error_line
 
@@ -66,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
         "RandomResizedCrop + aug_transforms + fine_tune, fully controlled by the options below",
     )
     p.add_argument(
-        "--arch", default=DEFAULT_ARCH, help="timm model name (ImageNet weights offline only for the default)"
+        "--arch",
+        default=None,
+        help="timm model name, or several joined by '+' to use their features side by side (fast recipe); offline "
+        f"ImageNet weights for tf_efficientnet_lite0/1/2 only. Default: {FAST_ARCH} (fast), "
+        f"{DEFAULT_ARCH} (original)",
     )
     p.add_argument(
         "--size",
@@ -107,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="fast recipe with --tta: the mirror view shows the central part of this size, zoomed to full size "
         "(default 0.8, chosen in bench/RESULTS.md 1i; 1 = the whole photo mirrored)",
+    )
+    p.add_argument(
+        "--int8",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fast recipe: quantize the network's bodies to int8 (ONNX Runtime, ranges from 64 training photos), "
+        "fit the head on the int8 features and serve the same int8 graph: ~1.5-2x faster on a CPU, same accuracy "
+        "(bench/RESULTS.md 1m). Default: on for --device cpu, off on a GPU",
     )
     p.add_argument("--aug-mult", type=NON_NEGATIVE, default=1.0, help="aug_transforms mult (strength of augmentation)")
     p.add_argument("--epochs", type=int_at_least(1), default=None, help="fine_tune epochs (original recipe; default 4)")
@@ -256,20 +268,22 @@ def check_arch(arch: str, pretrained: bool) -> None:
     """Refuse an unknown --arch, or offline weights whose package is missing, before any work is done."""
     import timm
 
-    from snake_model.network import _LITE_WHEELS, lite_weights_path
+    from snake_model.network import _LITE_WHEELS, lite_weights_path, split_arch
     from snake_model.spec import SpecError, check_arch_name
 
-    if not timm.is_model(arch):
-        raise DatasetError(f"unknown --arch {arch!r}: use a timm model name such as {DEFAULT_ARCH}")
+    for name in split_arch(arch):
+        if not timm.is_model(name):
+            raise DatasetError(f"unknown --arch {name!r}: use a timm model name such as {DEFAULT_ARCH}")
     try:
-        check_arch_name(arch)  # what config.json may hold: a plain name (no hf-hub:, no .pretrained_tag)
+        check_arch_name(arch)  # what config.json may hold: plain names (no hf-hub:, no .pretrained_tag)
     except SpecError as e:
         raise DatasetError(f"--arch {arch!r}: {e}") from e
-    if pretrained and arch in _LITE_WHEELS:
-        try:
-            lite_weights_path(arch)
-        except ValueError as e:
-            raise DatasetError(str(e)) from e
+    for name in split_arch(arch):
+        if pretrained and name in _LITE_WHEELS:
+            try:
+                lite_weights_path(name)
+            except ValueError as e:
+                raise DatasetError(str(e)) from e
 
 
 # The files a model folder holds; a re-run into the same --out replaces them all (a stale top_losses.png of the
@@ -277,6 +291,7 @@ def check_arch(arch: str, pretrained: bool) -> None:
 ARTIFACT_FILES = (
     "model.safetensors",
     "ood.safetensors",
+    "features.int8.onnx",
     "metrics.json",
     "confusion_matrix.png",
     "top_losses.png",
@@ -399,7 +414,7 @@ def write_outputs(
     spec.ood = {"k": 5}
     valid_scores = knn_scores(valid_feats, bank, 5)
     spec.abstain_threshold = choose_threshold(valid_scores[real], extra["max_false_abstain"])
-    save_artifact(model, spec, out, ood_bank=bank)
+    save_artifact(model, spec, out, ood_bank=bank, int8_graph=extra.get("int8_graph"))
 
     summary = M.summarize(probs, y, spec.labels, undefined=None)  # null where undefined (no validation images)
     cm = np.asarray(summary["confusion"])
@@ -572,6 +587,15 @@ def main(argv: list[str] | None = None) -> int:
             )
         check_out_dir(args.out)
         check_out_outside_data(args.out, args.data_dir)
+        if args.arch is None:
+            args.arch = FAST_ARCH if args.recipe == "fast" else DEFAULT_ARCH
+        if args.recipe == "original" and "+" in args.arch:
+            raise DatasetError(
+                f"--arch {args.arch!r} joins several backbones, which only the fast recipe trains; give the original "
+                "recipe one timm model name"
+            )
+        if args.recipe == "original" and args.int8:
+            raise DatasetError("--int8 is a fast-recipe option: the original recipe fine-tunes the whole network")
         check_arch(args.arch, pretrained=not args.no_pretrained)
         class_info = load_class_info(args)
         ds, train_idx, valid_idx = load_dataset(args)

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from snake_model.artifact import CONFIG, WEIGHTS, ArtifactError, load_spec, sha256_file
-from snake_model.hub import CARD_IMAGES, METRICS, OOD_BANK, REPO_ID, is_commit_sha
+from snake_model.hub import CARD_IMAGES, INT8_GRAPH, METRICS, OOD_BANK, REPO_ID, is_commit_sha
 
 from .card import (
     ATTRIBUTION,
@@ -115,7 +115,9 @@ def model_files(artifact_dir: Path, data_dir: Path | None, also_pkl: bool) -> di
     if actual != spec.weights_sha256:
         raise PushError(f"{artifact_dir / WEIGHTS} does not match the sha256 in config.json; re-export the artifact")
     files = {
-        f: artifact_dir / f for f in (WEIGHTS, CONFIG, OOD_BANK, METRICS, *CARD_IMAGES) if (artifact_dir / f).is_file()
+        f: artifact_dir / f
+        for f in (WEIGHTS, CONFIG, OOD_BANK, INT8_GRAPH, METRICS, *CARD_IMAGES)
+        if (artifact_dir / f).is_file()
     }
     allowed = publishable_montages(artifact_dir, data_dir)
     why = (

@@ -1,0 +1,97 @@
+"""How should two backbones' features be combined, and how many training crops does the pair need?
+
+python bench/exp_member_heads.py DATA_DIR [DATA_DIR ...]: on the int8 Lite0 and Lite2 features of
+bench/exp_int8_ensemble.py (320 px, the photo and its zoomed mirror view averaged, 4 random resized crops per training
+photo; cached under /tmp/exp_int8_ensemble, computed there when missing), 5-fold CV with fold seeds 0-2 of:
+
+- "logit-avg": what train.fit does. One standardised logistic head per backbone, each with its C chosen from
+  (0.001, 0.003, 0.01, 0.03) by its own out-of-fold NLL (the Cs fitted as one warm-started path per fold, as
+  train.recipe_fast.fit_linear_head does), the two heads' logits averaged; with 4, 3 and 2 training crops.
+- "prob-avg": the same two heads at a common C = 0.003, probabilities averaged (bench/RESULTS.md 1m's row).
+- "concat": one head over both backbones' 2560 features, C from (0.001, 0.003) by out-of-fold NLL.
+
+Prints error / NLL per fold seed and their means.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.exp_cv import data_args, labelled_sets  # noqa: E402
+
+CS = (0.001, 0.003, 0.01, 0.03)
+
+
+def oof_path(f: np.ndarray, c: np.ndarray, y: np.ndarray, Cs, seed: int) -> dict[float, np.ndarray]:
+    """{C: out-of-fold probabilities (N, K)} of a standardised logistic head trained on each fold's photos and their
+    crops c (N, V, d), the Cs fitted as one warm-started path per fold."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    k = int(y.max()) + 1
+    out = {C: np.zeros((len(y), k)) for C in Cs}
+    for tr, va in StratifiedKFold(5, shuffle=True, random_state=seed).split(f, y):
+        x = np.concatenate([f[tr], c[tr].reshape(-1, c.shape[2])])
+        yy = np.concatenate([y[tr], np.repeat(y[tr], c.shape[1])])
+        mu, sd = x.mean(0), x.std(0) + 1e-6
+        m = LogisticRegression(max_iter=3000, warm_start=True)
+        for C in sorted(Cs):
+            m.set_params(C=C).fit((x - mu) / sd, yy)
+            out[C][va] = m.predict_proba((f[va] - mu) / sd)
+    return out
+
+
+def nll(p: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1))))
+
+
+def best(path: dict[float, np.ndarray], y: np.ndarray) -> np.ndarray:
+    """The out-of-fold probabilities at the C with the lowest NLL."""
+    return path[min(path, key=lambda C: nll(path[C], y))]
+
+
+def logit_mean(*probs: np.ndarray) -> np.ndarray:
+    z = np.mean([np.log(np.clip(p, 1e-12, 1)) for p in probs], axis=0)
+    z = np.exp(z - z.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+def main() -> int:
+    sets = list(labelled_sets(data_args(sys.argv[1:], __doc__)))
+    from bench.exp_int8_ensemble import feats
+
+    for data, ds, y in sets:
+        Z = {a: feats(ds, data.name, a) for a in ("lite0", "lite2")}
+        rows: dict[str, list[tuple[float, float]]] = {}
+        for seed in (0, 1, 2):
+            for views in (4, 3, 2):
+                paths = {a: oof_path(Z[a]["f"], Z[a]["c"][:, :views], y, CS, seed) for a in Z}
+                p = logit_mean(best(paths["lite0"], y), best(paths["lite2"], y))
+                rows.setdefault(f"logit-avg, {views} crops", []).append((float((p.argmax(1) != y).mean()), nll(p, y)))
+                if views == 4:
+                    p = (paths["lite0"][0.003] + paths["lite2"][0.003]) / 2
+                    rows.setdefault("prob-avg C=0.003, 4 crops", []).append(
+                        (float((p.argmax(1) != y).mean()), nll(p, y))
+                    )
+            f = np.concatenate([Z["lite0"]["f"], Z["lite2"]["f"]], 1)
+            c = np.concatenate([Z["lite0"]["c"], Z["lite2"]["c"]], 2)
+            p = best(oof_path(f, c, y, (0.001, 0.003), seed), y)
+            rows.setdefault("concat, 4 crops", []).append((float((p.argmax(1) != y).mean()), nll(p, y)))
+            print(f"{data.name}: fold seed {seed} done", flush=True)
+        for name, v in rows.items():
+            print(
+                f"{data.name:5s} {name:28s} "
+                + "  ".join(f"{e:.1%} / {n:.3f}" for e, n in v)
+                + f"   mean {np.mean([e for e, _ in v]):.1%} / {np.mean([n for _, n in v]):.3f}",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
