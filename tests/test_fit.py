@@ -133,18 +133,24 @@ def test_help_explains_every_option():
 
 def test_flip_tta_is_part_of_the_network_and_every_runtime_agrees(tmp_path, synth_data):
     out = tmp_path / "tta"
-    assert fit.main([str(synth_data), "--out", str(out), "--size", "48", "--quiet", "--tta", "--tta-zoom", "1"]) == 0
-    onnx, eager = Predictor(out, backend="onnx"), Predictor(out, backend="torch")
-    assert onnx.spec.tta_flip and onnx.spec.tta_zoom == 1 and onnx.backend == "onnx"
-    imgs = [sorted((synth_data / c).iterdir())[0] for c in onnx.labels]
-    np.testing.assert_allclose(onnx.predict_proba(imgs), eager.predict_proba(imgs), atol=1e-4)
-    # the mirror image gets the same answer, because the network averages both views
     from PIL import ImageOps
 
     from snake_model.loader import load_image
 
+    args = [str(synth_data), "--size", "48", "--quiet", "--tta", "--tta-zoom", "1"]
+    assert fit.main([*args, "--out", str(out), "--no-int8"]) == 0
+    onnx, eager = Predictor(out, backend="onnx"), Predictor(out, backend="torch")
+    assert onnx.spec.tta_flip and onnx.spec.tta_zoom == 1 and onnx.backend == "onnx" and not onnx.spec.int8
+    imgs = [sorted((synth_data / c).iterdir())[0] for c in onnx.labels]
+    np.testing.assert_allclose(onnx.predict_proba(imgs), eager.predict_proba(imgs), atol=1e-4)
+    # the mirror image gets the same answer, because the network averages both views
     im = load_image(imgs[0])
     np.testing.assert_allclose(eager.predict_proba([im]), eager.predict_proba([ImageOps.mirror(im)]), atol=1e-5)
+    # the default int8 graph too: the mirror image's two views are the photo's two views, swapped
+    assert fit.main([*args, "--out", str(tmp_path / "int8")]) == 0
+    int8 = Predictor(tmp_path / "int8")
+    assert int8.backend == "onnx-int8" and int8.spec.int8["file"] == "features.int8.onnx"
+    np.testing.assert_allclose(int8.predict_proba([im]), int8.predict_proba([ImageOps.mirror(im)]), atol=1e-5)
 
 
 def test_background_folder_adds_a_not_a_snake_class(tmp_path, synth_data):

@@ -289,4 +289,4 @@ def test_a_class_without_validation_photos_decoys_and_few_images_are_reported_tr
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["training"]["folds"] == 0 and cfg["training"]["head_fit"]["folds"] == 0
     assert "| folds | `0` |" in card
-    assert "default C=0.01 (too few images to cross-validate)" in stdout
+    assert "linear heads (2, logits averaged): default C=0.01/0.01 (too few images to cross-validate)" in stdout

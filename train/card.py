@@ -367,7 +367,13 @@ def _views(spec: ModelSpec) -> str:
 
 def _training_section(spec: ModelSpec, metrics: dict) -> str:
     rows = [
-        ("arch", f"`{spec.arch}` (head `{spec.head}`)"),
+        ("arch", f"`{spec.arch}` (head `{spec.head}`)" + (", features side by side" if "+" in spec.arch else "")),
+        (
+            "served as",
+            f"int8 ONNX graph of the bodies ({md_cell(spec.int8.get('file', ''), code=True)}) + float32 head"
+            if spec.int8
+            else "float32 network (ONNX Runtime)",
+        ),
         ("image size", f"{spec.image_size} px, resize `{spec.resize_method}`"),
         ("normalisation", f"mean {list(spec.mean)}, std {list(spec.std)}"),
         ("views per photo", _views(spec)),
