@@ -175,14 +175,23 @@ def fit_member_heads(
     features and about twice as fast to fit (bench/RESULTS.md 1n). With one block this is fit_linear_head. The
     log's "oof_probs" are the members' out-of-fold probabilities combined the same way (log-mean, renormalised).
     """
-    if len(widths) == 1:
-        return fit_linear_head(x, y, groups, n_classes, seed, scored)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
     starts = np.cumsum([0, *widths])
-    # One after the other: run in two threads, the fits fight over the two cores' BLAS threads (2.5x slower).
-    fits = [
-        fit_linear_head(x[:, a:e], y, groups, n_classes, seed, scored)
-        for a, e in zip(starts[:-1], starts[1:], strict=True)
-    ]
+    # One BLAS thread per fit: on these small matrices OpenBLAS's threads cost more than they give (a member's CV in
+    # 5.5 s instead of 14.6 s on na4), and the members' fits then share the cores as two threads (bench/RESULTS.md 1n).
+    with threadpool_limits(limits=1, user_api="blas"):
+        if len(widths) == 1:
+            return fit_linear_head(x, y, groups, n_classes, seed, scored)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            fits = list(
+                pool.map(
+                    lambda i: fit_linear_head(x[:, starts[i] : starts[i + 1]], y, groups, n_classes, seed, scored),
+                    range(len(widths)),
+                )
+            )
     ws, bs, logs, oofs = [], [], [], []
     for w, b, log_ in fits:
         oof = log_.pop("oof_probs", None)
@@ -222,19 +231,30 @@ def _full_proba(m, z: np.ndarray, n_classes: int) -> np.ndarray:
 
 class PlainViews:
     """Pooled body features of single plain views (no TTA inside): the int8 graph when there is one, else the float32
-    body (ONNX Runtime on a CPU, torch on a GPU)."""
+    body (ONNX Runtime on a CPU, torch on a GPU).
+
+    With the int8 graph and two or more CPU threads there are two ONNX Runtime sessions of one thread each, run side
+    by side on different photos: 10.8 ms a 320-px view of Lite0 + Lite2 against 14-15 ms for one session with two
+    threads (bench/RESULTS.md 1n).
+    """
 
     def __init__(self, model: SnakeNet, spec: ModelSpec, device, graph: bytes | None = None):
         if graph is not None:
             from snake_model.quant import Int8Body
 
-            self.int8: Int8Body | None = Int8Body(graph, threads=torch.get_num_threads())
+            threads = torch.get_num_threads()
+            workers = 2 if threads >= 2 else 1
+            self.runs = [Int8Body(graph, threads=max(1, threads // workers)).__call__ for _ in range(workers)]
         else:
-            self.int8 = None
-            self.runner = FeatureRunner(SnakeNet(model.body, model.head, tta_flip=False), spec, device)
+            runner = FeatureRunner(SnakeNet(model.body, model.head, tta_flip=False), spec, device)
+            self.runs = [lambda x: runner(x)[1]]
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.int8(x) if self.int8 is not None else self.runner(x)[1]
+    @property
+    def workers(self) -> int:
+        return len(self.runs)
+
+    def __call__(self, x: np.ndarray, worker: int = 0) -> np.ndarray:
+        return self.runs[worker](x)
 
 
 def photo_features(
@@ -250,26 +270,46 @@ def photo_features(
     """Served features (the photo's views averaged as the network averages them), shape (N, nf), and the pooled
     features of `views` random resized crops of each photo (N, views, nf; None without views).
 
-    Every photo is read and decoded once. The crops (randomly mirrored, no second view) use a generator seeded with
-    seed, drawn photo by photo in order.
+    Every photo is read and decoded once. Photo i's crops (randomly mirrored, no second view) come from a generator
+    seeded with (seed, i), so they do not depend on how the photos are shared out among plain's workers.
     """
-    rng = np.random.default_rng(seed)
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
     tta = bool(model.tta_flip)
     served = np.zeros((len(paths), model.body.num_features), np.float32)
     crops = np.zeros((len(paths), views, model.body.num_features), np.float32) if views else None
-    x = np.empty((1 + tta + views, 3, spec.image_size, spec.image_size), np.float32)
-    for i, p in enumerate(tqdm(paths, desc=desc, unit="img", disable=quiet)):
-        img = load_image(p)
-        preprocess(img, spec, out=x[0])
-        if tta:
-            with torch.inference_mode():
-                x[1] = model.second_view(torch.from_numpy(x[:1])).numpy()[0]
-        for v in range(views):
-            preprocess(random_resized_crop(img, rng, FAST["aug_scale"]), spec, out=x[1 + tta + v])
-        f = plain(x)
-        served[i] = f[: 1 + tta].mean(0)
-        if crops is not None:
-            crops[i] = f[1 + tta :]
+    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=quiet)
+    lock, stop = threading.Lock(), threading.Event()
+
+    def work(k: int) -> None:
+        x = np.empty((1 + tta + views, 3, spec.image_size, spec.image_size), np.float32)
+        for i in range(k, len(paths), plain.workers):
+            if stop.is_set():  # the run failed or was interrupted elsewhere: do no more
+                return
+            rng = np.random.default_rng([seed, i])
+            img = load_image(paths[i])
+            preprocess(img, spec, out=x[0])
+            if tta:
+                with torch.inference_mode():
+                    x[1] = model.second_view(torch.from_numpy(x[:1])).numpy()[0]
+            for v in range(views):
+                preprocess(random_resized_crop(img, rng, FAST["aug_scale"]), spec, out=x[1 + tta + v])
+            f = plain(x, k)
+            served[i] = f[: 1 + tta].mean(0)
+            if crops is not None:
+                crops[i] = f[1 + tta :]
+            with lock:
+                bar.update(1)
+
+    pool = ThreadPoolExecutor(max_workers=plain.workers)
+    try:
+        for future in [pool.submit(work, k) for k in range(plain.workers)]:
+            future.result()  # the first failure is raised here
+    finally:
+        stop.set()  # Ctrl-C, SIGTERM or a worker's error: the other workers stop at their next photo
+        pool.shutdown(wait=True)
+        bar.close()
     return served, crops
 
 
