@@ -468,3 +468,25 @@ def test_private_into_an_existing_public_space_uploads_no_app(fake_hub, artifact
     assert do_push(fake_hub, artifact, *space, "--private") != 0
     assert "Space alice/snake-space already exists and is public" in capsys.readouterr().err
     assert fake_hub.repo("alice/snake-space", "space").branches["main"] == before
+
+
+def test_the_int8_graph_is_pushed_pulled_and_pulled_again_when_a_pull_lost_it(tmp_path):
+    from snake_model.quant import quantize_body
+
+    d = tmp_path / "art"
+    net = build_network("tf_efficientnet_lite0", 2, pretrained=False).eval()
+    spec = ModelSpec(labels=["a", "b"], image_size=32)
+    graph = quantize_body(net.body, 32, np.random.default_rng(0).uniform(-1, 1, (4, 3, 32, 32)).astype(np.float32))
+    save_artifact(net, spec, d, int8_graph=graph)
+    (d / "metrics.json").write_text(json.dumps({"valid_error": 0.5}))
+    with FakeHub(tokens={TOKEN: USER}) as hub:
+        assert do_push(hub, d) == 0
+        assert hub.files(REPO)["features.int8.onnx"] == graph
+        sha = hub.head(REPO)
+        first = H.pull_model(REPO, sha, cache_dir=tmp_path / "cache", endpoint=hub.url)
+        (first / "features.int8.onnx").unlink()  # as if the pull had been killed before the graph arrived
+        again = H.pull_model(REPO, sha, cache_dir=tmp_path / "cache", endpoint=hub.url)
+        assert again == first and (again / "features.int8.onnx").read_bytes() == graph
+    from snake_model.predictor import Predictor
+
+    assert Predictor(again).backend == "onnx-int8"
