@@ -7,6 +7,7 @@ import onnx
 import pytest
 import torch
 from PIL import Image
+from sklearn.metrics import log_loss
 
 from snake_model.artifact import ArtifactError, load_artifact, load_int8_graph, save_artifact
 from snake_model.gradcam import gradcam
@@ -14,7 +15,7 @@ from snake_model.network import FAST_ARCH, MultiBody, build_network
 from snake_model.predictor import Predictor
 from snake_model.quant import GraphError, Int8Net, check_graph, export_body, quantize_body
 from snake_model.spec import ModelSpec, SpecError, check_arch_name
-from train.recipe_fast import fit_linear_head, fit_member_heads, member_widths
+from train.recipe_fast import FAST, final_head, fit_linear_head, fit_member_heads, head_cv, logit_mean, member_widths
 
 PAIR = "tf_efficientnet_lite0+tf_efficientnet_lite1"  # random init in tests: any two members do
 SIZE = 64
@@ -74,22 +75,29 @@ def test_members_with_different_input_normalisations_are_refused():
         build_network("tf_efficientnet_lite0+resnet18", 3, pretrained=False)
 
 
-def test_member_heads_average_the_members_logits():
+def test_member_heads_average_the_members_logits_with_cs_chosen_together():
     rng = np.random.default_rng(0)
     n, y = 90, np.arange(90) % 3
-    x = np.concatenate([rng.normal(size=(3, 5))[y] + rng.normal(size=(n, 5)), rng.normal(size=(n, 7))], 1)
+    x = np.concatenate([rng.normal(size=(3, 5))[y] + rng.normal(size=(n, 5)), rng.normal(size=(3, 7))[y] * 0.5
+                        + rng.normal(size=(n, 7))], 1)  # fmt: skip
     groups = np.arange(n)
     w, b, log = fit_member_heads(x, y, groups, 3, seed=0, scored=None, widths=[5, 7])
-    w0, b0, log0 = fit_linear_head(x[:, :5], y, groups, 3, seed=0)
-    w1, b1, log1 = fit_linear_head(x[:, 5:], y, groups, 3, seed=0)
+    c0, c1 = log["C"]
+    (w0, b0), (w1, b1) = final_head(x[:, :5], y, c0), final_head(x[:, 5:], y, c1)
     np.testing.assert_allclose(x @ w.T + b, ((x[:, :5] @ w0.T + b0) + (x[:, 5:] @ w1.T + b1)) / 2, atol=1e-4)
-    assert log["C"] == [log0["C"], log1["C"]] and log["combine"].startswith("mean")
-    z = (np.log(log0["oof_probs"]) + np.log(log1["oof_probs"])) / 2
-    expected = np.exp(z) / np.exp(z).sum(1, keepdims=True)
-    np.testing.assert_allclose(log["oof_probs"], expected, atol=1e-6)
+    # the pair of Cs is the one whose averaged out-of-fold predictions have the lowest log-loss
+    (_, oof0), (_, oof1) = head_cv(x[:, :5], y, groups, 3, 0), head_cv(x[:, 5:], y, groups, 3, 0)
+    losses = {(a, c): log_loss(y, logit_mean([oof0[a], oof1[c]]), labels=[0, 1, 2]) for a in oof0 for c in oof1}
+    assert len(losses) == len(FAST["Cs"]) ** 2
+    assert (c0, c1) == min(losses, key=losses.get)
+    assert log["cv_log_loss"][f"{c0}/{c1}"] == pytest.approx(losses[c0, c1])
+    np.testing.assert_allclose(log["oof_probs"], logit_mean([oof0[c0], oof1[c1]]), atol=1e-9)
+    np.testing.assert_allclose(log["oof_probs"].sum(1), 1, atol=1e-9)
     # one member: exactly fit_linear_head
-    w2, b2, _ = fit_member_heads(x[:, :5], y, groups, 3, seed=0, scored=None, widths=[5])
-    np.testing.assert_allclose(w2, w0)
+    w2, b2, log2 = fit_member_heads(x[:, :5], y, groups, 3, seed=0, scored=None, widths=[5])
+    w3, b3, log3 = fit_linear_head(x[:, :5], y, groups, 3, seed=0)
+    np.testing.assert_allclose(w2, w3)
+    assert log2["C"] == log3["C"]
 
 
 def test_int8_graph_is_standard_onnx_and_close_to_float32(pair_net, pair_graph):

@@ -106,57 +106,82 @@ def full_pass(
     return np.concatenate(logits), np.concatenate(feats)
 
 
-def fit_linear_head(
+def head_cv(
     x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int, seed: int, scored: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Standardise, pick C by grouped k-fold log-loss, fit; return (W, b) acting on raw features, and a log.
+) -> tuple[int, dict[float, np.ndarray]]:
+    """Grouped k-fold cross-validation of the standardised logistic head over FAST["Cs"]: (folds used, {C: out-of-fold
+    probabilities of the scored rows, in row order}); (0, {}) when there are too few images to cross-validate.
 
-    groups keep the rows of one image (its augmented views) in one fold; only rows where `scored` is True (the
-    plain views, what serving sees) count in the fold's log-loss. The log also holds the out-of-fold
-    probabilities of the scored rows under the chosen C ("oof_probs", in row order).
+    groups keep the rows of one image (its augmented views) in one fold; only rows where `scored` is True (the plain
+    views, what serving sees) are predicted out of fold.
     """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import log_loss
     from sklearn.model_selection import StratifiedGroupKFold
 
     scored = np.ones(len(y), bool) if scored is None else np.asarray(scored, bool)
-    mu, sd = x.mean(0), x.std(0) + 1e-6
-    z = (x - mu) / sd
     counts = np.bincount(y[scored], minlength=n_classes)
     folds = int(min(FAST["folds"], counts.min() // 2 if counts.min() >= 4 else 0))
-    scores: dict[float, float] = {}
-    oof: dict[float, np.ndarray] = {}
     if folds < 2 or len(FAST["Cs"]) < 2:
-        folds = 0  # no cross-validation: the log says so
-    if folds:
-        cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        splits = list(cv.split(z, y, groups))
-        Cs = sorted(FAST["Cs"])
+        return 0, {}  # no cross-validation: the log says so
+    z = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    Cs = sorted(FAST["Cs"])
+    oof = {C: np.zeros((len(y), n_classes)) for C in Cs}
+    for tr, va in StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(z, y, groups):
+        # One regression per fold, refitted from the previous C's solution (weakest regularisation last): the
+        # same optima, about 1.6x faster than fitting every C from zero (bench/RESULTS.md 1n).
+        m = LogisticRegression(max_iter=FAST["max_iter"], warm_start=True)
+        va = va[scored[va]]
         for C in Cs:
-            oof[C] = np.zeros((len(y), n_classes))
-        for tr, va in splits:
-            # One regression per fold, refitted from the previous C's solution (weakest regularisation last): the
-            # same optima, about 1.6x faster than fitting every C from zero (bench/RESULTS.md 1n).
-            m = LogisticRegression(max_iter=FAST["max_iter"], warm_start=True)
-            va = va[scored[va]]
-            for C in Cs:
-                m.set_params(C=C).fit(z[tr], y[tr])
-                oof[C][va] = _full_proba(m, z[va], n_classes)
-        for C in Cs:
-            scores[C] = float(log_loss(y[scored], oof[C][scored], labels=list(range(n_classes))))
-        best = min(scores, key=scores.get)
-    else:
-        best = FAST["Cs"][len(FAST["Cs"]) // 2]
-    m = LogisticRegression(C=best, max_iter=FAST["max_iter"]).fit(z, y)
+            m.set_params(C=C).fit(z[tr], y[tr])
+            oof[C][va] = _full_proba(m, z[va], n_classes)
+    return folds, {C: p[scored] for C, p in oof.items()}
+
+
+def final_head(x: np.ndarray, y: np.ndarray, C: float) -> tuple[np.ndarray, np.ndarray]:
+    """The standardised logistic head at C on all rows, as (W, b) acting on the raw features."""
+    from sklearn.linear_model import LogisticRegression
+
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    m = LogisticRegression(C=C, max_iter=FAST["max_iter"]).fit((x - mu) / sd, y)
     coef, icpt = m.coef_, m.intercept_
     if coef.shape[0] == 1:  # sklearn's binary form: one row for class 1
         coef, icpt = np.vstack([-coef / 2, coef / 2]), np.array([-icpt[0] / 2, icpt[0] / 2])
     w = coef / sd
     b = icpt - (coef * (mu / sd)).sum(1)
+    return w.astype(np.float32), b.astype(np.float32)
+
+
+def _log_loss(p: np.ndarray, y: np.ndarray, n_classes: int) -> float:
+    from sklearn.metrics import log_loss
+
+    return float(log_loss(y, p, labels=list(range(n_classes))))
+
+
+def fit_linear_head(
+    x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int, seed: int, scored: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Standardise, pick C by grouped k-fold log-loss (head_cv), fit; return (W, b) acting on raw features, and a log.
+
+    The log also holds the out-of-fold probabilities of the scored rows under the chosen C ("oof_probs", in row
+    order).
+    """
+    scored = np.ones(len(y), bool) if scored is None else np.asarray(scored, bool)
+    folds, oof = head_cv(x, y, groups, n_classes, seed, scored)
+    scores = {C: _log_loss(p, y[scored], n_classes) for C, p in oof.items()}
+    best = min(scores, key=scores.get) if scores else FAST["Cs"][len(FAST["Cs"]) // 2]
+    w, b = final_head(x, y, best)
     log_ = {"C": best, "cv_log_loss": scores, "folds": folds}
     if best in oof:
-        log_["oof_probs"] = oof[best][scored]
-    return w.astype(np.float32), b.astype(np.float32), log_
+        log_["oof_probs"] = oof[best]
+    return w, b, log_
+
+
+def logit_mean(probs: list[np.ndarray]) -> np.ndarray:
+    """Probabilities whose logits are the mean of the members' log-probabilities (what averaging linear heads'
+    logits gives)."""
+    z = np.mean([np.log(np.clip(p, 1e-12, 1.0)) for p in probs], axis=0)
+    z = np.exp(z - z.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
 
 
 def fit_member_heads(
@@ -168,52 +193,55 @@ def fit_member_heads(
     scored: np.ndarray | None,
     widths: list[int],
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """One fit_linear_head per backbone's block of features (widths: the blocks' sizes, in order), combined into one
+    """One logistic head per backbone's block of features (widths: the blocks' sizes, in order), combined into one
     linear head over all of them whose logits are the mean of the members' logits.
 
-    Separate heads, each with its own C, averaged in logit space: on na4 as accurate as one regression over all the
-    features and about twice as fast to fit (bench/RESULTS.md 1n). With one block this is fit_linear_head. The
-    log's "oof_probs" are the members' out-of-fold probabilities combined the same way (log-mean, renormalised).
+    Each member is cross-validated over FAST["Cs"] (head_cv, same folds), and the members' Cs are chosen together:
+    the combination whose averaged out-of-fold predictions have the lowest log-loss, i.e. the hyper-parameters of the
+    model that is served (bench/RESULTS.md 1n). With one block this is fit_linear_head. The log's "oof_probs" are
+    the combined out-of-fold probabilities at the chosen Cs.
     """
+    import itertools
     from concurrent.futures import ThreadPoolExecutor
 
     from threadpoolctl import threadpool_limits
 
+    scored = np.ones(len(y), bool) if scored is None else np.asarray(scored, bool)
     starts = np.cumsum([0, *widths])
+    blocks = [x[:, a:e] for a, e in zip(starts[:-1], starts[1:], strict=True)]
     # One BLAS thread per fit: on these small matrices OpenBLAS's threads cost more than they give (a member's CV in
     # 5.5 s instead of 14.6 s on na4), and the members' fits then share the cores as two threads (bench/RESULTS.md 1n).
     with threadpool_limits(limits=1, user_api="blas"):
         if len(widths) == 1:
             return fit_linear_head(x, y, groups, n_classes, seed, scored)
         with ThreadPoolExecutor(max_workers=2) as pool:
-            fits = list(
-                pool.map(
-                    lambda i: fit_linear_head(x[:, starts[i] : starts[i + 1]], y, groups, n_classes, seed, scored),
-                    range(len(widths)),
-                )
-            )
-    ws, bs, logs, oofs = [], [], [], []
-    for w, b, log_ in fits:
-        oof = log_.pop("oof_probs", None)
-        if oof is not None:
-            oofs.append(np.log(np.clip(oof, 1e-12, 1.0)))
-        ws.append(w)
-        bs.append(b)
-        logs.append(log_)
+            cvs = list(pool.map(lambda xb: head_cv(xb, y, groups, n_classes, seed, scored), blocks))
+            folds = cvs[0][0]
+            scores: dict[str, float] = {}
+            if folds:
+                for combo in itertools.product(*(sorted(oof) for _, oof in cvs)):
+                    p = logit_mean([oof[C] for (_, oof), C in zip(cvs, combo, strict=True)])
+                    scores["/".join(map(str, combo))] = _log_loss(p, y[scored], n_classes)
+                chosen = [float(C) for C in min(scores, key=scores.get).split("/")]
+            else:
+                chosen = [FAST["Cs"][len(FAST["Cs"]) // 2]] * len(widths)
+            heads = list(pool.map(lambda bc: final_head(bc[0], y, bc[1]), zip(blocks, chosen, strict=True)))
     m = len(widths)
-    w = np.concatenate(ws, axis=1) / m
-    b = np.mean(bs, axis=0)
-    combined: dict = {
-        "members": logs,
-        "combine": "mean of the members' logits",
-        "C": [lg["C"] for lg in logs],
-        "folds": logs[0]["folds"],
+    w = np.concatenate([h[0] for h in heads], axis=1) / m
+    b = np.mean([h[1] for h in heads], axis=0)
+    log_: dict = {
+        "C": chosen,
+        "combine": "mean of the members' logits; Cs chosen together by the combined out-of-fold log-loss",
+        "folds": folds,
+        "members": [
+            {"C": C, "cv_log_loss": {c: _log_loss(p, y[scored], n_classes) for c, p in oof.items()}}
+            for C, (_, oof) in zip(chosen, cvs, strict=True)
+        ],
+        "cv_log_loss": scores,
     }
-    if len(oofs) == m:
-        z = np.mean(oofs, axis=0)
-        z = np.exp(z - z.max(1, keepdims=True))
-        combined["oof_probs"] = z / z.sum(1, keepdims=True)
-    return w.astype(np.float32), b.astype(np.float32), combined
+    if folds:
+        log_["oof_probs"] = logit_mean([oof[C] for (_, oof), C in zip(cvs, chosen, strict=True)])
+    return w.astype(np.float32), b.astype(np.float32), log_
 
 
 def member_widths(model: SnakeNet) -> list[int]:
