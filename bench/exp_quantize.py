@@ -56,18 +56,12 @@ def session(path: Path):
 def quantize(pre: Path, out: Path, photos: np.ndarray, fmt=None) -> None:
     """Static int8 quantization of the pre-processed graph `pre` (per-channel int8 weights, uint8 activations), its
     ranges calibrated on `photos` (N, 3, H, W) one at a time; fmt a QuantFormat (default QDQ)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.i = 0
-
-        def get_next(self):
-            self.i += 1
-            return {"input": photos[self.i - 1 : self.i]} if self.i <= len(photos) else None
+    from snake_model.quant import calibration_reader
 
     quantize_static(
-        str(pre), str(out), Reader(), quant_format=fmt or QuantFormat.QDQ, per_channel=True,
+        str(pre), str(out), calibration_reader(photos), quant_format=fmt or QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
     )  # fmt: skip
 

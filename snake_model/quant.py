@@ -64,13 +64,10 @@ def export_body(body, image_size: int) -> bytes:
     return buf.getvalue()
 
 
-def quantize_body(body, image_size: int, photos: np.ndarray) -> bytes:
-    """The body's int8 graph, its activation ranges calibrated on photos (N, 3, S, S), one photo at a time."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+def calibration_reader(photos: np.ndarray):
+    """An ONNX Runtime CalibrationDataReader that feeds photos (N, 3, S, S) to the graph's "input" one at a time."""
+    from onnxruntime.quantization import CalibrationDataReader
 
-    if len(photos) == 0:
-        raise ValueError("int8 calibration needs at least one photo")
     photos = np.ascontiguousarray(photos, dtype=np.float32)
 
     class Reader(CalibrationDataReader):
@@ -80,6 +77,17 @@ def quantize_body(body, image_size: int, photos: np.ndarray) -> bytes:
         def get_next(self):
             self.i += 1
             return {"input": photos[self.i - 1 : self.i]} if self.i <= len(photos) else None
+
+    return Reader()
+
+
+def quantize_body(body, image_size: int, photos: np.ndarray) -> bytes:
+    """The body's int8 graph, its activation ranges calibrated on photos (N, 3, S, S), one photo at a time."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if len(photos) == 0:
+        raise ValueError("int8 calibration needs at least one photo")
 
     was = logging.root.manager.disable
     logging.disable(max(was, logging.INFO))  # ONNX Runtime logs "Increased scale[...]" per channel on the root logger
@@ -94,7 +102,7 @@ def quantize_body(body, image_size: int, photos: np.ndarray) -> bytes:
         quantize_static(
             str(pre),
             str(q),
-            Reader(),
+            calibration_reader(photos),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,
