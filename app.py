@@ -413,12 +413,17 @@ class App:
         from snake_model.gradcam import gradcam, overlay
 
         img = self._load(path)
-        idx = None
+        decision = None
         if target and target != PREDICTED:
             lab = self.by_name.get(target, target)
             if lab not in self.spec.labels:
                 raise _refuse(f"unknown class {target!r}; choose one of: {', '.join(self.names.values())}")
             idx = self.spec.labels.index(lab)
+        else:
+            # The class /predict shows. Grad-CAM runs the float32 network, the predictor may run the int8 graph: in
+            # a near-tie their top classes can differ, and the heatmap must explain the answer the user was given.
+            decision = self._prediction(img)
+            idx = self.spec.labels.index(decision.label)
         try:
             cam, idx = gradcam(self.p.model, self.spec, img, idx)
             out = overlay(img, self.spec, cam)
@@ -429,7 +434,7 @@ class App:
         heatmap = self._heatmap_file(out)
         if target and target != PREDICTED:
             return heatmap, f"Heatmap for **{name}**: warm colours mark the pixels that raised its score."
-        if self._abstains(img):
+        if decision is not None and decision.abstain:
             return heatmap, (
                 f"🤷 I don't think this is any of the {len(self.species)} snakes I know; this heatmap shows "
                 f"what drove the top score (**{name}**) anyway: warm colours mark the pixels that raised it."
@@ -440,10 +445,10 @@ class App:
             )
         return heatmap, f"Heatmap for **{name}**: warm colours mark the pixels that raised its score."
 
-    def _abstains(self, img) -> bool:
-        """The same decision /predict makes for this image: the predictor abstains on it."""
+    def _prediction(self, img):
+        """The same Prediction /predict makes for this image (label, abstain decision)."""
         try:
-            return bool(self.p.predict(img).abstain)
+            return self.p.predict(img)
         except Exception as e:  # noqa: BLE001 - a clear message, never a stack trace or a dead worker
             log.exception("predict failed")
             raise _refuse(f"The model failed on this image ({type(e).__name__}); try another photo.") from e

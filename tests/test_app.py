@@ -921,3 +921,24 @@ def test_a_confidence_is_never_rounded_up_to_certainty_or_down_to_zero():
         "0.1%",
         "0%",
     ]
+
+
+def test_explain_shows_the_class_the_classifier_answered_even_where_grad_cams_network_would_differ(
+    tiny_artifact, good_image, monkeypatch
+):
+    import dataclasses
+
+    import app
+    from snake_model.gradcam import gradcam
+    from snake_model.predictor import Predictor
+
+    pred = Predictor(tiny_artifact)
+    a = app.App(pred, "test")
+    img = app.load_image(str(good_image))
+    own = gradcam(pred.model, pred.spec, img)[1]  # the float32 network's own top class
+    other = pred.spec.labels[(own + 1) % len(pred.spec.labels)]
+    real = pred.predict
+    # as if the served (int8) graph had put another class first in a near-tie
+    monkeypatch.setattr(pred, "predict", lambda im: dataclasses.replace(real(im), label=other, abstain=False))
+    _, note = a.explain(str(good_image), app.PREDICTED)
+    assert note.startswith(f"Heatmap for **{a.names[other]}**"), note
