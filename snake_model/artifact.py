@@ -61,6 +61,15 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def _place(out: Path, name: str) -> str:
+    """Move the finished out/<name>.tmp to out/<name> (readable by all) and return its sha256."""
+    tmp = out / (name + ".tmp")
+    sha = sha256_file(tmp)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, out / name)
+    return sha
+
+
 def save_artifact(
     model: SnakeNet, spec: ModelSpec, out_dir: str | Path, ood_bank=None, int8_graph: bytes | None = None
 ) -> Path:
@@ -72,18 +81,13 @@ def save_artifact(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if int8_graph is not None:
-        graph_tmp = out / (INT8_FILE + ".tmp")
-        graph_tmp.write_bytes(int8_graph)
-        spec.int8 = {"file": INT8_FILE, "sha256": sha256_file(graph_tmp)}
-        os.chmod(graph_tmp, 0o644)
-        os.replace(graph_tmp, out / INT8_FILE)
+        (out / (INT8_FILE + ".tmp")).write_bytes(int8_graph)
+        spec.int8 = {"file": INT8_FILE, "sha256": _place(out, INT8_FILE)}
     if ood_bank is not None:
-        bank_tmp = out / (OOD_FILE + ".tmp")
-        save_file({"bank": torch.from_numpy(ood_bank).contiguous()}, str(bank_tmp), metadata={"format": "pt"})
-        spec.ood = {**spec.ood, "file": OOD_FILE, "sha256": sha256_file(bank_tmp)}
+        bank = {"bank": torch.from_numpy(ood_bank).contiguous()}
+        save_file(bank, str(out / (OOD_FILE + ".tmp")), metadata={"format": "pt"})
+        spec.ood = {**spec.ood, "file": OOD_FILE, "sha256": _place(out, OOD_FILE)}
         spec.abstain_score = "knn"
-        os.chmod(bank_tmp, 0o644)
-        os.replace(bank_tmp, out / OOD_FILE)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
     os.close(fd)

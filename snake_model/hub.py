@@ -17,6 +17,8 @@ from contextvars import ContextVar
 from pathlib import Path
 
 from .artifact import CONFIG, WEIGHTS, ArtifactError, load_spec, sha256_file
+from .ood import OOD_FILE
+from .quant import INT8_FILE
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +26,8 @@ METRICS = "metrics.json"
 CARD_IMAGES = ("confusion_matrix.png", "top_losses.png", "batch_preview.png", "reliability.png")
 REQUIRED_FILES = (CONFIG, WEIGHTS)
 # The only files a pull ever asks for. A pickle (export.pkl, *.bin, *.pt) is never on this list.
-OOD_BANK = "ood.safetensors"  # the abstain feature bank (safetensors, sha256 in config.json)
-INT8_GRAPH = "features.int8.onnx"  # the body's int8 ONNX graph (a protobuf of tensors, sha256 in config.json)
+OOD_BANK = OOD_FILE  # the abstain feature bank (safetensors, sha256 in config.json)
+INT8_GRAPH = INT8_FILE  # the body's int8 ONNX graph (a protobuf of tensors, sha256 in config.json)
 CARD_TEXT = ("README.md", "ATTRIBUTION.md")  # plain text, shown in the app's Model tab
 ALLOWED_FILES = (*REQUIRED_FILES, OOD_BANK, INT8_GRAPH, METRICS, *CARD_IMAGES, *CARD_TEXT)
 COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
@@ -125,8 +127,8 @@ def _valid_spec(snapshot: Path):
 
 
 def _complete(snapshot: Path) -> bool:
-    """The weights and every file config.json names (the kNN feature bank, the int8 graph) are in the snapshot, and they are valid:
-    what _verified checks, so a complete snapshot needs no second check.
+    """The weights and every file config.json names (the kNN feature bank, the int8 graph) are in the snapshot, and
+    they are valid: what _verified checks, so a complete snapshot needs no second check.
 
     A pull killed half-way (or abandoned at the deadline) leaves config.json without the rest, and a bad download
     leaves a config.json that does not parse or weights that do not match it; such a snapshot is pulled again.

@@ -8,7 +8,7 @@ import re
 import torch
 from torch import nn
 
-from .spec import ARCH_SEP, check_arch_name
+from .spec import check_arch_name, split_arch
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +87,6 @@ def _create_timm(arch: str, pretrained: bool) -> nn.Module:
         log.info("loaded offline ImageNet weights for %s", arch)
         return model
     return timm.create_model(arch, pretrained=pretrained)
-
-
-def split_arch(arch: str) -> list[str]:
-    """The timm model names in an arch: one, or several joined by '+' (a MultiBody)."""
-    return arch.split(ARCH_SEP)
 
 
 class MultiBody(nn.Module):
@@ -233,7 +228,8 @@ def build_network(
     """Build body + head; pretrained=True loads ImageNet weights (offline for tf_efficientnet_lite0/1/2).
 
     arch is a plain timm model name, or several joined by '+' (a MultiBody): what config.json may hold (see
-    spec.check_arch_name), so timm never reaches for "hf-hub:" or "local-dir:" sources; build under `with torch.device("meta"):` for shapes without memory.
+    spec.check_arch_name), so timm never reaches for "hf-hub:" or "local-dir:" sources; build under
+    `with torch.device("meta"):` for shapes without memory.
     """
     if n_classes < 1:
         raise ValueError(f"need at least one class, got {n_classes}")

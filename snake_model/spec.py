@@ -41,12 +41,17 @@ def _timm_models() -> frozenset[str]:
 ARCH_SEP, MAX_MEMBERS = "+", 4  # several backbones side by side (snake_model.network.MultiBody)
 
 
+def split_arch(arch: str) -> list[str]:
+    """The timm model names in an arch: one, or several joined by '+' (a MultiBody)."""
+    return arch.split(ARCH_SEP)
+
+
 def check_arch_name(arch: object) -> None:
     """Raise SpecError unless arch is a plain model name that the installed timm builds (e.g. tf_efficientnet_lite0),
     or up to MAX_MEMBERS of them joined by '+' (e.g. tf_efficientnet_lite0+tf_efficientnet_lite2)."""
     if not isinstance(arch, str):
         raise SpecError(f"arch must be a string, got {arch!r}")
-    names = arch.split(ARCH_SEP)
+    names = split_arch(arch)
     if len(names) > MAX_MEMBERS:
         raise SpecError(f"arch joins {len(names)} backbones; at most {MAX_MEMBERS} are supported, got {arch[:200]!r}")
     for name in names:

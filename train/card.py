@@ -15,7 +15,7 @@ import yaml
 
 from snake_model.artifact import CONFIG, read_json_object
 from snake_model.mdtext import md_code, md_text
-from snake_model.spec import ModelSpec
+from snake_model.spec import ModelSpec, split_arch
 
 from .data import BACKGROUND_LABEL, SKIP_DIRS, class_dirs, image_files
 from .metrics import macro_f1
@@ -367,7 +367,11 @@ def _views(spec: ModelSpec) -> str:
 
 def _training_section(spec: ModelSpec, metrics: dict) -> str:
     rows = [
-        ("arch", f"`{spec.arch}` (head `{spec.head}`)" + (", features side by side" if "+" in spec.arch else "")),
+        (
+            "arch",
+            f"`{spec.arch}` (head `{spec.head}`)"
+            + (", features side by side" if len(split_arch(spec.arch)) > 1 else ""),
+        ),
         (
             "served as",
             f"int8 ONNX graph of the bodies ({md_cell(spec.int8.get('file', ''), code=True)}) + float32 head"

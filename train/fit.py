@@ -24,7 +24,7 @@ import numpy as np
 from snake_model.artifact import save_artifact
 from snake_model.loader import load_image
 from snake_model.network import DEFAULT_ARCH, FAST_ARCH
-from snake_model.spec import RESIZE_METHODS, ModelSpec
+from snake_model.spec import RESIZE_METHODS, ModelSpec, split_arch
 from snake_model.text import error_line
 
 from . import metrics as M
@@ -268,7 +268,7 @@ def check_arch(arch: str, pretrained: bool) -> None:
     """Refuse an unknown --arch, or offline weights whose package is missing, before any work is done."""
     import timm
 
-    from snake_model.network import _LITE_WHEELS, lite_weights_path, split_arch
+    from snake_model.network import _LITE_WHEELS, lite_weights_path
     from snake_model.spec import SpecError, check_arch_name
 
     for name in split_arch(arch):
@@ -589,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         check_out_outside_data(args.out, args.data_dir)
         if args.arch is None:
             args.arch = FAST_ARCH if args.recipe == "fast" else DEFAULT_ARCH
-        if args.recipe == "original" and "+" in args.arch:
+        if args.recipe == "original" and len(split_arch(args.arch)) > 1:
             raise DatasetError(
                 f"--arch {args.arch!r} joins several backbones, which only the fast recipe trains; give the original "
                 "recipe one timm model name"

@@ -217,14 +217,12 @@ def fit_member_heads(
         with ThreadPoolExecutor(max_workers=2) as pool:
             cvs = list(pool.map(lambda xb: head_cv(xb, y, groups, n_classes, seed, scored), blocks))
             folds = cvs[0][0]
-            scores: dict[str, float] = {}
-            if folds:
-                for combo in itertools.product(*(sorted(oof) for _, oof in cvs)):
-                    p = logit_mean([oof[C] for (_, oof), C in zip(cvs, combo, strict=True)])
-                    scores["/".join(map(str, combo))] = _log_loss(p, y[scored], n_classes)
-                chosen = [float(C) for C in min(scores, key=scores.get).split("/")]
-            else:
-                chosen = [FAST["Cs"][len(FAST["Cs"]) // 2]] * len(widths)
+            combined: dict[tuple[float, ...], np.ndarray] = {}  # the members' Cs -> combined out-of-fold probabilities
+            for combo in itertools.product(*(sorted(oof) for _, oof in cvs)):
+                combined[combo] = logit_mean([oof[C] for (_, oof), C in zip(cvs, combo, strict=True)])
+            losses = {combo: _log_loss(p, y[scored], n_classes) for combo, p in combined.items()}
+            best = min(losses, key=losses.get) if losses else None
+            chosen = list(best) if best else [FAST["Cs"][len(FAST["Cs"]) // 2]] * len(widths)
             heads = list(pool.map(lambda bc: final_head(bc[0], y, bc[1]), zip(blocks, chosen, strict=True)))
     m = len(widths)
     w = np.concatenate([h[0] for h in heads], axis=1) / m
@@ -237,10 +235,10 @@ def fit_member_heads(
             {"C": C, "cv_log_loss": {c: _log_loss(p, y[scored], n_classes) for c, p in oof.items()}}
             for C, (_, oof) in zip(chosen, cvs, strict=True)
         ],
-        "cv_log_loss": scores,
+        "cv_log_loss": {"/".join(map(str, combo)): loss for combo, loss in losses.items()},
     }
-    if folds:
-        log_["oof_probs"] = logit_mean([oof[C] for (_, oof), C in zip(cvs, chosen, strict=True)])
+    if best:
+        log_["oof_probs"] = combined[best]
     return w.astype(np.float32), b.astype(np.float32), log_
 
 
