@@ -490,3 +490,19 @@ def test_the_int8_graph_is_pushed_pulled_and_pulled_again_when_a_pull_lost_it(tm
     from snake_model.predictor import Predictor
 
     assert Predictor(again).backend == "onnx-int8"
+
+
+def test_a_changed_int8_graph_stops_the_push_before_anything_is_sent(tmp_path, capsys):
+    from snake_model.quant import quantize_body
+
+    d = tmp_path / "art"
+    net = build_network("tf_efficientnet_lite0", 2, pretrained=False).eval()
+    graph = quantize_body(net.body, 32, np.random.default_rng(0).uniform(-1, 1, (4, 3, 32, 32)).astype(np.float32))
+    save_artifact(net, ModelSpec(labels=["a", "b"], image_size=32), d, int8_graph=graph)
+    (d / "metrics.json").write_text(json.dumps({"valid_error": 0.5}))
+    (d / "features.int8.onnx").write_bytes(graph[:-1] + b"\x01")
+    with FakeHub(tokens={TOKEN: USER}) as hub:
+        assert do_push(hub, d) != 0
+        assert not hub.repos and all(r.method == "GET" for r in hub.requests)
+    err = capsys.readouterr().err
+    assert "features.int8.onnx" in err and "int8 graph was changed" in err and "nothing was sent" in err

@@ -16,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from snake_model.artifact import CONFIG, WEIGHTS, ArtifactError, load_spec, sha256_file
+from snake_model.artifact import CONFIG, WEIGHTS, ArtifactError, load_int8_graph, load_spec, sha256_file
 from snake_model.hub import CARD_IMAGES, INT8_GRAPH, METRICS, OOD_BANK, REPO_ID, is_commit_sha
 
 from .card import (
@@ -114,6 +114,10 @@ def model_files(artifact_dir: Path, data_dir: Path | None, also_pkl: bool) -> di
     actual = sha256_file(artifact_dir / WEIGHTS)
     if actual != spec.weights_sha256:
         raise PushError(f"{artifact_dir / WEIGHTS} does not match the sha256 in config.json; re-export the artifact")
+    try:
+        load_int8_graph(artifact_dir, spec)  # the graph the app would serve: hash and operators, before any upload
+    except ArtifactError as e:
+        raise PushError(f"{e}; re-train or re-export the artifact (nothing was sent)") from None
     files = {
         f: artifact_dir / f
         for f in (WEIGHTS, CONFIG, OOD_BANK, INT8_GRAPH, METRICS, *CARD_IMAGES)
