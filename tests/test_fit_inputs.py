@@ -290,3 +290,23 @@ def test_a_class_without_validation_photos_decoys_and_few_images_are_reported_tr
     assert cfg["training"]["folds"] == 0 and cfg["training"]["head_fit"]["folds"] == 0
     assert "| folds | `0` |" in card
     assert "linear heads (2, logits averaged): default C=0.01/0.01 (too few images to cross-validate)" in stdout
+
+
+def test_an_arch_onnx_runtime_cannot_quantize_is_a_clear_error_and_out_is_kept(
+    tmp_path, synth_data, monkeypatch, capsys
+):
+    import snake_model.quant
+
+    def refuse(*a, **k):
+        raise RuntimeError("Unsupported operator Foo")
+
+    monkeypatch.setattr(snake_model.quant, "quantize_body", refuse)
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "config.json").write_text("{}")  # an earlier model folder: it must stay as it was
+    assert fit.main([str(synth_data), "--out", str(out), "--size", "48", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "could not quantize --arch tf_efficientnet_lite0+tf_efficientnet_lite2 to int8" in err
+    assert "Unsupported operator Foo" in err and "--no-int8" in err
+    assert [p.name for p in out.iterdir()] == ["config.json"] and (out / "config.json").read_text() == "{}"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.fit-")]  # no staging folder left behind

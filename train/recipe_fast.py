@@ -22,6 +22,7 @@ from snake_model.loader import load_image
 from snake_model.network import FAST_ARCH, LinearHead, SnakeNet, build_network
 from snake_model.preprocess import preprocess, preprocess_batch
 from snake_model.spec import ModelSpec
+from snake_model.text import error_line
 
 from .data import Dataset, DatasetError
 from .features import FeatureRunner
@@ -383,8 +384,17 @@ def train_fast(ds: Dataset, train_idx, valid_idx, args: argparse.Namespace, devi
 
         if not args.quiet:
             print(f"quantizing the body to int8 (ranges from {min(FAST['calibration_photos'], len(tr_paths))} photos)")
-        graph = quantize_body(model.body, size, calibration_photos(tr_paths, spec, args.seed))
-    plain = PlainViews(model, spec, device, graph)
+        photos = calibration_photos(tr_paths, spec, args.seed)
+        try:
+            graph = quantize_body(model.body, size, photos)
+            plain = PlainViews(model, spec, device, graph)
+        except Exception as e:  # noqa: BLE001 - ONNX Runtime cannot quantize or run this arch: say so, keep --out
+            raise DatasetError(
+                f"ONNX Runtime could not quantize --arch {arch} to int8 ({error_line(e)}); train it in float32 with "
+                "--no-int8"
+            ) from e
+    else:
+        plain = PlainViews(model, spec, device, graph)
     views = FAST["aug_views"] if args.aug else 0
     # Augmented training rows: random resized crops of each training image (bench/RESULTS.md section 1c).
     ftr, fa = photo_features(model, tr_paths, spec, plain, views, args.seed, "features (train)", args.quiet)
